@@ -1,0 +1,143 @@
+"""Synthetic HMM data: the ground truth the model is measured against.
+
+The generating process is a plain Gaussian HMM
+
+    c_1 ~ Uniform(K),   c_t | c_{t-1} ~ Categorical(A[c_{t-1}]),
+    x_t | c_t ~ Normal(mu[c_t], noise_std^2 I_D),
+
+with ``A[i, i] = transition_bias`` and ``A[i, j] = (1 - transition_bias) / (K - 1)``
+for ``j != i``. Train and validation sequences share one set of parameters
+(:class:`HMMParams`), which stays available for the oracle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class HMMParams:
+    """Parameters of a Gaussian HMM.
+
+    Attributes:
+        initial: (K,) initial state probabilities p(c_1).
+        transition: (K, K) row-stochastic matrix, ``transition[i, j] = p(c_t=j | c_{t-1}=i)``.
+        means: (K, D) emission means.
+        noise_std: emission standard deviation (isotropic).
+    """
+
+    initial: torch.Tensor
+    transition: torch.Tensor
+    means: torch.Tensor
+    noise_std: float
+
+    @property
+    def n_states(self) -> int:
+        return self.means.shape[0]
+
+
+@dataclass
+class SequenceData:
+    """A batch of (possibly ragged) sequences, padded to a common length.
+
+    Attributes:
+        x: (N, T, D) observations; padded steps hold zeros.
+        lengths: (N,) int64 number of valid steps of each sequence.
+        states: (N, T) int64 true states, or None when unlabelled; padding holds -1.
+    """
+
+    x: torch.Tensor
+    lengths: torch.Tensor
+    states: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """(N, T) bool, True on valid (non-padded) steps."""
+        return lengths_to_mask(self.lengths, self.x.shape[1])
+
+    def subset(self, index: torch.Tensor) -> "SequenceData":
+        """The sequences at ``index`` (a (B,) index tensor)."""
+        states = None if self.states is None else self.states[index]
+        return SequenceData(self.x[index], self.lengths[index], states)
+
+
+def lengths_to_mask(lengths: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """(B,) lengths -> (B, T) bool mask of valid steps."""
+    return torch.arange(seq_len, device=lengths.device) < lengths[:, None]
+
+
+def make_hmm_params(
+    n_states: int, obs_dim: int, transition_bias: float, noise_std: float, generator: torch.Generator
+) -> HMMParams:
+    """Random HMM parameters: sticky transitions, means ~ N(0, I_D)."""
+    K = n_states
+    off = (1.0 - transition_bias) / (K - 1)
+    transition = torch.full((K, K), off)
+    transition.fill_diagonal_(transition_bias)
+    means = torch.randn(K, obs_dim, generator=generator)
+    return HMMParams(torch.full((K,), 1.0 / K), transition, means, noise_std)
+
+
+def sample_hmm(params: HMMParams, n_seqs: int, seq_len: int, generator: torch.Generator) -> SequenceData:
+    """Draw ``n_seqs`` sequences of length ``seq_len`` from ``params``.
+
+    Returns :class:`SequenceData` with x (N, T, D) float32 and states (N, T).
+    """
+    N, T = n_seqs, seq_len
+    states = torch.empty(N, T, dtype=torch.long)
+    states[:, 0] = torch.multinomial(params.initial, N, replacement=True, generator=generator)
+    for t in range(1, T):
+        rows = params.transition[states[:, t - 1]]  # (N, K)
+        states[:, t] = torch.multinomial(rows, 1, generator=generator).squeeze(-1)
+    noise = torch.randn(N, T, params.means.shape[1], generator=generator)
+    x = params.means[states] + params.noise_std * noise
+    return SequenceData(x.float(), torch.full((N,), T, dtype=torch.long), states)
+
+
+@dataclass
+class SyntheticData:
+    """Train and validation sequences drawn from one HMM (``params``)."""
+
+    train: SequenceData
+    val: SequenceData
+    params: HMMParams
+
+
+def validate_synthetic_args(n_states, obs_dim, seq_len, n_train, n_val, transition_bias, noise_std) -> None:
+    """Raise ValueError naming the first bad argument of :func:`make_synthetic`."""
+    checks = [
+        (n_states >= 2, f"data.n_states must be >= 2, got {n_states}"),
+        (obs_dim >= 1, f"data.obs_dim must be >= 1, got {obs_dim}"),
+        (seq_len >= 2, f"data.seq_len must be >= 2, got {seq_len}"),
+        (n_train >= 1, f"data.n_train must be >= 1, got {n_train}"),
+        (n_val >= 1, f"data.n_val must be >= 1, got {n_val}"),
+        (0.0 < transition_bias < 1.0, f"data.transition_bias must be in (0, 1), got {transition_bias}"),
+        (noise_std > 0.0, f"data.noise_std must be > 0, got {noise_std}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
+
+
+def make_synthetic(
+    n_states: int = 5,
+    obs_dim: int = 10,
+    seq_len: int = 100,
+    n_train: int = 1000,
+    n_val: int = 200,
+    transition_bias: float = 0.9,
+    noise_std: float = 1.0,
+    seed: int = 0,
+) -> SyntheticData:
+    """Seeded synthetic dataset: parameters, then train, then validation sequences."""
+    validate_synthetic_args(n_states, obs_dim, seq_len, n_train, n_val, transition_bias, noise_std)
+    gen = torch.Generator().manual_seed(seed)
+    params = make_hmm_params(n_states, obs_dim, transition_bias, noise_std, gen)
+    train = sample_hmm(params, n_train, seq_len, gen)
+    val = sample_hmm(params, n_val, seq_len, gen)
+    return SyntheticData(train, val, params)

@@ -1,0 +1,182 @@
+r"""Relaxed categorical Markov chains: one Pyro sample site for a whole sequence.
+
+Each step is a Gumbel-Softmax (Concrete) variable kept in **log space**
+(torch's ``ExpRelaxedCategorical``): the site value is
+:math:`y_t = \log \tilde c_t` with :math:`\tilde c_t` on the simplex. Log space
+keeps the densities finite at low temperature (simplex densities in float32
+overflow below tau ~ 0.2); since model and guide use the same variable, the
+Jacobian of :math:`y \mapsto \exp y` cancels in every ELBO.
+
+The chain's density factorises over time,
+:math:`\log p(y_{1:T}) = \sum_t \log \mathrm{ExpConcrete}(y_t; \ell_t, \tau)`,
+with step logits :math:`\ell_t` that depend on earlier steps. Sampling must run
+the recursion; the density only needs the logits of every step given the whole
+chain, which the prior computes in one batched call (the point of one site per
+chain instead of one per step: Pyro's per-site bookkeeping is paid once).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from pyro.distributions import TorchDistribution
+from torch.distributions import constraints, register_kl
+
+from .networks import PosteriorNet, Transition
+
+
+def exp_relaxed_rsample(logits: torch.Tensor, temperature: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    r"""Reparameterised ExpConcrete sample from given uniforms.
+
+    :math:`y = s - \mathrm{logsumexp}(s)`, :math:`s = (\ell + g)/\tau`, :math:`g = -\log(-\log u)`.
+    All tensors (..., K); ``uniforms`` in (0, 1).
+    """
+    gumbels = -(-uniforms.log()).log()
+    scores = (logits + gumbels) / temperature
+    return scores - scores.logsumexp(-1, keepdim=True)
+
+
+def exp_relaxed_log_prob(value: torch.Tensor, logits: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
+    r"""ExpConcrete log-density (Maddison et al. 2017, eq. 26 in log space).
+
+    :math:`\log p(y) = \log (K-1)! + (K-1)\log\tau + \sum_k (\ell_k - \tau y_k) - K \,\mathrm{logsumexp}_k(\ell_k - \tau y_k)`.
+    ``value`` and ``logits`` (..., K) -> (...).
+    """
+    K = logits.shape[-1]
+    score = logits - temperature * value
+    log_scale = math.lgamma(K) + (K - 1) * temperature.log()
+    return score.sum(-1) - K * score.logsumexp(-1) + log_scale
+
+
+def _uniforms(shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
+    eps = torch.finfo(like.dtype).eps
+    return torch.rand(shape, dtype=like.dtype, device=like.device).clamp(eps, 1 - eps)
+
+
+class RelaxedMarkovChain(TorchDistribution):
+    """Base class: a chain of ExpConcrete steps, batch_shape (B,), event_shape (T, K).
+
+    Subclasses say how step logits arise: :meth:`chain_logits` (all steps,
+    given a whole chain) and :meth:`_sample_logits` (the recursion used to sample).
+    ``mask`` (B, T) bool excludes padded steps from :meth:`log_prob`.
+    """
+
+    arg_constraints = {}
+    support = constraints.independent(constraints.real, 2)
+    has_rsample = True
+
+    def __init__(self, temperature, mask: torch.Tensor, n_states: int, validate_args=None):
+        self.temperature = torch.as_tensor(temperature, dtype=torch.get_default_dtype(), device=mask.device)
+        self.mask = mask
+        B, T = mask.shape
+        super().__init__(torch.Size([B]), torch.Size([T, n_states]), validate_args=validate_args)
+
+    def chain_logits(self, value: torch.Tensor) -> torch.Tensor:
+        """(B, T, K) step logits given a whole chain ``value`` (B, T, K)."""
+        raise NotImplementedError
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """(B,) sum over valid steps of the ExpConcrete log-densities."""
+        if self._validate_args:
+            self._validate_sample(value)
+        step = exp_relaxed_log_prob(value, self.chain_logits(value), self.temperature)
+        return step.masked_fill(~self.mask, 0.0).sum(-1)
+
+    def expand(self, batch_shape, _instance=None):
+        if torch.Size(batch_shape) != self.batch_shape:
+            raise NotImplementedError(f"{type(self).__name__} cannot be expanded to {tuple(batch_shape)}")
+        return self
+
+
+class RelaxedChainPrior(RelaxedMarkovChain):
+    r"""p(c_{1:T}) = p(c_1) prod_t p(c_t | c_{t-1}): uniform start, transition MLP fed the previous relaxed state."""
+
+    def __init__(self, transition: Transition, temperature, mask: torch.Tensor, n_states: int, validate_args=None):
+        self.transition = transition
+        super().__init__(temperature, mask, n_states, validate_args)
+
+    def chain_logits(self, value):
+        B, T, K = value.shape
+        first = value.new_zeros(B, 1, K)  # uniform p(c_1)
+        return torch.cat([first, self.transition(value[:, :-1].exp())], dim=1)
+
+    def rsample(self, sample_shape=torch.Size()):
+        if sample_shape:
+            raise NotImplementedError("RelaxedChainPrior draws one chain per batch element")
+        B, T, K = self.mask.shape + self.event_shape[-1:]
+        u = _uniforms(torch.Size([B, T, K]), self.temperature)
+        logits = u.new_zeros(B, K)
+        steps = []
+        for t in range(T):
+            y = exp_relaxed_rsample(logits, self.temperature, u[:, t])
+            steps.append(y)
+            logits = self.transition(y.exp())
+        return torch.stack(steps, 1)
+
+
+class RelaxedChainPosterior(RelaxedMarkovChain):
+    r"""q(c_{1:T} | X) = q(c_1 | X) prod_t q(c_t | c_{t-1}, X), from :class:`PosteriorNet`.
+
+    ``features`` (B, T, 2H) are the BiGRU outputs h_t. The step logits depend on
+    the whole past through the GRU cell, so :meth:`chain_logits` runs the
+    recursion; the logits computed while sampling are kept and reused when the
+    density of that same sample is asked for (Trace_ELBO always does).
+    """
+
+    def __init__(self, net: PosteriorNet, features: torch.Tensor, temperature, mask: torch.Tensor, validate_args=None):
+        self.net = net
+        self.features = features
+        self._last = None  # (sample, logits) of the latest rsample
+        super().__init__(temperature, mask, net.n_states, validate_args)
+
+    def _run(self, value: torch.Tensor | None):
+        """Run the recursion; teacher-forced by ``value`` if given, else sampling. Returns (sample, logits)."""
+        B, T, _ = self.features.shape
+        prev, hidden = self.net.initial(self.features)
+        u = None if value is not None else _uniforms(torch.Size([B, T, self.net.n_states]), self.features)
+        steps, logits_all = [], []
+        for t in range(T):
+            logits, hidden = self.net.step(self.features[:, t], prev, hidden)
+            y = value[:, t] if value is not None else exp_relaxed_rsample(logits, self.temperature, u[:, t])
+            steps.append(y)
+            logits_all.append(logits)
+            prev = y.exp()
+        return torch.stack(steps, 1), torch.stack(logits_all, 1)
+
+    def rsample(self, sample_shape=torch.Size()):
+        if sample_shape:
+            raise NotImplementedError("RelaxedChainPosterior draws one chain per batch element")
+        self._last = self._run(None)
+        return self._last[0]
+
+    def chain_logits(self, value):
+        if self._last is not None and value is self._last[0]:
+            return self._last[1]
+        return self._run(value)[1]
+
+    def last_sample(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sample, logits) of the latest :meth:`rsample`, both (B, T, K)."""
+        if self._last is None:
+            raise RuntimeError("RelaxedChainPosterior has not been sampled yet")
+        return self._last
+
+
+def categorical_kl(q_logits: torch.Tensor, p_logits: torch.Tensor) -> torch.Tensor:
+    r""":math:`\mathrm{KL}(q\|p) = \sum_k q_k (\log q_k - \log p_k)` over the last dim."""
+    log_q = q_logits.log_softmax(-1)
+    return (log_q.exp() * (log_q - p_logits.log_softmax(-1))).sum(-1)
+
+
+@register_kl(RelaxedChainPosterior, RelaxedChainPrior)
+def _kl_chain(q: RelaxedChainPosterior, p: RelaxedChainPrior) -> torch.Tensor:
+    r"""Per-step exact categorical KL along the sampled chain, (B,).
+
+    :math:`\sum_t \mathrm{KL}(q(c_t \mid c_{<t}, X) \,\|\, p(c_t \mid c_{t-1}))` with both
+    conditionals evaluated at the guide's latest relaxed sample (against the
+    uniform p(c_1) at t = 1): the "analytic" objective's KL term. It is a
+    function of that sample, so TraceMeanField_ELBO differentiates through it.
+    """
+    value, q_logits = q.last_sample()
+    kl = categorical_kl(q_logits, p.chain_logits(value))
+    return kl.masked_fill(~q.mask, 0.0).sum(-1)

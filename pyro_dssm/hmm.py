@@ -1,0 +1,150 @@
+r"""Exact inference in a discrete HMM: the one implementation every caller uses.
+
+Pure functions of (initial, transition, per-step log-likelihoods), in log space,
+batched over sequences, with an optional (B, T) mask for ragged sequences
+(padded steps must come after the valid ones; every sequence has >= 1 valid step).
+
+Notation: ``log_init`` (K,) is :math:`\log p(c_1)`; ``log_trans`` (K, K) is
+:math:`\log p(c_t = j \mid c_{t-1} = i)` at ``[i, j]``; ``log_lik`` (B, T, K) is
+:math:`\log p(x_t \mid c_t = k)`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def gaussian_log_likelihood(x: torch.Tensor, means: torch.Tensor, noise_std: float) -> torch.Tensor:
+    r""":math:`\log \mathcal N(x_t; \mu_k, \sigma^2 I)` for every state.
+
+    Args:
+        x: (B, T, D) observations.
+        means: (K, D) emission means.
+        noise_std: sigma.
+    Returns:
+        (B, T, K) log-likelihoods.
+    """
+    D = x.shape[-1]
+    sq = (x.unsqueeze(-2) - means).pow(2).sum(-1)  # (B, T, K)
+    return -0.5 * sq / noise_std**2 - D * (math.log(noise_std) + 0.5 * math.log(2 * math.pi))
+
+
+def _full_mask(log_lik: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    if mask is None:
+        return torch.ones(log_lik.shape[:2], dtype=torch.bool, device=log_lik.device)
+    return mask.bool()
+
+
+def _logmatmulexp(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Stable ``(a.exp() @ b.exp()).log()`` over the last two dims."""
+    return torch.logsumexp(a.unsqueeze(-1) + b.unsqueeze(-3), dim=-2)
+
+
+def log_likelihood(
+    log_init: torch.Tensor, log_trans: torch.Tensor, log_lik: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    r""":math:`\log p(x_{1:T}) = \log \sum_{c_{1:T}} p(c_1) \prod_t p(c_t|c_{t-1}) \prod_t p(x_t|c_t)`.
+
+    Evaluated as a product of per-step (K, K) factors in the log semiring,
+    reduced pairwise (depth log T), which is what makes it fast and
+    differentiable; :func:`forward` gives the same number step by step.
+
+    Returns:
+        (B,) log p(X) of each sequence (padding excluded).
+    """
+    mask = _full_mask(log_lik, mask)
+    K = log_init.shape[-1]
+    # Combine observation and transition factors; padded steps become the identity.
+    factors = log_trans + log_lik[:, 1:, None, :]  # (B, T-1, K, K)
+    eye = torch.full((K, K), -math.inf, device=log_lik.device, dtype=log_lik.dtype)
+    eye.fill_diagonal_(0.0)
+    factors = torch.where(mask[:, 1:, None, None], factors, eye)
+    # Eliminate the time dimension by pairwise products.
+    while factors.shape[1] > 1:
+        T2 = factors.shape[1]
+        even = factors[:, : T2 // 2 * 2]
+        reduced = _logmatmulexp(even[:, 0::2], even[:, 1::2])
+        factors = torch.cat([reduced, factors[:, T2 // 2 * 2 :]], dim=1)
+    first = log_init + log_lik[:, 0]  # (B, K)
+    if factors.shape[1] == 0:
+        return first.logsumexp(-1)
+    return (first.unsqueeze(-1) + factors[:, 0]).logsumexp((-2, -1))
+
+
+def forward(
+    log_init: torch.Tensor, log_trans: torch.Tensor, log_lik: torch.Tensor, mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Forward (filtering) pass: :math:`\log\alpha_t(k) = \log p(x_{1:t}, c_t = k)`.
+
+    Returns:
+        log_alpha: (B, T, K); on padded steps it repeats the last valid value.
+        log_px: (B,) log p(X).
+    """
+    mask = _full_mask(log_lik, mask)
+    alpha = log_init + log_lik[:, 0]
+    alphas = [alpha]
+    for t in range(1, log_lik.shape[1]):
+        new = torch.logsumexp(alpha.unsqueeze(-1) + log_trans, dim=-2) + log_lik[:, t]
+        alpha = torch.where(mask[:, t, None], new, alpha)
+        alphas.append(alpha)
+    return torch.stack(alphas, 1), alpha.logsumexp(-1)
+
+
+def backward(log_trans: torch.Tensor, log_lik: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    r"""Backward pass: :math:`\log\beta_t(k) = \log p(x_{t+1:T} \mid c_t = k)`.
+
+    Returns:
+        log_beta: (B, T, K); zero on the last valid step and on padding.
+    """
+    mask = _full_mask(log_lik, mask)
+    B, T, K = log_lik.shape
+    beta = log_lik.new_zeros(B, K)
+    betas = [beta]
+    for t in range(T - 2, -1, -1):
+        new = torch.logsumexp(log_trans + (log_lik[:, t + 1] + beta).unsqueeze(-2), dim=-1)
+        beta = torch.where(mask[:, t + 1, None], new, beta)
+        betas.append(beta)
+    return torch.stack(betas[::-1], 1)
+
+
+def posterior_marginals(
+    log_init: torch.Tensor, log_trans: torch.Tensor, log_lik: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    r"""Smoothed marginals :math:`p(c_t = k \mid x_{1:T}) \propto \alpha_t(k)\beta_t(k)`.
+
+    Returns:
+        (B, T, K) probabilities summing to one over K (padded steps are not meaningful).
+    """
+    log_alpha, log_px = forward(log_init, log_trans, log_lik, mask)
+    log_beta = backward(log_trans, log_lik, mask)
+    return (log_alpha + log_beta - log_px[:, None, None]).softmax(-1)
+
+
+def viterbi(
+    log_init: torch.Tensor, log_trans: torch.Tensor, log_lik: torch.Tensor, mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Most probable path :math:`\arg\max_{c_{1:T}} p(c_{1:T}, x_{1:T})` (max-product).
+
+    Returns:
+        path: (B, T) int64 states; padded steps repeat the last valid state.
+        log_joint: (B,) log p(path, X).
+    """
+    mask = _full_mask(log_lik, mask)
+    B, T, K = log_lik.shape
+    delta = log_init + log_lik[:, 0]
+    identity = torch.arange(K, device=log_lik.device).expand(B, K)
+    pointers = []
+    for t in range(1, T):
+        scores = delta.unsqueeze(-1) + log_trans  # (B, K_prev, K)
+        best, arg = scores.max(dim=-2)
+        valid = mask[:, t, None]
+        delta = torch.where(valid, best + log_lik[:, t], delta)
+        pointers.append(torch.where(valid, arg, identity))
+    log_joint, state = delta.max(-1)
+    path = [state]
+    for arg in reversed(pointers):
+        state = arg.gather(-1, state.unsqueeze(-1)).squeeze(-1)
+        path.append(state)
+    return torch.stack(path[::-1], 1), log_joint

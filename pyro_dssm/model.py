@@ -1,0 +1,122 @@
+"""The deep state-space model: Pyro model p(X, C) and guide q(C | X) in one module."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+from .distributions import RelaxedChainPosterior, RelaxedChainPrior
+from .networks import Emitter, PosteriorNet, Transition
+
+
+@dataclass
+class ModelConfig:
+    """Sizes of the networks. ``noise_std`` is the fixed emission sigma."""
+
+    n_states: int = 5
+    obs_dim: int = 10
+    transition_hidden: int = 32
+    emitter_hidden: int = 32
+    rnn_hidden: int = 32
+    noise_std: float = 1.0
+
+    def __post_init__(self):
+        for name in ("n_states", "obs_dim", "transition_hidden", "emitter_hidden", "rnn_hidden"):
+            value = getattr(self, name)
+            least = 2 if name == "n_states" else 1
+            if not isinstance(value, int) or value < least:
+                raise ValueError(f"model.{name} must be an integer >= {least}, got {value!r}")
+        if not self.noise_std > 0:
+            raise ValueError(f"model.noise_std must be > 0, got {self.noise_std}")
+
+
+def _check_batch(x: torch.Tensor, mask: torch.Tensor | None, obs_dim: int) -> torch.Tensor:
+    if x.dim() != 3 or x.shape[-1] != obs_dim:
+        raise ValueError(f"expected x of shape (B, T, {obs_dim}), got {tuple(x.shape)}")
+    if mask is None:
+        return torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+    if mask.shape != x.shape[:2]:
+        raise ValueError(f"expected mask of shape {tuple(x.shape[:2])}, got {tuple(mask.shape)}")
+    return mask.bool()
+
+
+class DSSM(nn.Module):
+    """HMM with neural transition and emission, and a structured amortised posterior.
+
+    Generative model (:meth:`model`)::
+
+        p(X, C) = p(c_1) prod_{t>1} p(c_t | c_{t-1}) prod_t N(x_t; emitter(c_t), sigma^2 I)
+
+    with p(c_1) uniform and p(c_t | c_{t-1}) = Cat(softmax(transition(c_{t-1}))).
+    Guide (:meth:`guide`)::
+
+        q(C | X) = q(c_1 | X) prod_{t>1} q(c_t | c_{t-1}, X)
+
+    States are relaxed (Gumbel-Softmax at temperature tau) during training;
+    with hard one-hot states the same networks define an exact HMM
+    (:meth:`hmm_parameters`).
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        K, D = config.n_states, config.obs_dim
+        self.transition = Transition(K, config.transition_hidden)
+        self.emitter = Emitter(K, D, config.emitter_hidden)
+        self.posterior = PosteriorNet(K, D, config.rnn_hidden)
+
+    @property
+    def n_states(self) -> int:
+        return self.config.n_states
+
+    # p(x_{1:T} | c_{1:T}) p(c_{1:T})
+    def model(self, x: torch.Tensor, mask: torch.Tensor | None = None, tau: float = 1.0) -> None:
+        """x (B, T, D); mask (B, T) bool of valid steps; tau the relaxation temperature."""
+        mask = _check_batch(x, mask, self.config.obs_dim)
+        with pyro.plate("sequences", x.shape[0]):
+            y = pyro.sample("c", RelaxedChainPrior(self.transition, tau, mask, self.n_states))
+            mean = self.emitter(y.exp())  # (B, T, D), every step in one call
+            obs = dist.Normal(mean, self.config.noise_std).to_event(1).mask(mask).to_event(1)
+            pyro.sample("x", obs, obs=x)
+
+    # q(c_{1:T} | x_{1:T})
+    def guide(self, x: torch.Tensor, mask: torch.Tensor | None = None, tau: float = 1.0) -> None:
+        """Same arguments as :meth:`model`; samples the site ``c`` (B, T, K) in log space."""
+        mask = _check_batch(x, mask, self.config.obs_dim)
+        features = self.posterior.encode(x, mask.sum(-1))
+        with pyro.plate("sequences", x.shape[0]):
+            pyro.sample("c", RelaxedChainPosterior(self.posterior, features, tau, mask))
+
+    def hmm_parameters(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The exact HMM of the generative model with hard one-hot states.
+
+        Returns:
+            log_init (K,): uniform log p(c_1).
+            log_trans (K, K): ``[i, j] = log p(c_t = j | c_{t-1} = i)``.
+            means (K, D): emission means.
+        """
+        K = self.n_states
+        eye = torch.eye(K, device=self.emitter.net[0].weight.device)
+        log_init = torch.full((K,), -math.log(K), device=eye.device)
+        return log_init, self.transition(eye).log_softmax(-1), self.emitter(eye)
+
+    def guide_logits(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Greedy, noise-free decoding of the guide: (B, T, K) logits of q(c_t | c_{t-1}, X).
+
+        The GRU cell is fed the one-hot argmax of the previous step (the
+        zero-temperature limit of the relaxed sample).
+        """
+        mask = _check_batch(x, mask, self.config.obs_dim)
+        features = self.posterior.encode(x, mask.sum(-1))
+        prev, hidden = self.posterior.initial(features)
+        out = []
+        for t in range(x.shape[1]):
+            logits, hidden = self.posterior.step(features[:, t], prev, hidden)
+            prev = nn.functional.one_hot(logits.argmax(-1), self.n_states).to(logits.dtype)
+            out.append(logits)
+        return torch.stack(out, 1)

@@ -1,0 +1,81 @@
+"""The neural factors of the model and of the guide, one module each."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+
+def _mlp(n_in: int, n_hidden: int, n_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(n_in, n_hidden), nn.ReLU(), nn.Linear(n_hidden, n_out))
+
+
+class Transition(nn.Module):
+    """Parameterizes p(c_t | c_{t-1}): logits of the next state given the previous (relaxed) state.
+
+    Input (..., K) point of the simplex (a one-hot vector for a hard state);
+    output (..., K) unnormalised logits.
+    """
+
+    def __init__(self, n_states: int, hidden_dim: int):
+        super().__init__()
+        self.net = _mlp(n_states, hidden_dim, n_states)
+
+    def forward(self, prev_state: torch.Tensor) -> torch.Tensor:
+        return self.net(prev_state)
+
+
+class Emitter(nn.Module):
+    """Parameterizes the mean of p(x_t | c_t) = Normal(mean(c_t), sigma^2 I).
+
+    Input (..., K) point of the simplex; output (..., D) mean.
+    """
+
+    def __init__(self, n_states: int, obs_dim: int, hidden_dim: int):
+        super().__init__()
+        self.net = _mlp(n_states, hidden_dim, obs_dim)
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        return self.net(state)
+
+
+class PosteriorNet(nn.Module):
+    """Parameterizes q(c_t | c_{t-1}, X): logits of the current state.
+
+    A bidirectional GRU over x_{1:T} summarises the whole sequence into h_t
+    (:meth:`encode`); a GRU cell fed [h_t, previous relaxed state] carries the
+    chain forward and a linear layer reads out the logits (:meth:`step`).
+    """
+
+    def __init__(self, n_states: int, obs_dim: int, hidden_dim: int):
+        super().__init__()
+        self.n_states = n_states
+        self.hidden_dim = hidden_dim
+        self.birnn = nn.GRU(obs_dim, hidden_dim, batch_first=True, bidirectional=True)
+        self.cell = nn.GRUCell(2 * hidden_dim + n_states, hidden_dim)
+        self.readout = nn.Linear(hidden_dim, n_states)
+
+    def encode(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, D) observations -> (B, T, 2H) features h_t.
+
+        With ``lengths`` (B,), padding is skipped so that the backward direction
+        starts at each sequence's own last step.
+        """
+        if lengths is None or bool((lengths == x.shape[1]).all()):
+            return self.birnn(x)[0]
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = self.birnn(packed)
+        return pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])[0]
+
+    def initial(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Zero previous state (B, K) and zero GRU hidden state (B, H) for step 1."""
+        B = features.shape[0]
+        return features.new_zeros(B, self.n_states), features.new_zeros(B, self.hidden_dim)
+
+    def step(
+        self, h_t: torch.Tensor, prev_state: torch.Tensor, hidden: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step: h_t (B, 2H), prev_state (B, K), hidden (B, H) -> logits (B, K), new hidden (B, H)."""
+        hidden = self.cell(torch.cat([h_t, prev_state], dim=-1), hidden)
+        return self.readout(hidden), hidden

@@ -1,0 +1,60 @@
+"""The one place metrics leave the process: TensorBoard, ``metrics.json`` and the progress line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+from torch.utils.tensorboard import SummaryWriter
+
+log = logging.getLogger(__name__)
+
+
+class Tracker:
+    """Writes scalars to TensorBoard under ``run_dir/tb`` and the final metrics to ``run_dir/metrics.json``."""
+
+    def __init__(self, run_dir: str | Path, enabled: bool = True):
+        self.run_dir = Path(run_dir)
+        self.enabled = enabled
+        self.writer = SummaryWriter(str(self.run_dir / "tb")) if enabled else None
+
+    def scalars(self, values: dict[str, float], step: int, prefix: str = "") -> None:
+        if self.writer is None:
+            return
+        for key, value in values.items():
+            if value is not None and not (isinstance(value, float) and math.isnan(value)):
+                self.writer.add_scalar(f"{prefix}{key}", value, step)
+
+    def figure(self, tag: str, fig, step: int) -> None:
+        if self.writer is not None:
+            self.writer.add_figure(tag, fig, step)
+
+    def epoch_line(self, epoch: int, n_epochs: int, values: dict[str, float]) -> None:
+        """One progress line per epoch."""
+        parts = [f"epoch {epoch:3d}/{n_epochs}"]
+        for key in ("loss", "tau", "val_accuracy", "viterbi_accuracy", "val_elbo_per_step", "seconds"):
+            if key in values:
+                parts.append(f"{key}={values[key]:.4g}")
+        log.info("  ".join(parts))
+
+    def finish(self, hparams: dict, metrics: dict[str, float]) -> None:
+        """Write hparams with the final metrics, flush, and write metrics.json."""
+        if self.writer is not None:
+            numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+            self.writer.add_hparams(hparams, {f"hparam/{k}": v for k, v in numeric.items()}, run_name="hparams")
+            self.writer.flush()
+            self.writer.close()
+            self.writer = None
+        if self.enabled:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.run_dir / "metrics.json.tmp"
+            tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True))
+            tmp.replace(self.run_dir / "metrics.json")
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+            self.writer.close()
+            self.writer = None

@@ -1,0 +1,148 @@
+"""Model, guide and both objectives against hand computations with torch's own distributions."""
+
+import pyro
+import pytest
+import torch
+from pyro import poutine
+from pyro.poutine.util import site_is_subsample
+from torch.distributions import Categorical, Normal, kl_divergence
+from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
+
+from pyro_dssm.distributions import exp_relaxed_log_prob
+from pyro_dssm.model import DSSM, ModelConfig
+from pyro_dssm.objectives import make_elbo
+
+B, T, K, D = 3, 6, 4, 2
+TAU = 0.5
+
+
+@pytest.fixture
+def setup():
+    torch.manual_seed(0)
+    model = DSSM(ModelConfig(n_states=K, obs_dim=D, transition_hidden=8, emitter_hidden=8, rnn_hidden=8, noise_std=0.7))
+    x = torch.randn(B, T, D)
+    return model, x
+
+
+def hand_sample_and_q_logits(model, x, seed):
+    """Redo the guide's sampling by hand: uniforms (B, T, K) drawn once, Gumbel-max recursion."""
+    torch.manual_seed(seed)
+    net = model.posterior
+    h = net.birnn(x)[0]
+    u = torch.rand(B, T, K).clamp(torch.finfo(x.dtype).eps, 1 - torch.finfo(x.dtype).eps)
+    prev, hidden = torch.zeros(B, K), torch.zeros(B, net.hidden_dim)
+    ys, q_logits = [], []
+    for t in range(T):
+        hidden = net.cell(torch.cat([h[:, t], prev], -1), hidden)
+        logits = net.readout(hidden)
+        g = -torch.log(-torch.log(u[:, t]))
+        y = torch.log_softmax((logits + g) / TAU, -1)
+        ys.append(y)
+        q_logits.append(logits)
+        prev = y.exp()
+    return torch.stack(ys, 1), torch.stack(q_logits, 1)
+
+
+def hand_prior_logits(model, y):
+    logits = [torch.zeros(B, K)]
+    for t in range(1, T):
+        logits.append(model.transition(y[:, t - 1].exp()))
+    return torch.stack(logits, 1)
+
+
+def hand_reconstruction(model, x, y):
+    return Normal(model.emitter(y.exp()), 0.7).log_prob(x).sum((-2, -1))
+
+
+def test_trace_objective_equals_hand_computation(setup):
+    model, x = setup
+    torch.manual_seed(7)
+    loss = make_elbo("trace").differentiable_loss(model.model, model.guide, x, None, TAU)
+    y, q_logits = hand_sample_and_q_logits(model, x, 7)
+    p_logits = hand_prior_logits(model, y)
+    tau = torch.tensor(TAU)
+    log_q = ExpRelaxedCategorical(tau, logits=q_logits).log_prob(y).sum(-1)
+    log_p = ExpRelaxedCategorical(tau, logits=p_logits).log_prob(y).sum(-1)
+    expected = -(hand_reconstruction(model, x, y) + log_p - log_q).sum()
+    assert torch.allclose(loss, expected, rtol=1e-5)
+
+
+def test_analytic_objective_equals_hand_computation(setup):
+    model, x = setup
+    torch.manual_seed(7)
+    loss = make_elbo("analytic").differentiable_loss(model.model, model.guide, x, None, TAU)
+    y, q_logits = hand_sample_and_q_logits(model, x, 7)
+    kl = kl_divergence(Categorical(logits=q_logits), Categorical(logits=hand_prior_logits(model, y))).sum(-1)
+    expected = -(hand_reconstruction(model, x, y) - kl).sum()
+    assert torch.allclose(loss, expected, rtol=1e-5)
+
+
+def test_model_and_guide_site_names_agree(setup):
+    model, x = setup
+    guide_tr = poutine.trace(model.guide).get_trace(x, None, TAU)
+    model_tr = poutine.trace(poutine.replay(model.model, trace=guide_tr)).get_trace(x, None, TAU)
+    def latent(tr):
+        return {n for n, site in tr.nodes.items()
+                if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)}
+
+    assert latent(model_tr) == latent(guide_tr) == {"c"}
+    # the model also runs on its own (ancestral sampling from the prior)
+    assert latent(poutine.trace(model.model).get_trace(x, None, TAU)) == {"c"}
+    assert model_tr.observation_nodes == ["x"]
+    assert guide_tr.nodes["c"]["value"].shape == (B, T, K)
+
+
+@pytest.mark.parametrize("objective", ["trace", "analytic"])
+def test_objectives_finite_and_differentiable(setup, objective):
+    model, x = setup
+    loss = make_elbo(objective).differentiable_loss(model.model, model.guide, x, None, TAU)
+    loss.backward()
+    assert torch.isfinite(loss)
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        # every network receives gradient (transition through the latent term, posterior through both)
+        assert p.grad.abs().sum() > 0, name
+
+
+def test_exp_relaxed_log_prob_matches_torch():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(5, 4, generator=g)
+    tau = torch.tensor(0.3)
+    value = ExpRelaxedCategorical(tau, logits=logits).sample()
+    expected = ExpRelaxedCategorical(tau, logits=logits).log_prob(value)
+    assert torch.allclose(exp_relaxed_log_prob(value, logits, tau), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("objective", ["trace", "analytic"])
+def test_training_at_tau_005_stays_finite(setup, objective):
+    """Simplex densities overflow in float32 below tau ~ 0.2; the log-space chain must not."""
+    model, x = setup
+    x = torch.randn(16, 30, D) * 3
+    elbo = make_elbo(objective)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    with pyro.validation_enabled(True):
+        for _ in range(30):
+            loss = elbo.differentiable_loss(model.model, model.guide, x, None, 0.05)
+            opt.zero_grad()
+            loss.backward()
+            assert torch.isfinite(loss)
+            assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+            opt.step()
+
+
+def test_guide_density_of_a_foreign_value_recomputes(setup):
+    """log_prob of a value the guide did not just sample runs the recursion teacher-forced."""
+    model, x = setup
+    tr1 = poutine.trace(model.guide).get_trace(x, None, TAU)
+    tr2 = poutine.trace(model.guide).get_trace(x, None, TAU)
+    y1 = tr1.nodes["c"]["value"]
+    d2 = tr2.nodes["c"]["fn"]
+    assert torch.allclose(d2.log_prob(y1.clone()), tr1.nodes["c"]["fn"].log_prob(y1), rtol=1e-5)
+
+
+def test_bad_shapes_raise(setup):
+    model, _ = setup
+    with pytest.raises(ValueError, match=r"\(B, T, 2\)"):
+        model.model(torch.randn(2, 3, 5))
+    with pytest.raises(ValueError, match="n_states"):
+        ModelConfig(n_states=1)
