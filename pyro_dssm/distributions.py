@@ -26,15 +26,12 @@ from torch.distributions import constraints, register_kl
 from .networks import PosteriorNet, Transition
 
 
-def exp_relaxed_rsample(logits: torch.Tensor, temperature: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
-    r"""Reparameterised ExpConcrete sample from given uniforms.
+def exp_relaxed_rsample(logits: torch.Tensor, temperature: torch.Tensor, gumbels: torch.Tensor) -> torch.Tensor:
+    r"""Reparameterised ExpConcrete sample from given Gumbel noise (see :func:`gumbel_noise`).
 
-    :math:`y = s - \mathrm{logsumexp}(s)`, :math:`s = (\ell + g)/\tau`, :math:`g = -\log(-\log u)`.
-    All tensors (..., K); ``uniforms`` in (0, 1).
+    :math:`y = s - \mathrm{logsumexp}(s)`, :math:`s = (\ell + g)/\tau`. All tensors (..., K).
     """
-    gumbels = -(-uniforms.log()).log()
-    scores = (logits + gumbels) / temperature
-    return scores - scores.logsumexp(-1, keepdim=True)
+    return ((logits + gumbels) / temperature).log_softmax(-1)
 
 
 def exp_relaxed_log_prob(value: torch.Tensor, logits: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
@@ -49,9 +46,15 @@ def exp_relaxed_log_prob(value: torch.Tensor, logits: torch.Tensor, temperature:
     return score.sum(-1) - K * score.logsumexp(-1) + log_scale
 
 
-def _uniforms(shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
+def gumbel_noise(shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
+    r"""Standard Gumbel noise :math:`g = -\log(-\log u)`, u ~ U(0, 1) clamped to [eps, 1 - eps].
+
+    Drawn for every step of a chain at once (one ``torch.rand`` call), so the
+    sampling loop only adds it.
+    """
     eps = torch.finfo(like.dtype).eps
-    return torch.rand(shape, dtype=like.dtype, device=like.device).clamp(eps, 1 - eps)
+    uniforms = torch.rand(shape, dtype=like.dtype, device=like.device).clamp(eps, 1 - eps)
+    return -(-uniforms.log()).log()
 
 
 class RelaxedMarkovChain(TorchDistribution):
@@ -94,22 +97,28 @@ class RelaxedChainPrior(RelaxedMarkovChain):
 
     def __init__(self, transition: Transition, temperature, mask: torch.Tensor, n_states: int, validate_args=None):
         self.transition = transition
+        self._cache = None  # (value, logits) of the latest chain_logits call
         super().__init__(temperature, mask, n_states, validate_args)
 
     def chain_logits(self, value):
+        # The analytic objective asks twice for the same value (log_prob, then the KL).
+        if self._cache is not None and value is self._cache[0]:
+            return self._cache[1]
         B, T, K = value.shape
         first = value.new_zeros(B, 1, K)  # uniform p(c_1)
-        return torch.cat([first, self.transition(value[:, :-1].exp())], dim=1)
+        logits = torch.cat([first, self.transition(value[:, :-1].exp())], dim=1)
+        self._cache = (value, logits)
+        return logits
 
     def rsample(self, sample_shape=torch.Size()):
         if sample_shape:
             raise NotImplementedError("RelaxedChainPrior draws one chain per batch element")
         B, T, K = self.mask.shape + self.event_shape[-1:]
-        u = _uniforms(torch.Size([B, T, K]), self.temperature)
-        logits = u.new_zeros(B, K)
+        gumbels = gumbel_noise(torch.Size([B, T, K]), self.temperature).unbind(1)
+        logits = self.temperature.new_zeros(B, K)
         steps = []
         for t in range(T):
-            y = exp_relaxed_rsample(logits, self.temperature, u[:, t])
+            y = exp_relaxed_rsample(logits, self.temperature, gumbels[t])
             steps.append(y)
             logits = self.transition(y.exp())
         return torch.stack(steps, 1)
@@ -134,11 +143,17 @@ class RelaxedChainPosterior(RelaxedMarkovChain):
         """Run the recursion; teacher-forced by ``value`` if given, else sampling. Returns (sample, logits)."""
         B, T, _ = self.features.shape
         prev, hidden = self.net.initial(self.features)
-        u = None if value is not None else _uniforms(torch.Size([B, T, self.net.n_states]), self.features)
+        # unbind, not features[:, t]: the backward of T indexing ops would scatter
+        # each step's gradient into its own zero (B, T, 2H) tensor, O(T^2) work
+        features = self.features.unbind(1)
+        if value is None:
+            gumbels = gumbel_noise(torch.Size([B, T, self.net.n_states]), self.features).unbind(1)
+        else:
+            given = value.unbind(1)
         steps, logits_all = [], []
         for t in range(T):
-            logits, hidden = self.net.step(self.features[:, t], prev, hidden)
-            y = value[:, t] if value is not None else exp_relaxed_rsample(logits, self.temperature, u[:, t])
+            logits, hidden = self.net.step(features[t], prev, hidden)
+            y = given[t] if value is not None else exp_relaxed_rsample(logits, self.temperature, gumbels[t])
             steps.append(y)
             logits_all.append(logits)
             prev = y.exp()
