@@ -56,3 +56,30 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             f"checkpoint {str(path)!r} has format version {payload['format_version']}, expected {FORMAT_VERSION}"
         )
     return payload
+
+
+def resolve_checkpoint(path_or_run_dir: str | os.PathLike) -> Path:
+    """A checkpoint file, or a run directory -> its ``checkpoints/last.pt``."""
+    path = Path(path_or_run_dir)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.pt"
+    if not path.is_file():
+        raise ValueError(f"trainer.resume={str(path_or_run_dir)!r}: no checkpoint at {str(path)!r}")
+    return path
+
+
+def rng_state(generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """The random state training depends on, as tensors: ``generator`` (minibatch order) and torch's
+    global generator (Gumbel noise), plus CUDA's when in use."""
+    state = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def restore_rng_state(state: dict[str, torch.Tensor], generator: torch.Generator) -> None:
+    """Undo :func:`rng_state`: continue both random streams exactly where they were saved."""
+    generator.set_state(state["generator"].cpu())
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"].cpu())

@@ -45,7 +45,7 @@ class SequenceData:
     Attributes:
         x: (N, T, D) observations; padded steps hold zeros.
         lengths: (N,) int64 number of valid steps of each sequence.
-        states: (N, T) int64 true states, or None when unlabelled; padding holds -1.
+        states: (N, T) int64 true states, or None when unlabelled; -1 on padding and unlabelled steps.
     """
 
     x: torch.Tensor
@@ -59,6 +59,13 @@ class SequenceData:
     def mask(self) -> torch.Tensor:
         """(N, T) bool, True on valid (non-padded) steps."""
         return lengths_to_mask(self.lengths, self.x.shape[1])
+
+    @property
+    def label_mask(self) -> torch.Tensor:
+        """(N, T) bool, True on valid steps that carry a label (``states >= 0``); the steps scores count."""
+        if self.states is None:
+            return torch.zeros_like(self.mask)
+        return self.mask & (self.states >= 0)
 
     def subset(self, index: torch.Tensor) -> "SequenceData":
         """The sequences at ``index`` (a (B,) index tensor)."""

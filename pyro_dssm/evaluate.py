@@ -8,22 +8,63 @@ from torch import nn
 from . import hmm
 from .data import HMMParams, SequenceData
 from .distributions import categorical_kl
-from .metrics import hungarian_accuracy
-from .model import DSSM
+from .metrics import clustering_scores, hungarian_accuracy
+from .model import DSSM, NeuralHMM
 
 
-def oracle_accuracy(params: HMMParams, data: SequenceData) -> float:
-    """Hungarian accuracy of argmax_k p(c_t = k | X) under the true HMM: the ceiling for this data."""
-    ll = hmm.gaussian_log_likelihood(data.x, params.means.to(data.x), params.noise_std)
-    marg = hmm.posterior_marginals(params.initial.log().to(ll), params.transition.log().to(ll), ll, data.mask)
-    return hungarian_accuracy(data.states, marg.argmax(-1), params.n_states, data.mask)
+def exact_decode(
+    log_init: torch.Tensor, log_trans: torch.Tensor, means: torch.Tensor, noise_std: float,
+    data: SequenceData, batch_size: int = 512,
+) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """Exact inference in a Gaussian HMM over ``data``, batch by batch.
+
+    Returns:
+        log p(X) summed over sequences, the (N, T) Viterbi paths and the (N, T)
+        argmax of the posterior marginals (both on CPU).
+    """
+    loglik, vit, marg = 0.0, [], []
+    for start in range(0, len(data), batch_size):
+        batch = data.subset(torch.arange(start, min(start + batch_size, len(data))))
+        x, mask = batch.x.to(means.device), batch.mask.to(means.device)
+        ll = hmm.gaussian_log_likelihood(x, means, noise_std)
+        loglik += float(hmm.log_likelihood(log_init, log_trans, ll, mask).sum())
+        vit.append(hmm.viterbi(log_init, log_trans, ll, mask)[0].cpu())
+        marg.append(hmm.posterior_marginals(log_init, log_trans, ll, mask).argmax(-1).cpu())
+    return loglik, torch.cat(vit), torch.cat(marg)
 
 
-def oracle_log_likelihood_per_step(params: HMMParams, data: SequenceData) -> float:
-    """log p(X) under the true HMM, per valid time step."""
-    ll = hmm.gaussian_log_likelihood(data.x, params.means.to(data.x), params.noise_std)
-    lp = hmm.log_likelihood(params.initial.log().to(ll), params.transition.log().to(ll), ll, data.mask)
-    return float(lp.sum() / data.mask.sum())
+def _true_hmm(params: HMMParams):
+    return params.initial.log(), params.transition.log(), params.means, params.noise_std
+
+
+def oracle_metrics(params: HMMParams, data: SequenceData) -> dict[str, float]:
+    """The ceiling for this data: decoding with the true HMM parameters.
+
+    ``oracle_accuracy``: Hungarian accuracy of argmax_k p(c_t = k | X) (posterior
+    marginals, which maximise expected per-step accuracy); ``oracle_loglik_per_step``:
+    log p(X) per valid step under the true parameters.
+    """
+    loglik, _, marg = exact_decode(*_true_hmm(params), data)
+    return {
+        "oracle_accuracy": hungarian_accuracy(data.states, marg, params.n_states, data.mask),
+        "oracle_loglik_per_step": loglik / float(data.mask.sum()),
+    }
+
+
+@torch.no_grad()
+def evaluate_hmm(net: NeuralHMM, data: SequenceData) -> dict[str, float]:
+    """Exact metrics of the HMM defined by ``net``'s networks (DSSM or exact baseline).
+
+    Keys: ``val_loglik_per_step`` (exact log p(X) per valid step) and, with
+    labels, ``viterbi_accuracy`` and ``marginal_accuracy`` (Hungarian-matched).
+    """
+    log_init, log_trans, means = net.hmm_parameters()
+    loglik, vit, marg = exact_decode(log_init, log_trans, means, net.config.noise_std, data)
+    out = {"val_loglik_per_step": loglik / float(data.mask.sum())}
+    if data.states is not None:
+        out["viterbi_accuracy"] = hungarian_accuracy(data.states, vit, net.n_states, data.label_mask)
+        out["marginal_accuracy"] = hungarian_accuracy(data.states, marg, net.n_states, data.label_mask)
+    return out
 
 
 def discrete_elbo(model: DSSM, x: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -56,35 +97,27 @@ def discrete_elbo(model: DSSM, x: torch.Tensor, mask: torch.Tensor, generator: t
 def evaluate(model: DSSM, data: SequenceData, seed: int = 0, batch_size: int = 512) -> dict[str, float]:
     """Metrics of ``model`` on ``data`` (all per valid time step where normalised).
 
-    Keys: ``val_elbo_per_step`` (discrete ELBO), ``val_loglik_per_step`` (exact
-    log p(X) of the learned HMM), ``elbo_gap_per_step`` (their difference), and,
-    when ``data`` has states, ``val_accuracy`` (guide argmax) and
-    ``viterbi_accuracy`` (Viterbi path of the learned HMM), both Hungarian-matched.
+    Keys: those of :func:`evaluate_hmm`, plus ``val_elbo_per_step`` (discrete
+    ELBO), ``elbo_gap_per_step`` (exact log p(X) minus ELBO) and, with labels,
+    ``val_accuracy`` (guide argmax, Hungarian-matched), ``val_nmi`` and ``val_ari``
+    on the labelled valid steps.
     """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
-    log_init, log_trans, means = model.hmm_parameters()
-    elbo = loglik = 0.0
-    guide_pred, vit_pred = [], []
+    out = evaluate_hmm(model, data)
+    elbo, guide_pred = 0.0, []
     for start in range(0, len(data), batch_size):
         batch = data.subset(torch.arange(start, min(start + batch_size, len(data))))
         x, mask = batch.x.to(device), batch.mask.to(device)
-        ll = hmm.gaussian_log_likelihood(x, means, model.config.noise_std)
-        loglik += float(hmm.log_likelihood(log_init, log_trans, ll, mask).sum())
         elbo += float(discrete_elbo(model, x, mask, gen).sum())
         guide_pred.append(model.guide_logits(x, mask).argmax(-1).cpu())
-        vit_pred.append(hmm.viterbi(log_init, log_trans, ll, mask)[0].cpu())
     n = float(data.mask.sum())
-    out = {
-        "val_elbo_per_step": elbo / n,
-        "val_loglik_per_step": loglik / n,
-        "elbo_gap_per_step": (loglik - elbo) / n,
-    }
+    out["val_elbo_per_step"] = elbo / n
+    out["elbo_gap_per_step"] = out["val_loglik_per_step"] - out["val_elbo_per_step"]
     if data.states is not None:
-        K = model.n_states
-        out["val_accuracy"] = hungarian_accuracy(data.states, torch.cat(guide_pred), K, data.mask)
-        out["viterbi_accuracy"] = hungarian_accuracy(data.states, torch.cat(vit_pred), K, data.mask)
+        # guide argmax against the labelled steps: val_accuracy, val_nmi, val_ari
+        out.update(clustering_scores(data.states, torch.cat(guide_pred), model.n_states, data.label_mask, "val_"))
     model.train(was_training)
     return out

@@ -1,17 +1,34 @@
-"""Data-driven initialisation: start the emitter at k-means centres of the observations.
+"""Data-driven initialisation of the generative networks, and a warm start for the guide.
 
-Why: from a random start, SVI often settles with two true states merged into
-one emission mean and another mean unused (a local optimum the Gumbel noise
-rarely escapes). Starting the K emission means at distinct k-means centres
-puts every state near a cluster of the data from step one.
+Why: from a random start, SVI (and gradient-based maximum likelihood too)
+often settles with two true states merged into one emission mean and another
+mean unused, a local optimum that neither the Gumbel noise nor more epochs
+escape. So, before any gradient step:
+
+1. k-means++ on the observations gives K distinct centres (``init=kmeans``),
+2. optionally refined by a few Baum-Welch (EM) iterations of a plain Gaussian
+   HMM with the model's fixed sigma and uniform p(c_1) (``init=em``),
+3. repeated from ``init_restarts`` k-means seeds, keeping the candidate with
+   the highest exact log p(X) (like ``n_init`` in scikit-learn / hmmlearn),
+4. the emitter and transition networks are then regressed onto the chosen
+   means and transition matrix (:func:`fit_networks_to`),
+5. and the guide is trained to match the exact posterior of that model
+   (:func:`warm_start_guide`), so that SVI starts from an amortised posterior
+   close to the truth rather than dragging the model towards a merged state.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+
 import torch
 from torch import nn
 
-from .model import DSSM
+from . import hmm
+from .model import DSSM, NeuralHMM
+
+log = logging.getLogger(__name__)
 
 
 def kmeans(points: torch.Tensor, n_clusters: int, generator: torch.Generator, n_iter: int = 50) -> torch.Tensor:
@@ -22,60 +39,110 @@ def kmeans(points: torch.Tensor, n_clusters: int, generator: torch.Generator, n_
     centres = [points[torch.randint(N, (1,), generator=generator)].squeeze(0)]
     for _ in range(1, n_clusters):
         d2 = torch.cdist(points, torch.stack(centres)).pow(2).min(-1).values
-        idx = torch.multinomial(d2 / d2.sum() if d2.sum() > 0 else torch.ones_like(d2), 1, generator=generator)
-        centres.append(points[idx].squeeze(0))
+        weights = d2 / d2.sum() if d2.sum() > 0 else torch.ones_like(d2)
+        centres.append(points[torch.multinomial(weights, 1, generator=generator)].squeeze(0))
     centres = torch.stack(centres)
     for _ in range(n_iter):
         assign = torch.cdist(points, centres).argmin(-1)
         new = torch.zeros_like(centres).index_add_(0, assign, points)
         counts = torch.bincount(assign, minlength=n_clusters).to(points.dtype)
-        empty = counts == 0
-        new = torch.where(empty[:, None], centres, new / counts.clamp(min=1)[:, None])
+        new = torch.where(counts[:, None] == 0, centres, new / counts.clamp(min=1)[:, None])
         if torch.allclose(new, centres):
             break
         centres = new
     return centres
 
 
-def fit_emitter_to(model: DSSM, centres: torch.Tensor, steps: int = 300, lr: float = 1e-2) -> float:
-    """Regress emitter(one_hot(k)) onto ``centres[k]`` (K, D); returns the final mean squared error."""
-    eye = torch.eye(model.n_states, device=centres.device)
-    opt = torch.optim.Adam(model.emitter.parameters(), lr=lr)
-    for _ in range(steps):
-        loss = nn.functional.mse_loss(model.emitter(eye), centres)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return float(loss.detach())
+def sticky_transition(n_states: int, stay_prob: float) -> torch.Tensor:
+    """(K, K) matrix with ``stay_prob`` on the diagonal and the rest spread evenly."""
+    trans = torch.full((n_states, n_states), (1 - stay_prob) / (n_states - 1))
+    return trans.fill_diagonal_(stay_prob)
 
 
-def kmeans_init(model: DSSM, x: torch.Tensor, mask: torch.Tensor, generator: torch.Generator, max_points: int = 20000) -> torch.Tensor:
-    """Set the emission means to k-means centres of the valid steps of x (B, T, D); returns the centres (K, D)."""
-    points = x[mask]
-    if points.shape[0] > max_points:
-        points = points[torch.randperm(points.shape[0], generator=generator)[:max_points]]
-    centres = kmeans(points, model.n_states, generator)
-    fit_emitter_to(model, centres)
-    return centres
+def baum_welch(
+    x: torch.Tensor, mask: torch.Tensor, means: torch.Tensor, trans: torch.Tensor, noise_std: float, n_iter: int
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    r"""EM for the means and transition matrix of a Gaussian HMM (uniform p(c_1), fixed sigma).
 
+    The E-step uses autograd on the exact :func:`pyro_dssm.hmm.log_likelihood`:
+    :math:`\partial \log p(X) / \partial \log p(x_t|c_t=k) = p(c_t=k|X)` and
+    :math:`\partial \log p(X) / \partial \log A_{ij}` = expected number of i -> j transitions.
+    M-step: means = posterior-weighted averages; A = normalised expected counts.
 
-def fit_transition_to(model: DSSM, stay_prob: float, steps: int = 300, lr: float = 1e-2) -> float:
-    """Regress softmax(transition(one_hot(i))) onto a sticky matrix (``stay_prob`` on the diagonal).
-
-    Returns the final KL between target rows and the fitted rows.
+    x (B, T, D), mask (B, T), means (K, D), trans (K, K). Returns the new means,
+    transition matrix and log p(X) per valid step at the last E-step.
     """
-    K = model.n_states
-    eye = torch.eye(K, device=next(model.parameters()).device)
-    target = torch.full((K, K), (1 - stay_prob) / (K - 1), device=eye.device)
-    target.fill_diagonal_(stay_prob)
-    opt = torch.optim.Adam(model.transition.parameters(), lr=lr)
+    K = means.shape[0]
+    log_init = torch.full((K,), -math.log(K), dtype=x.dtype, device=x.device)
+    n_steps = float(mask.sum())
+    loglik = float("nan")
+    for _ in range(n_iter):
+        log_trans = trans.clamp_min(1e-12).log().requires_grad_()
+        log_lik = hmm.gaussian_log_likelihood(x, means, noise_std).detach().requires_grad_()
+        total = hmm.log_likelihood(log_init, log_trans, log_lik, mask).sum()
+        counts, gamma = torch.autograd.grad(total, [log_trans, log_lik])
+        weight = gamma.sum((0, 1))  # (K,)
+        means = torch.einsum("btk,btd->kd", gamma, x) / weight.clamp_min(1e-12)[:, None]
+        trans = (counts + 1e-6) / (counts + 1e-6).sum(-1, keepdim=True)
+        loglik = float(total.detach()) / n_steps
+    return means.detach(), trans.detach(), loglik
+
+
+def hmm_log_likelihood_per_step(x, mask, means, trans, noise_std) -> float:
+    """Exact log p(X) per valid step of a Gaussian HMM with uniform p(c_1)."""
+    K = means.shape[0]
+    log_init = torch.full((K,), -math.log(K), dtype=x.dtype, device=x.device)
+    ll = hmm.gaussian_log_likelihood(x, means, noise_std)
+    return float(hmm.log_likelihood(log_init, trans.log(), ll, mask).sum() / mask.sum())
+
+
+def fit_networks_to(net: NeuralHMM, means: torch.Tensor, trans: torch.Tensor, steps: int = 300, lr: float = 1e-2):
+    """Regress emitter(one_hot(k)) onto ``means[k]`` (K, D) and softmax(transition(one_hot(i))) onto ``trans[i]`` (K, K).
+
+    Returns the final (mean squared error of the means, mean KL of the transition rows).
+    """
+    eye = torch.eye(net.n_states, device=means.device)
+    params = list(net.emitter.parameters()) + list(net.transition.parameters())
+    opt = torch.optim.Adam(params, lr=lr)
+    log_target = trans.clamp_min(1e-12).log()
     for _ in range(steps):
-        log_p = model.transition(eye).log_softmax(-1)
-        loss = (target * (target.log() - log_p)).sum(-1).mean()
+        mse = nn.functional.mse_loss(net.emitter(eye), means)
+        kl = (trans * (log_target - net.transition(eye).log_softmax(-1))).sum(-1).mean()
         opt.zero_grad()
-        loss.backward()
+        (mse + kl).backward()
         opt.step()
-    return float(loss.detach())
+    return float(mse.detach()), float(kl.detach())
+
+
+def data_driven_init(
+    net: NeuralHMM, x: torch.Tensor, mask: torch.Tensor, generator: torch.Generator, method: str = "em",
+    restarts: int = 1, em_iters: int = 20, stay_prob: float = 0.8, max_sequences: int = 300,
+) -> dict[str, float]:
+    """Steps 1-4 of the module docstring. x (N, T, D), mask (N, T); ``method`` is ``kmeans`` or ``em``.
+
+    Uses at most ``max_sequences`` randomly chosen sequences. Returns the chosen
+    candidate's ``init_loglik_per_step`` and index ``init_restart``.
+    """
+    if method not in ("kmeans", "em"):
+        raise ValueError(f"init method must be 'kmeans' or 'em', got {method!r}")
+    if x.shape[0] > max_sequences:
+        idx = torch.randperm(x.shape[0], generator=generator)[:max_sequences].to(x.device)
+        x, mask = x[idx], mask[idx]
+    points = x[mask]
+    noise_std = net.config.noise_std
+    best = None
+    for restart in range(max(1, restarts)):
+        means = kmeans(points, net.n_states, generator)
+        trans = sticky_transition(net.n_states, stay_prob).to(x)
+        if method == "em" and em_iters > 0:
+            means, trans, _ = baum_welch(x, mask, means, trans, noise_std, em_iters)
+        score = hmm_log_likelihood_per_step(x, mask, means, trans, noise_std)
+        log.debug("init restart %d: log p(X)/step %.4f", restart, score)
+        if best is None or score > best[0]:
+            best = (score, restart, means, trans)
+    score, restart, means, trans = best
+    fit_networks_to(net, means, trans)
+    return {"init_loglik_per_step": score, "init_restart": restart}
 
 
 def warm_start_guide(
@@ -92,8 +159,6 @@ def warm_start_guide(
     state); starting it at the posterior of the initial model avoids that.
     x (N, T, D), mask (N, T). Returns the last cross-entropy per step.
     """
-    from . import hmm
-
     with torch.no_grad():
         log_init, log_trans, means = model.hmm_parameters()
         ll = hmm.gaussian_log_likelihood(x, means, model.config.noise_std)

@@ -45,7 +45,37 @@ def _check_batch(x: torch.Tensor, mask: torch.Tensor | None, obs_dim: int) -> to
     return mask.bool()
 
 
-class DSSM(nn.Module):
+class NeuralHMM(nn.Module):
+    """The generative half shared by the DSSM and the exact baseline: transition and emission networks.
+
+    With hard one-hot states these define an exact Gaussian HMM (:meth:`hmm_parameters`).
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.transition = Transition(config.n_states, config.transition_hidden)
+        self.emitter = Emitter(config.n_states, config.obs_dim, config.emitter_hidden)
+
+    @property
+    def n_states(self) -> int:
+        return self.config.n_states
+
+    def hmm_parameters(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The exact HMM of the generative model with hard one-hot states.
+
+        Returns:
+            log_init (K,): uniform log p(c_1).
+            log_trans (K, K): ``[i, j] = log p(c_t = j | c_{t-1} = i)``.
+            means (K, D): emission means.
+        """
+        K = self.n_states
+        eye = torch.eye(K, device=self.emitter.net[0].weight.device)
+        log_init = torch.full((K,), -math.log(K), device=eye.device)
+        return log_init, self.transition(eye).log_softmax(-1), self.emitter(eye)
+
+
+class DSSM(NeuralHMM):
     """HMM with neural transition and emission, and a structured amortised posterior.
 
     Generative model (:meth:`model`)::
@@ -63,16 +93,8 @@ class DSSM(nn.Module):
     """
 
     def __init__(self, config: ModelConfig):
-        super().__init__()
-        self.config = config
-        K, D = config.n_states, config.obs_dim
-        self.transition = Transition(K, config.transition_hidden)
-        self.emitter = Emitter(K, D, config.emitter_hidden)
-        self.posterior = PosteriorNet(K, D, config.rnn_hidden)
-
-    @property
-    def n_states(self) -> int:
-        return self.config.n_states
+        super().__init__(config)
+        self.posterior = PosteriorNet(config.n_states, config.obs_dim, config.rnn_hidden)
 
     # p(x_{1:T} | c_{1:T}) p(c_{1:T})
     def model(self, x: torch.Tensor, mask: torch.Tensor | None = None, tau: float = 1.0) -> None:
@@ -91,19 +113,6 @@ class DSSM(nn.Module):
         features = self.posterior.encode(x, mask.sum(-1))
         with pyro.plate("sequences", x.shape[0]):
             pyro.sample("c", RelaxedChainPosterior(self.posterior, features, tau, mask))
-
-    def hmm_parameters(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The exact HMM of the generative model with hard one-hot states.
-
-        Returns:
-            log_init (K,): uniform log p(c_1).
-            log_trans (K, K): ``[i, j] = log p(c_t = j | c_{t-1} = i)``.
-            means (K, D): emission means.
-        """
-        K = self.n_states
-        eye = torch.eye(K, device=self.emitter.net[0].weight.device)
-        log_init = torch.full((K,), -math.log(K), device=eye.device)
-        return log_init, self.transition(eye).log_softmax(-1), self.emitter(eye)
 
     def guide_logits(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Greedy, noise-free decoding of the guide: (B, T, K) logits of q(c_t | c_{t-1}, X).

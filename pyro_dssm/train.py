@@ -6,6 +6,7 @@ metrics; :func:`main` is the thin Hydra wrapper around it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import sys
@@ -17,8 +18,10 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from .checkpoint import load_checkpoint, resolve_checkpoint
 from .data import make_synthetic
-from .evaluate import oracle_accuracy, oracle_log_likelihood_per_step
+from .datasets import SOURCES, FileDataConfig, load_file_data
+from .evaluate import oracle_metrics
 from .model import DSSM, ModelConfig
 from .tracking import Tracker
 from .trainer import TrainerConfig, fit, resolve_device
@@ -33,9 +36,13 @@ def seed_everything(seed: int) -> None:
 
 
 def load_data(data_cfg: DictConfig, seed: int):
-    """Build the dataset named by ``data.name`` (synthetic for now)."""
+    """Build the dataset named by ``data.name``: ``synthetic``, or sequences from a ``csv`` / ``npz`` file."""
+    if data_cfg.name in SOURCES:
+        fields = {f.name for f in dataclasses.fields(FileDataConfig)}
+        given = OmegaConf.to_container(data_cfg, resolve=True)
+        return load_file_data(FileDataConfig(**{k: v for k, v in given.items() if k in fields}), seed)
     if data_cfg.name != "synthetic":
-        raise ValueError(f"data.name must be 'synthetic', got {data_cfg.name!r}")
+        raise ValueError(f"data.name must be one of {('synthetic', *SOURCES)}, got {data_cfg.name!r}")
     fields = ("n_states", "obs_dim", "seq_len", "n_train", "n_val", "transition_bias", "noise_std")
     return make_synthetic(**{k: data_cfg[k] for k in fields}, seed=seed)
 
@@ -47,38 +54,54 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     """
     run_dir = Path(run_dir)
     trainer_cfg = TrainerConfig(**OmegaConf.to_container(cfg.trainer, resolve=True))
-    model_cfg = ModelConfig(**OmegaConf.to_container(cfg.model, resolve=True))
-    if model_cfg.obs_dim != cfg.data.obs_dim:
-        raise ValueError(f"model.obs_dim={model_cfg.obs_dim} does not match data.obs_dim={cfg.data.obs_dim}")
+    model_fields = OmegaConf.to_container(cfg.model, resolve=True)
     device = resolve_device(trainer_cfg.device)
     seed_everything(cfg.seed)
     data = load_data(cfg.data, cfg.seed)
+    # D of a csv / npz file is known only now: model.obs_dim null follows the data
+    D = data.train.x.shape[-1]
+    if model_fields["obs_dim"] is None:
+        model_fields["obs_dim"] = D
+    model_cfg = ModelConfig(**model_fields)
+    if model_cfg.obs_dim != D:
+        raise ValueError(f"model.obs_dim={model_cfg.obs_dim} does not match the data's D={D} (data.obs_dim)")
+    resume = None
+    if trainer_cfg.resume is not None:
+        resume = load_checkpoint(resolve_checkpoint(trainer_cfg.resume), map_location=device)
+        if resume["model_config"] != asdict(model_cfg):
+            raise ValueError(f"trainer.resume={trainer_cfg.resume!r}: the checkpoint's model "
+                             f"{resume['model_config']} differs from this run's {asdict(model_cfg)}")
     model = DSSM(model_cfg).to(device)
     log.info("data: %d train / %d val sequences, T=%d, D=%d; model K=%d on %s; run dir %s",
              len(data.train), len(data.val), data.train.x.shape[1], model_cfg.obs_dim, model_cfg.n_states,
              device, run_dir)
-    oracle = {
-        "oracle_accuracy": oracle_accuracy(data.params, data.val),
-        "oracle_loglik_per_step": oracle_log_likelihood_per_step(data.params, data.val),
-    }
-    log.info("oracle (true HMM) validation accuracy %.4f", oracle["oracle_accuracy"])
+    params = getattr(data, "params", None)  # the true HMM, known for synthetic data only
+    oracle = {} if params is None else oracle_metrics(params, data.val)
+    if oracle:
+        log.info("oracle (true HMM) validation accuracy %.4f", oracle["oracle_accuracy"])
     tracker = Tracker(run_dir)
     try:
         resolved = OmegaConf.to_container(cfg, resolve=True)
+        resolved["model"]["obs_dim"] = resolved["data"]["obs_dim"] = D
+        extra = {"config": resolved}
+        if hasattr(data, "preprocessing"):  # decode applies the same features and standardisation
+            extra.update(preprocessing=data.preprocessing.state_dict(), label_names=data.label_names)
         metrics = fit(model, data.train, data.val, trainer_cfg, tracker, seed=cfg.seed,
-                      checkpoint_dir=run_dir / "checkpoints", extra_checkpoint={"config": resolved})
+                      checkpoint_dir=run_dir / "checkpoints", extra_checkpoint=extra, resume=resume,
+                      true_transition=None if params is None else params.transition)
         metrics.update(oracle)
-        metrics["accuracy_over_oracle"] = metrics["val_accuracy"] / oracle["oracle_accuracy"]
+        if oracle and "val_accuracy" in metrics:
+            metrics["accuracy_over_oracle"] = metrics["val_accuracy"] / oracle["oracle_accuracy"]
         tracker.scalars(oracle, trainer_cfg.n_epochs, "val/")
         hparams = {**{f"trainer.{k}": v for k, v in asdict(trainer_cfg).items()},
                    **{f"data.{k}": v for k, v in resolved["data"].items()}, "seed": cfg.seed}
+        hparams = {k: str(v) if isinstance(v, (list, dict)) else v for k, v in hparams.items()}
         tracker.finish(hparams, metrics)
     finally:
         tracker.close()
-    log.info("final: val_accuracy %.4f (oracle %.4f, ratio %.3f), viterbi_accuracy %.4f, val ELBO/step %.4f, "
-             "log p(X)/step %.4f, %.1f s", metrics["val_accuracy"], metrics["oracle_accuracy"],
-             metrics["accuracy_over_oracle"], metrics["viterbi_accuracy"], metrics["val_elbo_per_step"],
-             metrics["val_loglik_per_step"], metrics["train_seconds"])
+    shown = ("val_accuracy", "oracle_accuracy", "accuracy_over_oracle", "viterbi_accuracy", "val_nmi", "val_ari",
+             "val_elbo_per_step", "val_loglik_per_step", "train_seconds")
+    log.info("final: %s", ", ".join(f"{k} {metrics[k]:.4f}" for k in shown if k in metrics))
     return metrics
 
 
@@ -90,7 +113,7 @@ def main(cfg: DictConfig) -> float:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    return metrics["val_accuracy"]
+    return metrics.get("val_accuracy", metrics["val_elbo_per_step"])
 
 
 if __name__ == "__main__":

@@ -11,17 +11,18 @@ from pathlib import Path
 import pyro
 import torch
 
-from .checkpoint import save_checkpoint
+from .checkpoint import restore_rng_state, rng_state, save_checkpoint
 from .data import HMMParams, SequenceData
 from .evaluate import evaluate
-from .init import fit_transition_to, kmeans_init, warm_start_guide
+from .figures import training_figures
+from .init import data_driven_init, warm_start_guide
 from .model import DSSM
 from .objectives import OBJECTIVES, make_elbo, temperature
 from .tracking import Tracker
 
 log = logging.getLogger(__name__)
 
-INITS = ("kmeans", "random")
+INITS = ("em", "kmeans", "random")
 
 
 @dataclass
@@ -36,11 +37,16 @@ class TrainerConfig:
     tau_min: float = 0.1
     tau_anneal_fraction: float = 0.5
     grad_clip: float = 10.0
-    init: str = "kmeans"
+    init: str = "em"
+    init_restarts: int = 4
+    init_em_iters: int = 20
     init_stay_prob: float = 0.8
     guide_warmup_steps: int = 100
     device: str = "auto"
     validate_args: bool = True
+    figure_every: int = 5
+    resume: str | None = None
+    stop_after_epoch: int | None = None
 
     def __post_init__(self):
         checks = [
@@ -54,13 +60,31 @@ class TrainerConfig:
             (self.grad_clip > 0, f"trainer.grad_clip must be > 0, got {self.grad_clip}"),
             (0 < self.init_stay_prob < 1, f"trainer.init_stay_prob must be in (0, 1), got {self.init_stay_prob}"),
             (self.guide_warmup_steps >= 0, f"trainer.guide_warmup_steps must be >= 0, got {self.guide_warmup_steps}"),
+            (isinstance(self.init_restarts, int) and self.init_restarts >= 1,
+             f"trainer.init_restarts must be an integer >= 1, got {self.init_restarts!r}"),
+            (isinstance(self.init_em_iters, int) and self.init_em_iters >= 0,
+             f"trainer.init_em_iters must be an integer >= 0, got {self.init_em_iters!r}"),
             (self.init in INITS, f"trainer.init must be one of {INITS}, got {self.init!r}"),
+            (isinstance(self.figure_every, int) and self.figure_every >= 0,
+             f"trainer.figure_every must be an integer >= 0, got {self.figure_every!r}"),
+            (self.stop_after_epoch is None or (isinstance(self.stop_after_epoch, int) and self.stop_after_epoch >= 1),
+             f"trainer.stop_after_epoch must be null or an integer >= 1, got {self.stop_after_epoch!r}"),
             (self.device in ("auto", "cpu", "cuda") or str(self.device).startswith("cuda:"),
              f"trainer.device must be auto, cpu or cuda, got {self.device!r}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+
+
+def initialise(net, x: torch.Tensor, mask: torch.Tensor, cfg: TrainerConfig, gen: torch.Generator) -> None:
+    """Data-driven init of ``net``'s generative networks as ``cfg.init`` says (nothing for ``random``)."""
+    if cfg.init == "random":
+        return
+    info = data_driven_init(net, x, mask, gen, method=cfg.init, restarts=cfg.init_restarts,
+                            em_iters=cfg.init_em_iters, stay_prob=cfg.init_stay_prob)
+    log.info("init (%s, %d restarts): best log p(X)/step %.4f from restart %d", cfg.init, cfg.init_restarts,
+             info["init_loglik_per_step"], info["init_restart"])
 
 
 def resolve_device(name: str) -> torch.device:
@@ -72,6 +96,30 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def sgd_epoch(module, optim, x_all, mask_all, loss_fn, cfg: TrainerConfig, gen: torch.Generator, tracker: Tracker,
+              step: int) -> tuple[int, list[float], float | None]:
+    """One pass over shuffled minibatches of x_all (N, T, D) / mask_all (N, T).
+
+    ``loss_fn(x, mask, step) -> (loss per valid step, extra scalars to log)``.
+    Clips the gradient norm at ``cfg.grad_clip``; logs ``train/loss``,
+    ``train/grad_norm`` and the extras per step. Returns the new step count,
+    the losses and the last ``tau`` extra (None if the loss has none).
+    """
+    losses, tau = [], None
+    for idx in torch.randperm(x_all.shape[0], generator=gen).split(cfg.batch_size):
+        idx = idx.to(x_all.device)
+        loss, extras = loss_fn(x_all[idx], mask_all[idx], step)
+        optim.zero_grad()
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
+        optim.step()
+        step += 1
+        losses.append(loss.item())
+        tau = extras.get("tau", tau)
+        tracker.scalars({"loss": losses[-1], "grad_norm": float(grad_norm), **extras}, step, "train/")
+    return step, losses, tau
+
+
 def fit(
     model: DSSM,
     train: SequenceData,
@@ -81,18 +129,30 @@ def fit(
     seed: int = 0,
     checkpoint_dir: Path | None = None,
     extra_checkpoint: dict | None = None,
+    resume: dict | None = None,
+    true_transition: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """Train ``model`` by SVI on ``train``; evaluate on ``val`` every epoch.
+    """Train ``model`` by SVI on ``train``; evaluate on ``val`` after the init and every epoch.
 
-    Returns the last epoch's validation metrics plus ``train_seconds``,
-    ``epochs``, ``steps`` and ``final_loss`` (negative ELBO per valid time step).
+    Returns the last epoch's validation metrics plus ``train_seconds`` (init and
+    SVI steps, evaluation excluded), ``epochs``, ``steps``, ``final_loss``
+    (negative ELBO per valid time step) and ``history``: one record per
+    evaluation (epoch 0 = after the init) with ``epoch``, ``step``,
+    ``train_seconds`` and the validation metrics.
+
+    Every epoch writes ``checkpoint_dir/last.pt`` and, when the validation ELBO
+    improves, ``best.pt``: model, optimiser, epoch, step (the temperature
+    schedule is a function of it), random states, best ELBO and history, plus
+    ``extra_checkpoint``. ``resume``, such a checkpoint loaded, continues
+    exactly where it stopped (same minibatches, same Gumbel noise).
+    ``true_transition`` (K, K), if known, is drawn beside the learned one.
     """
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(seed)
-    if cfg.init == "kmeans":
+    clock = time.perf_counter()
+    if resume is None:
         x, mask = train.x.to(device), train.mask.to(device)
-        kmeans_init(model, x, mask, gen)
-        fit_transition_to(model, cfg.init_stay_prob)
+        initialise(model, x, mask, cfg, gen)
         if cfg.guide_warmup_steps > 0:
             ce = warm_start_guide(model, x, mask, gen, steps=cfg.guide_warmup_steps, batch_size=cfg.batch_size)
             log.info("guide warm-up: cross-entropy to the exact posterior %.4f nats/step", ce)
@@ -101,34 +161,55 @@ def fit(
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     anneal_steps = int(cfg.tau_anneal_fraction * cfg.n_epochs * steps_per_epoch)
     x_all, mask_all = train.x.to(device), train.mask.to(device)
-    step, metrics, start = 0, {}, time.perf_counter()
+    train_seconds = time.perf_counter() - clock
+    step, metrics, first_epoch, best = 0, {}, 1, -math.inf
+    if resume is None:
+        history = [{"epoch": 0, "step": 0, "train_seconds": train_seconds, **evaluate(model, val, seed=seed)}]
+    else:
+        model.load_state_dict(resume["model"])
+        optim.load_state_dict(resume["optimizer"])
+        restore_rng_state(resume["rng"], gen)
+        step, first_epoch, best = resume["step"], resume["epoch"] + 1, resume["best_val_elbo"]
+        history, train_seconds = list(resume["history"]), resume["train_seconds"]
+        if first_epoch > cfg.n_epochs:
+            raise ValueError(f"trainer.resume: the checkpoint is at epoch {resume['epoch']}, "
+                             f"trainer.n_epochs={cfg.n_epochs} leaves nothing to train")
+        if resume["n_epochs"] != cfg.n_epochs:
+            log.warning("resuming a %d-epoch run as a %d-epoch run: the temperature schedule changes",
+                        resume["n_epochs"], cfg.n_epochs)
+        log.info("resuming after epoch %d (step %d)", resume["epoch"], step)
+    def svi_loss(x, mask, step):
+        tau = temperature(step, cfg.tau_init, cfg.tau_min, anneal_steps)
+        return elbo.differentiable_loss(model.model, model.guide, x, mask, tau) / mask.sum(), {"tau": tau}
+
     with pyro.validation_enabled(cfg.validate_args):
-        for epoch in range(1, cfg.n_epochs + 1):
-            epoch_start, losses = time.perf_counter(), []
-            for idx in torch.randperm(len(train), generator=gen).split(cfg.batch_size):
-                idx = idx.to(device)
-                x, mask = x_all[idx], mask_all[idx]
-                tau = temperature(step, cfg.tau_init, cfg.tau_min, anneal_steps)
-                loss = elbo.differentiable_loss(model.model, model.guide, x, mask, tau) / mask.sum()
-                optim.zero_grad()
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optim.step()
-                step += 1
-                loss_value = loss.item()
-                losses.append(loss_value)
-                tracker.scalars({"loss": loss_value, "tau": tau, "grad_norm": float(grad_norm)}, step, "train/")
+        for epoch in range(first_epoch, cfg.n_epochs + 1):
+            epoch_start = time.perf_counter()
+            step, losses, tau = sgd_epoch(model, optim, x_all, mask_all, svi_loss, cfg, gen, tracker, step)
+            seconds = time.perf_counter() - epoch_start
+            train_seconds += seconds
             metrics = evaluate(model, val, seed=seed)
-            metrics.update(loss=sum(losses) / len(losses), tau=tau, seconds=time.perf_counter() - epoch_start)
+            history.append({"epoch": epoch, "step": step, "train_seconds": train_seconds, **metrics})
+            metrics.update(loss=sum(losses) / len(losses), tau=tau, seconds=seconds)
             tracker.scalars(metrics, epoch, "val/")
             tracker.epoch_line(epoch, cfg.n_epochs, metrics)
+            if tracker.enabled and cfg.figure_every and (epoch % cfg.figure_every == 0 or epoch == cfg.n_epochs):
+                for tag, fig in training_figures(model, val, true_transition).items():
+                    tracker.figure(tag, fig, epoch)
+            improved = metrics["val_elbo_per_step"] > best
+            best = max(best, metrics["val_elbo_per_step"])
             if checkpoint_dir is not None:
-                save_checkpoint(
-                    checkpoint_dir / "last.pt",
-                    {"model": model.state_dict(), "optimizer": optim.state_dict(), "epoch": epoch, "step": step,
-                     "model_config": asdict(model.config), **(extra_checkpoint or {})},
-                )
-    metrics.update(train_seconds=time.perf_counter() - start, epochs=cfg.n_epochs, steps=step,
-                   final_loss=metrics.pop("loss"))
+                payload = {"model": model.state_dict(), "optimizer": optim.state_dict(), "epoch": epoch, "step": step,
+                           "n_epochs": cfg.n_epochs, "rng": rng_state(gen), "best_val_elbo": best,
+                           "history": history, "train_seconds": train_seconds,
+                           "model_config": asdict(model.config), **(extra_checkpoint or {})}
+                save_checkpoint(checkpoint_dir / "last.pt", payload)
+                if improved:
+                    save_checkpoint(checkpoint_dir / "best.pt", payload)
+            if epoch == cfg.stop_after_epoch:
+                log.info("stopping after epoch %d (trainer.stop_after_epoch); continue with trainer.resume", epoch)
+                break
+    metrics.update(train_seconds=train_seconds, epochs=epoch, steps=step, final_loss=metrics.pop("loss"),
+                   history=history)
     metrics.pop("seconds")
     return metrics

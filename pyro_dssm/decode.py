@@ -1,0 +1,221 @@
+"""Segment new sequences with a trained model.
+
+    python -m pyro_dssm.decode checkpoint=PATH input=PATH output=PATH [plot=PATH.png] [plot_states=viterbi|guide]
+
+``checkpoint`` is a ``.pt`` file or a run directory (its ``checkpoints/best.pt``,
+else ``last.pt``). ``input`` is read like the training data: a CSV with the
+column names stored in the checkpoint's config, or an NPZ (either layout, see
+:func:`pyro_dssm.datasets.read_npz`), and goes through the stored features and
+training-split standardisation. ``output`` gets one row per input time step:
+sequence id, time, the guide's state (greedy, noise-free), the Viterbi state
+under the learned HMM and the exact posterior marginals p(c_t = k | X)
+(``p_0 .. p_{K-1}``), plus the true label when the input has one; CSV or NPZ by
+its extension. ``plot`` draws each sequence with its decoded states as coloured
+bands (and the labels as a second band). A bad argument prints one line and
+exits with status 2.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import hmm
+from .checkpoint import load_checkpoint
+from .datasets import FileDataConfig, Sequences, pad_sequences, read_csv, read_npz
+from .features import Preprocessing
+from .metrics import clustering_scores
+from .model import DSSM, ModelConfig
+
+log = logging.getLogger(__name__)
+
+KEYS = ("checkpoint", "input", "output", "plot", "plot_states")
+PLOT_MAX = 8  # sequences drawn in one plot
+
+
+@dataclasses.dataclass
+class Decoded:
+    """States of one sequence of length T: ``guide`` (T,) and ``viterbi`` (T,) int64, ``probs`` (T, K)."""
+
+    guide: np.ndarray
+    viterbi: np.ndarray
+    probs: np.ndarray
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a run directory -> ``checkpoints/best.pt`` (else ``last.pt``)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (path / "checkpoints" / name).is_file():
+                return path / "checkpoints" / name
+        raise ValueError(f"checkpoint={str(path)!r}: a directory without checkpoints/best.pt or last.pt")
+    return path
+
+
+def load_model(path: str | Path) -> tuple[DSSM, dict]:
+    """The trained DSSM (on CPU, eval mode) and the checkpoint's payload."""
+    payload = load_checkpoint(find_checkpoint(path))
+    model = DSSM(ModelConfig(**payload["model_config"]))
+    model.load_state_dict(payload["model"])
+    return model.eval(), payload
+
+
+def read_input(path: str | Path, payload: dict) -> tuple[Sequences, dict]:
+    """Read ``path`` (.csv or .npz) as the checkpoint's data source did; returns the sequences and the data config."""
+    data_cfg = dict(payload.get("config", {}).get("data", {}))
+    suffix = Path(path).suffix.lower()
+    if suffix not in (".csv", ".npz"):
+        raise ValueError(f"input={str(path)!r} must end in .csv or .npz")
+    names = payload.get("label_names")
+    if suffix == ".npz":
+        return read_npz(path, label_names=names), data_cfg
+    if data_cfg.get("name") != "csv":
+        raise ValueError(f"input={str(path)!r} is a CSV, but the model was trained on data={data_cfg.get('name')!r}, "
+                         "so its column names are unknown; give an .npz input")
+    fields = {f.name for f in dataclasses.fields(FileDataConfig)}
+    cfg = FileDataConfig(**{k: v for k, v in data_cfg.items() if k in fields})
+    return read_csv(path, cfg.id_column, cfg.time_column, cfg.feature_columns, cfg.label_column, names,
+                    labels_optional=True), data_cfg
+
+
+def preprocessing_of(payload: dict, n_columns: int) -> Preprocessing:
+    """The stored feature transform; identity for a model trained on synthetic data."""
+    if "preprocessing" in payload:
+        return Preprocessing.from_state_dict(payload["preprocessing"])
+    return Preprocessing(["raw"], np.zeros(n_columns), np.ones(n_columns), [f"x{j}" for j in range(n_columns)])
+
+
+@torch.no_grad()
+def decode(model: DSSM, xs: list[np.ndarray], batch_size: int = 64) -> list[Decoded]:
+    """Guide states, Viterbi path and exact posterior marginals of each (T_i, D) sequence (model inputs)."""
+    log_init, log_trans, means = model.hmm_parameters()
+    out = []
+    for start in range(0, len(xs), batch_size):
+        batch = pad_sequences(xs[start: start + batch_size])
+        x, mask = batch.x, batch.mask
+        guide = model.guide_logits(x, mask).argmax(-1)
+        ll = hmm.gaussian_log_likelihood(x, means, model.config.noise_std)
+        path, _ = hmm.viterbi(log_init, log_trans, ll, mask)
+        probs = hmm.posterior_marginals(log_init, log_trans, ll, mask)
+        for i, n in enumerate(batch.lengths.tolist()):
+            out.append(Decoded(guide[i, :n].numpy(), path[i, :n].numpy(), probs[i, :n].double().numpy()))
+    return out
+
+
+def write_output(path: str | Path, seqs: Sequences, decoded: list[Decoded], id_column: str, time_column: str,
+                 label_column: str) -> int:
+    """One row per time step to ``path`` (.csv or .npz); returns the number of rows."""
+    K = decoded[0].probs.shape[-1]
+    ids = np.concatenate([np.full(len(d.guide), name) for name, d in zip(seqs.names, decoded)])
+    times = np.concatenate(seqs.times)
+    guide = np.concatenate([d.guide for d in decoded])
+    viterbi = np.concatenate([d.viterbi for d in decoded])
+    probs = np.concatenate([d.probs for d in decoded])
+    labels = None
+    if seqs.labels is not None:
+        names = np.array(list(seqs.label_names) + [""])  # code -1 -> ""
+        labels = np.concatenate([names[z] for z in seqs.labels])
+    path = Path(path)
+    if path.suffix.lower() == ".npz":
+        arrays = {"sequence": ids, "time": times, "guide_state": guide, "viterbi_state": viterbi, "probs": probs}
+        if labels is not None:
+            arrays["label"] = labels
+        np.savez_compressed(path, **arrays)
+        return len(ids)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        header = [id_column, time_column, "guide_state", "viterbi_state"] + [f"p_{k}" for k in range(K)]
+        writer.writerow(header + ([label_column] if labels is not None else []))
+        for r in range(len(ids)):
+            row = [ids[r], times[r], int(guide[r]), int(viterbi[r])] + [f"{p:.6g}" for p in probs[r]]
+            writer.writerow(row + ([labels[r]] if labels is not None else []))
+    return len(ids)
+
+
+def plot_states(path: str | Path, seqs: Sequences, decoded: list[Decoded], n_states: int, which: str) -> None:
+    """PNG of the first :data:`PLOT_MAX` sequences: input columns, decoded states (matched to the labels, if
+    any, over all sequences) and labels as bands."""
+    from .figures import matched_order, relabel, segmentation_figure
+    from .metrics import confusion_matrix
+
+    pred = [getattr(d, which) for d in decoded]
+    n_classes = len(seqs.label_names)
+    if seqs.labels is not None:
+        true_all, pred_all = np.concatenate(seqs.labels), np.concatenate(pred)
+        keep = true_all >= 0
+        cm = confusion_matrix(true_all[keep], pred_all[keep], max(n_classes, 1), n_states)
+        order = matched_order(cm)
+        pred = [relabel(p, order) for p in pred]
+    rows = [(f"{name} ({which} states)", x, p, None if seqs.labels is None else z)
+            for name, x, p, z in zip(seqs.names, seqs.x, pred, seqs.labels or [None] * len(seqs))][:PLOT_MAX]
+    if len(seqs) > PLOT_MAX:
+        log.info("plotting the first %d of %d sequences", PLOT_MAX, len(seqs))
+    fig = segmentation_figure(rows, n_states, n_classes, seqs.label_names or None, seqs.feature_names)
+    fig.savefig(path, dpi=100)
+
+
+def parse_args(argv: list[str]) -> dict[str, str]:
+    """``key=value`` arguments -> dict; ValueError naming a bad or missing one."""
+    args = {}
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or key not in KEYS:
+            raise ValueError(f"expected arguments key=value with key in {KEYS}, got {arg!r}")
+        args[key] = value
+    missing = [k for k in ("checkpoint", "input", "output") if k not in args]
+    if missing:
+        raise ValueError(f"missing {', '.join(f'{k}=PATH' for k in missing)}")
+    if Path(args["output"]).suffix.lower() not in (".csv", ".npz"):
+        raise ValueError(f"output={args['output']!r} must end in .csv or .npz")
+    if args.get("plot_states", "viterbi") not in ("viterbi", "guide"):
+        raise ValueError(f"plot_states must be viterbi or guide, got {args['plot_states']!r}")
+    return args
+
+
+def run(args: dict[str, str]) -> dict[str, float]:
+    """Decode ``args['input']`` into ``args['output']`` (and ``args['plot']``); returns the scores when labelled."""
+    model, payload = load_model(args["checkpoint"])
+    seqs, data_cfg = read_input(args["input"], payload)
+    prep = preprocessing_of(payload, seqs.x[0].shape[-1])
+    xs = [prep.apply(x) for x in seqs.x]
+    if xs[0].shape[-1] != model.config.obs_dim:
+        raise ValueError(f"input={args['input']!r} gives {xs[0].shape[-1]} features, the model expects "
+                         f"{model.config.obs_dim}")
+    decoded = decode(model, xs)
+    is_csv = data_cfg.get("name") == "csv"
+    n_rows = write_output(args["output"], seqs, decoded, data_cfg.get("id_column") if is_csv else "sequence",
+                          (data_cfg.get("time_column") if is_csv else None) or "t",
+                          (data_cfg.get("label_column") if is_csv else None) or "label")
+    print(f"decoded {len(seqs)} sequences, {n_rows} steps, K={model.n_states} -> {args['output']}")
+    scores = {}
+    if seqs.labels is not None:
+        true = np.concatenate(seqs.labels)
+        keep = true >= 0
+        for which in ("guide", "viterbi"):
+            pred = np.concatenate([getattr(d, which) for d in decoded])
+            scores.update(clustering_scores(true[keep], pred[keep], model.n_states, prefix=f"{which}_"))
+        print("labels: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+    if "plot" in args:
+        plot_states(args["plot"], seqs, decoded, model.n_states, args.get("plot_states", "viterbi"))
+        print(f"plot -> {args['plot']}")
+    return scores
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        run(parse_args(sys.argv[1:] if argv is None else argv))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Per-step features of raw sequences, and their standardisation with training-split statistics.
+
+A :class:`Preprocessing` is fitted on the training split, stored in the
+checkpoint (:meth:`Preprocessing.state_dict`) and applied unchanged to
+validation and to every sequence decoded later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+FEATURES = ("raw", "diff", "absdiff")
+
+
+def add_features(x: np.ndarray, features: list[str]) -> np.ndarray:
+    """(T, D0) -> (T, D0 * len(features)), the named blocks side by side.
+
+    ``raw`` is x_t; ``diff`` is x_t - x_{t-1}; ``absdiff`` is |x_t - x_{t-1}| (both 0 at the first step).
+    With a fixed emission sigma a state differs from another only by its mean,
+    so a regime that differs in jitter rather than level needs ``absdiff``.
+    """
+    parts = []
+    for name in features:
+        if name == "raw":
+            parts.append(x)
+        elif name in ("diff", "absdiff"):
+            step = np.diff(x, axis=0, prepend=x[:1])
+            parts.append(step if name == "diff" else np.abs(step))
+        else:
+            raise ValueError(f"data.features must be drawn from {FEATURES}, got {name!r}")
+    return np.concatenate(parts, axis=-1)
+
+
+def moving_average(x: np.ndarray, k: int) -> np.ndarray:
+    """Centred moving average over k steps of (T, D) ``x``, edges padded with the end values; k = 1 is x."""
+    if k == 1:
+        return x
+    padded = np.pad(x, ((k // 2, k - 1 - k // 2), (0, 0)), mode="edge")
+    cumsum = np.concatenate([np.zeros((1, x.shape[1])), np.cumsum(padded, axis=0)])
+    return (cumsum[k:] - cumsum[:-k]) / k
+
+
+@dataclass
+class Preprocessing:
+    """Per-step features, a centred moving average, then ``(x - mean) / std`` with training-split statistics.
+
+    Attributes:
+        features: transforms applied in order (:func:`add_features`).
+        mean: (D,) training-split mean of each feature.
+        std: (D,) training-split standard deviation (1 for constant features).
+        feature_names: the D0 input columns the transforms read.
+        smooth: moving-average width in steps (:func:`moving_average`; 1 = none).
+    """
+
+    features: list[str]
+    mean: np.ndarray
+    std: np.ndarray
+    feature_names: list[str]
+    smooth: int = 1
+
+    @classmethod
+    def fit(cls, xs: list[np.ndarray], features: list[str], feature_names: list[str], smooth: int = 1) -> "Preprocessing":
+        """Statistics of every step of ``xs`` (raw (T_i, D0) arrays, the training split)."""
+        steps = np.concatenate([moving_average(add_features(x, features), smooth) for x in xs])
+        std = steps.std(0)
+        return cls(list(features), steps.mean(0), np.where(std > 1e-12, std, 1.0), list(feature_names), smooth)
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """(T, D0) raw -> (T, D) standardised features, float32."""
+        if x.shape[-1] != len(self.feature_names):
+            raise ValueError(f"expected {len(self.feature_names)} input columns {self.feature_names}, got {x.shape[-1]}")
+        features = moving_average(add_features(x, self.features), self.smooth)
+        return ((features - self.mean) / self.std).astype(np.float32)
+
+    def state_dict(self) -> dict:
+        """Tensors and primitives only, for a ``weights_only`` checkpoint."""
+        return {"features": list(self.features), "mean": torch.as_tensor(self.mean, dtype=torch.float64),
+                "std": torch.as_tensor(self.std, dtype=torch.float64), "feature_names": list(self.feature_names),
+                "smooth": self.smooth}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "Preprocessing":
+        return cls(list(state["features"]), state["mean"].numpy(), state["std"].numpy(), list(state["feature_names"]),
+                   int(state.get("smooth", 1)))

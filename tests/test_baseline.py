@@ -1,0 +1,116 @@
+"""Exact baseline and exact maths against Pyro's enumeration and against hmmlearn on the same numbers."""
+
+import numpy as np
+import pytest
+import torch
+
+from pyro_dssm import hmm
+from pyro_dssm.baseline import ExactBaseline
+from pyro_dssm.data import make_synthetic
+from pyro_dssm.evaluate import oracle_metrics
+from pyro_dssm.metrics import hungarian_accuracy
+from pyro_dssm.model import ModelConfig
+
+
+@pytest.fixture
+def net_and_batch():
+    torch.manual_seed(0)
+    net = ExactBaseline(ModelConfig(n_states=3, obs_dim=2, noise_std=0.8))
+    x = torch.randn(4, 7, 2)
+    mask = torch.ones(4, 7, dtype=torch.bool)
+    mask[1, 4:] = False
+    mask[2, 1:] = False
+    return net, x, mask
+
+
+def test_fast_loss_equals_trace_enum_loss_of_enumerated_model(net_and_batch):
+    net, x, mask = net_and_batch
+    fast = net.elbo().differentiable_loss(net.model, net.guide, x, mask)
+    enum = net.enum_elbo().differentiable_loss(net.enum_model, net.guide, x, mask)
+    assert torch.allclose(fast, enum, rtol=1e-5)
+    # and both are -sum log p(X) of the exact forward algorithm
+    log_init, log_trans, means = net.hmm_parameters()
+    ll = hmm.gaussian_log_likelihood(x, means, 0.8)
+    assert torch.allclose(fast, -hmm.forward(log_init, log_trans, ll, mask)[1].sum(), rtol=1e-5)
+    # gradients agree too
+    g_fast = torch.autograd.grad(fast, list(net.parameters()))
+    g_enum = torch.autograd.grad(net.enum_elbo().differentiable_loss(net.enum_model, net.guide, x, mask),
+                                 list(net.parameters()))
+    for a, b in zip(g_fast, g_enum):
+        assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_viterbi_equals_infer_discrete(net_and_batch):
+    net, x, mask = net_and_batch
+    ours = net.viterbi(x, mask)
+    pyro_path = net.viterbi_infer_discrete(x, mask)
+    assert torch.equal(ours[mask], pyro_path[mask])
+
+
+def _true_hmmlearn(params):
+    from hmmlearn.hmm import GaussianHMM
+
+    K = params.n_states
+    peer = GaussianHMM(n_components=K, covariance_type="spherical", init_params="", params="")
+    peer.n_features = params.means.shape[1]
+    peer.startprob_ = params.initial.double().numpy()
+    peer.transmat_ = params.transition.double().numpy()
+    peer.means_ = params.means.double().numpy()
+    peer.covars_ = np.full(K, params.noise_std**2)
+    return peer
+
+
+def test_log_likelihood_viterbi_and_oracle_equal_hmmlearn():
+    pytest.importorskip("hmmlearn", reason="hmmlearn not installed (pip install -e '.[dev]')")
+    data = make_synthetic(n_states=4, obs_dim=3, seq_len=60, n_train=1, n_val=8, transition_bias=0.7, seed=5)
+    p, val = data.params, data.val
+    peer = _true_hmmlearn(p)
+    X = val.x.reshape(-1, 3).double().numpy()
+    lengths = [60] * 8
+    ll = hmm.gaussian_log_likelihood(val.x.double(), p.means.double(), p.noise_std)
+    log_init, log_trans = p.initial.double().log(), p.transition.double().log()
+    ours = hmm.log_likelihood(log_init, log_trans, ll).sum().item()
+    assert ours == pytest.approx(peer.score(X, lengths), rel=1e-9)
+    peer_lp, peer_path = peer.decode(X, lengths, algorithm="viterbi")
+    path, log_joint = hmm.viterbi(log_init, log_trans, ll)
+    assert np.array_equal(path.reshape(-1).numpy(), peer_path)
+    assert log_joint.sum().item() == pytest.approx(peer_lp, rel=1e-9)
+    marg = hmm.posterior_marginals(log_init, log_trans, ll)
+    assert np.allclose(marg.reshape(-1, 4).numpy(), peer.predict_proba(X, lengths), atol=1e-8)
+
+
+def test_oracle_accuracy_reproduced_by_hmmlearn_on_default_data_seed_0():
+    """The oracle of the default data (seed 0), recomputed from hmmlearn's marginals with the true parameters."""
+    pytest.importorskip("hmmlearn", reason="hmmlearn not installed (pip install -e '.[dev]')")
+    data = make_synthetic(seed=0)
+    peer = _true_hmmlearn(data.params)
+    X = data.val.x.reshape(-1, data.params.means.shape[1]).double().numpy()
+    peer_pred = peer.predict_proba(X, [data.val.x.shape[1]] * len(data.val)).argmax(1)
+    peer_acc = hungarian_accuracy(data.val.states.reshape(-1), peer_pred, data.params.n_states)
+    ours = oracle_metrics(data.params, data.val)["oracle_accuracy"]
+    assert ours == pytest.approx(peer_acc, abs=1e-9)
+    assert 0.97 < ours < 0.995  # the documented ceiling of the default data (0.9857 for seed 0)
+
+
+def test_baum_welch_step_equals_hmmlearn_em_step():
+    """One EM iteration (means and transitions; uniform start and sigma fixed) equals hmmlearn's."""
+    pytest.importorskip("hmmlearn", reason="hmmlearn not installed (pip install -e '.[dev]')")
+    from pyro_dssm.init import baum_welch, sticky_transition
+
+    data = make_synthetic(n_states=3, obs_dim=2, seq_len=40, n_train=6, n_val=1, seed=2)
+    x = data.train.x.double()
+    g = torch.Generator().manual_seed(0)
+    means0 = torch.randn(3, 2, generator=g, dtype=torch.float64)
+    trans0 = sticky_transition(3, 0.7).double()
+    means, trans, _ = baum_welch(x, data.train.mask, means0, trans0, 1.0, n_iter=2)
+
+    from hmmlearn.hmm import GaussianHMM
+
+    peer = GaussianHMM(n_components=3, covariance_type="spherical", n_iter=2, tol=0.0, params="tm", init_params="")
+    peer.startprob_ = np.full(3, 1 / 3)
+    peer.transmat_ = trans0.numpy()
+    peer.means_ = means0.numpy()
+    peer.covars_ = np.ones(3)
+    peer.fit(x.reshape(-1, 2).numpy(), [40] * 6)
+    assert np.allclose(means.numpy(), peer.means_, atol=1e-6)
+    assert np.allclose(trans.numpy(), peer.transmat_, atol=1e-5)

@@ -1,0 +1,33 @@
+"""Figures reach TensorBoard: confusion matrix, transition matrices and a segmentation strip, as images."""
+
+import numpy as np
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from pyro_dssm.figures import matched_order, relabel
+from pyro_dssm.train import train
+
+from .helpers import TINY, compose_config
+
+TAGS = {"figures/confusion", "figures/transition", "figures/segmentation"}
+
+
+def test_figures_appear_in_tensorboard_events(tmp_path):
+    cfg = compose_config([*TINY, "trainer.n_epochs=3", "trainer.figure_every=2", "trainer.init=random",
+                          "trainer.guide_warmup_steps=5"])
+    train(cfg, tmp_path)
+    acc = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0})
+    acc.Reload()
+    assert TAGS <= set(acc.Tags()["images"])
+    for tag in TAGS:
+        images = acc.Images(tag)
+        assert [im.step for im in images] == [2, 3]  # every 2 epochs, and the last
+        assert images[-1].width > 100 and images[-1].height > 100
+        assert images[-1].encoded_image_string[:4] == b"\x89PNG"
+
+
+def test_matched_order_puts_each_state_under_its_class():
+    # class 0 <- state 2, class 1 <- state 0, state 1 unmatched (3 states, 2 classes)
+    cm = np.array([[1, 0, 9], [8, 2, 0]])
+    order = matched_order(cm)
+    assert order.tolist() == [2, 0, 1]
+    assert relabel(np.array([2, 0, 1, -1]), order).tolist() == [0, 1, 2, -1]
