@@ -32,7 +32,7 @@ from .data import SequenceData
 from .evaluate import evaluate_hmm
 from .model import NeuralHMM, _check_batch
 from .tracking import Tracker
-from .trainer import TrainerConfig, initialise, sgd_epoch
+from .trainer import TrainerConfig, device_mask, initialise, n_valid, sgd_epoch
 
 
 class ExactBaseline(NeuralHMM):
@@ -113,13 +113,13 @@ def fit_baseline(
     device = next(net.parameters()).device
     gen = torch.Generator().manual_seed(seed)
     clock = time.perf_counter()
-    x_all, mask_all = train.x.to(device), train.mask.to(device)
-    initialise(net, x_all, mask_all, cfg, gen)
+    initialise(net, train.x.to(device), train.mask.to(device), cfg, gen)
+    x_all, mask_all = train.x.to(device), device_mask(train, device)
     elbo = net.elbo()
     optim = torch.optim.Adam(net.parameters(), lr=cfg.lr)
 
     def nll(x, mask, step):
-        return elbo.differentiable_loss(net.model, net.guide, x, mask) / mask.sum(), {}
+        return elbo.differentiable_loss(net.model, net.guide, x, mask) / n_valid(x, mask), {}
 
     train_seconds = time.perf_counter() - clock
     history = [{"epoch": 0, "step": 0, "train_seconds": train_seconds, **evaluate_hmm(net, val)}]

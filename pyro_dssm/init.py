@@ -132,7 +132,7 @@ def data_driven_init(
     noise_std = net.config.noise_std
     best = None
     for restart in range(max(1, restarts)):
-        means = kmeans(points, net.n_states, generator)
+        means = kmeans(points.cpu(), net.n_states, generator).to(x)  # the generator lives on the CPU
         trans = sticky_transition(net.n_states, stay_prob).to(x)
         if method == "em" and em_iters > 0:
             means, trans, _ = baum_welch(x, mask, means, trans, noise_std, em_iters)

@@ -109,8 +109,9 @@ class DSSM(NeuralHMM):
     # q(c_{1:T} | x_{1:T})
     def guide(self, x: torch.Tensor, mask: torch.Tensor | None = None, tau: float = 1.0) -> None:
         """Same arguments as :meth:`model`; samples the site ``c`` (B, T, K) in log space."""
+        lengths = None if mask is None else mask.sum(-1)
         mask = _check_batch(x, mask, self.config.obs_dim)
-        features = self.posterior.encode(x, mask.sum(-1))
+        features = self.posterior.encode(x, lengths)
         with pyro.plate("sequences", x.shape[0]):
             pyro.sample("c", RelaxedChainPosterior(self.posterior, features, tau, mask))
 

@@ -40,6 +40,7 @@ class TrainerConfig:
     init: str = "em"
     init_restarts: int = 4
     init_em_iters: int = 20
+    init_max_sequences: int = 100
     init_stay_prob: float = 0.8
     guide_warmup_steps: int = 100
     device: str = "auto"
@@ -62,6 +63,8 @@ class TrainerConfig:
             (self.guide_warmup_steps >= 0, f"trainer.guide_warmup_steps must be >= 0, got {self.guide_warmup_steps}"),
             (isinstance(self.init_restarts, int) and self.init_restarts >= 1,
              f"trainer.init_restarts must be an integer >= 1, got {self.init_restarts!r}"),
+            (isinstance(self.init_max_sequences, int) and self.init_max_sequences >= 1,
+             f"trainer.init_max_sequences must be an integer >= 1, got {self.init_max_sequences!r}"),
             (isinstance(self.init_em_iters, int) and self.init_em_iters >= 0,
              f"trainer.init_em_iters must be an integer >= 0, got {self.init_em_iters!r}"),
             (self.init in INITS, f"trainer.init must be one of {INITS}, got {self.init!r}"),
@@ -82,7 +85,8 @@ def initialise(net, x: torch.Tensor, mask: torch.Tensor, cfg: TrainerConfig, gen
     if cfg.init == "random":
         return
     info = data_driven_init(net, x, mask, gen, method=cfg.init, restarts=cfg.init_restarts,
-                            em_iters=cfg.init_em_iters, stay_prob=cfg.init_stay_prob)
+                            em_iters=cfg.init_em_iters, stay_prob=cfg.init_stay_prob,
+                            max_sequences=cfg.init_max_sequences)
     log.info("init (%s, %d restarts): best log p(X)/step %.4f from restart %d", cfg.init, cfg.init_restarts,
              info["init_loglik_per_step"], info["init_restart"])
 
@@ -96,9 +100,23 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def device_mask(data: SequenceData, device: torch.device) -> torch.Tensor | None:
+    """(N, T) mask on ``device``, or None when no sequence is padded (decided once, on the CPU).
+
+    None lets the model and guide skip per-batch length checks, which would
+    force a host sync every step on a GPU.
+    """
+    return None if bool((data.lengths == data.x.shape[1]).all()) else data.mask.to(device)
+
+
+def n_valid(x: torch.Tensor, mask: torch.Tensor | None):
+    """Number of valid steps of a batch x (B, T, D): ``mask.sum()``, or B * T without a mask."""
+    return x.shape[0] * x.shape[1] if mask is None else mask.sum()
+
+
 def sgd_epoch(module, optim, x_all, mask_all, loss_fn, cfg: TrainerConfig, gen: torch.Generator, tracker: Tracker,
               step: int) -> tuple[int, list[float], float | None]:
-    """One pass over shuffled minibatches of x_all (N, T, D) / mask_all (N, T).
+    """One pass over shuffled minibatches of x_all (N, T, D) / mask_all (N, T) (None: no padding).
 
     ``loss_fn(x, mask, step) -> (loss per valid step, extra scalars to log)``.
     Clips the gradient norm at ``cfg.grad_clip``; logs ``train/loss``,
@@ -106,9 +124,9 @@ def sgd_epoch(module, optim, x_all, mask_all, loss_fn, cfg: TrainerConfig, gen: 
     the losses and the last ``tau`` extra (None if the loss has none).
     """
     losses, tau = [], None
-    for idx in torch.randperm(x_all.shape[0], generator=gen).split(cfg.batch_size):
-        idx = idx.to(x_all.device)
-        loss, extras = loss_fn(x_all[idx], mask_all[idx], step)
+    # one host-to-device copy of the permutation per epoch, not one per step
+    for idx in torch.randperm(x_all.shape[0], generator=gen).to(x_all.device).split(cfg.batch_size):
+        loss, extras = loss_fn(x_all[idx], None if mask_all is None else mask_all[idx], step)
         optim.zero_grad()
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
@@ -160,7 +178,7 @@ def fit(
     optim = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     anneal_steps = int(cfg.tau_anneal_fraction * cfg.n_epochs * steps_per_epoch)
-    x_all, mask_all = train.x.to(device), train.mask.to(device)
+    x_all, mask_all = train.x.to(device), device_mask(train, device)
     train_seconds = time.perf_counter() - clock
     step, metrics, first_epoch, best = 0, {}, 1, -math.inf
     if resume is None:
@@ -180,7 +198,7 @@ def fit(
         log.info("resuming after epoch %d (step %d)", resume["epoch"], step)
     def svi_loss(x, mask, step):
         tau = temperature(step, cfg.tau_init, cfg.tau_min, anneal_steps)
-        return elbo.differentiable_loss(model.model, model.guide, x, mask, tau) / mask.sum(), {"tau": tau}
+        return elbo.differentiable_loss(model.model, model.guide, x, mask, tau) / n_valid(x, mask), {"tau": tau}
 
     with pyro.validation_enabled(cfg.validate_args):
         for epoch in range(first_epoch, cfg.n_epochs + 1):
