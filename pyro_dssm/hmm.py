@@ -27,7 +27,9 @@ def gaussian_log_likelihood(x: torch.Tensor, means: torch.Tensor, noise_std: flo
         (B, T, K) log-likelihoods.
     """
     D = x.shape[-1]
-    sq = (x.unsqueeze(-2) - means).pow(2).sum(-1)  # (B, T, K)
+    # |x - mu|^2 = |x|^2 - 2 x.mu + |mu|^2: one matrix product instead of a (B, T, K, D) tensor
+    sq = x.pow(2).sum(-1, keepdim=True) - 2 * x @ means.T + means.pow(2).sum(-1)  # (B, T, K)
+    sq = sq.clamp_min(0.0)
     return -0.5 * sq / noise_std**2 - D * (math.log(noise_std) + 0.5 * math.log(2 * math.pi))
 
 
@@ -37,40 +39,38 @@ def _full_mask(log_lik: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor
     return mask.bool()
 
 
-def _logmatmulexp(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Stable ``(a.exp() @ b.exp()).log()`` over the last two dims."""
-    return torch.logsumexp(a.unsqueeze(-1) + b.unsqueeze(-3), dim=-2)
-
-
 def log_likelihood(
     log_init: torch.Tensor, log_trans: torch.Tensor, log_lik: torch.Tensor, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
     r""":math:`\log p(x_{1:T}) = \log \sum_{c_{1:T}} p(c_1) \prod_t p(c_t|c_{t-1}) \prod_t p(x_t|c_t)`.
 
-    Evaluated as a product of per-step (K, K) factors in the log semiring,
-    reduced pairwise (depth log T), which is what makes it fast and
-    differentiable; :func:`forward` gives the same number step by step.
+    The scaled forward algorithm (Rabiner 1989, sec. V.A): probabilities are
+    propagated with one (B, K) x (K, K) product per step and renormalised,
+    :math:`\hat\alpha_t = (\hat\alpha_{t-1} A) \odot e^{\ell_t - s_t} / n_t`, and
+    :math:`\log p(X) = \sum_t (\log n_t + s_t)` with :math:`s_t = \max_k \ell_t(k)`.
+    Cheaper than log-space ``logsumexp`` over (B, K, K) and differentiable
+    (the exact Baum-Welch statistics are its gradients, see :mod:`pyro_dssm.init`);
+    :func:`forward` gives the same number in log space.
 
     Returns:
         (B,) log p(X) of each sequence (padding excluded).
     """
     mask = _full_mask(log_lik, mask)
-    K = log_init.shape[-1]
-    # Combine observation and transition factors; padded steps become the identity.
-    factors = log_trans + log_lik[:, 1:, None, :]  # (B, T-1, K, K)
-    eye = torch.full((K, K), -math.inf, device=log_lik.device, dtype=log_lik.dtype)
-    eye.fill_diagonal_(0.0)
-    factors = torch.where(mask[:, 1:, None, None], factors, eye)
-    # Eliminate the time dimension by pairwise products.
-    while factors.shape[1] > 1:
-        T2 = factors.shape[1]
-        even = factors[:, : T2 // 2 * 2]
-        reduced = _logmatmulexp(even[:, 0::2], even[:, 1::2])
-        factors = torch.cat([reduced, factors[:, T2 // 2 * 2 :]], dim=1)
-    first = log_init + log_lik[:, 0]  # (B, K)
-    if factors.shape[1] == 0:
-        return first.logsumexp(-1)
-    return (first.unsqueeze(-1) + factors[:, 0]).logsumexp((-2, -1))
+    trans = log_trans.exp()
+    # Any constant shift gives the same value; detached, it also gives the same gradient.
+    shift = log_lik.detach().max(-1, keepdim=True).values  # (B, T, 1)
+    probs = (log_lik - shift).exp()  # (B, T, K), max 1 per step
+    alpha = log_init.exp() * probs[:, 0]
+    norm = alpha.sum(-1, keepdim=True)
+    alpha = alpha / norm
+    log_px = norm.squeeze(-1).log() + shift[:, 0, 0]
+    for t in range(1, log_lik.shape[1]):
+        new = (alpha @ trans) * probs[:, t]
+        norm = new.sum(-1, keepdim=True)
+        valid = mask[:, t]
+        alpha = torch.where(valid[:, None], new / norm, alpha)
+        log_px = log_px + torch.where(valid, norm.squeeze(-1).log() + shift[:, t, 0], 0.0)
+    return log_px
 
 
 def forward(
