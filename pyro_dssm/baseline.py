@@ -12,7 +12,7 @@ models:
   form, used by tests and by ``infer_discrete`` decoding (about 0.35 s/step at
   B=64, T=100, K=5).
 * :meth:`ExactBaseline.model`: the same sum computed by
-  :func:`pyro_dssm.hmm.log_likelihood` (pairwise log-semiring products) and
+  :func:`pyro_dssm.hmm.log_likelihood` (the scaled forward algorithm) and
   added with ``pyro.factor`` (loss by ``Trace_ELBO``, as no latent site is
   left); about ten times faster, used for training. A test shows both losses
   are equal.

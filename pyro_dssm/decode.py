@@ -73,7 +73,8 @@ def read_input(path: str | Path, payload: dict) -> tuple[Sequences, dict]:
     suffix = Path(path).suffix.lower()
     if suffix not in (".csv", ".npz"):
         raise ValueError(f"input={str(path)!r} must end in .csv or .npz")
-    names = payload.get("label_names")
+    # label classes keep their training codes when the format is the training one
+    names = payload.get("label_names") if suffix == f".{data_cfg.get('name')}" else None
     if suffix == ".npz":
         return read_npz(path, label_names=names), data_cfg
     if data_cfg.get("name") != "csv":
@@ -142,7 +143,7 @@ def write_output(path: str | Path, seqs: Sequences, decoded: list[Decoded], id_c
 def plot_states(path: str | Path, seqs: Sequences, decoded: list[Decoded], n_states: int, which: str) -> None:
     """PNG of the first :data:`PLOT_MAX` sequences: input columns, decoded states (matched to the labels, if
     any, over all sequences) and labels as bands."""
-    from .figures import matched_order, relabel, segmentation_figure
+    from .figures import class_colours, relabel, segmentation_figure
     from .metrics import confusion_matrix
 
     pred = [getattr(d, which) for d in decoded]
@@ -151,8 +152,8 @@ def plot_states(path: str | Path, seqs: Sequences, decoded: list[Decoded], n_sta
         true_all, pred_all = np.concatenate(seqs.labels), np.concatenate(pred)
         keep = true_all >= 0
         cm = confusion_matrix(true_all[keep], pred_all[keep], max(n_classes, 1), n_states)
-        order = matched_order(cm)
-        pred = [relabel(p, order) for p in pred]
+        colours = class_colours(cm)
+        pred = [relabel(p, colours) for p in pred]
     rows = [(f"{name} ({which} states)", x, p, None if seqs.labels is None else z)
             for name, x, p, z in zip(seqs.names, seqs.x, pred, seqs.labels or [None] * len(seqs))][:PLOT_MAX]
     if len(seqs) > PLOT_MAX:
@@ -189,7 +190,7 @@ def run(args: dict[str, str]) -> dict[str, float]:
         raise ValueError(f"input={args['input']!r} gives {xs[0].shape[-1]} features, the model expects "
                          f"{model.config.obs_dim}")
     decoded = decode(model, xs)
-    is_csv = data_cfg.get("name") == "csv"
+    is_csv = Path(args["input"]).suffix.lower() == ".csv"  # then the columns are named as in the input
     n_rows = write_output(args["output"], seqs, decoded, data_cfg.get("id_column") if is_csv else "sequence",
                           (data_cfg.get("time_column") if is_csv else None) or "t",
                           (data_cfg.get("label_column") if is_csv else None) or "label")

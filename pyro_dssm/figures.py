@@ -35,12 +35,19 @@ def matched_order(cm: np.ndarray) -> np.ndarray:
     return np.array([k for _, k in matched] + [k for k, c in enumerate(mapping) if c < 0], dtype=np.int64)
 
 
-def relabel(pred: np.ndarray, order: np.ndarray) -> np.ndarray:
-    """State ``order[i]`` -> i, so that a matched state carries its class's index (negative values kept)."""
-    inverse = np.empty_like(order)
-    inverse[order] = np.arange(len(order))
+def class_colours(cm: np.ndarray) -> np.ndarray:
+    """(K,) colour index of each predicted state of the (C, K) ``cm``: its Hungarian-matched class,
+    or C, C+1, ... for unmatched states, so that a state and its class share a colour."""
+    mapping = hungarian_match(cm)
+    unmatched = mapping < 0
+    mapping[unmatched] = cm.shape[0] + np.arange(int(unmatched.sum()))
+    return mapping
+
+
+def relabel(pred: np.ndarray, colours: np.ndarray) -> np.ndarray:
+    """States (T,) -> their colour indices (:func:`class_colours`); negative values are kept."""
     pred = np.asarray(pred)
-    return np.where(pred >= 0, inverse[np.clip(pred, 0, None)], pred)
+    return np.where(pred >= 0, colours[np.clip(pred, 0, None)], pred)
 
 
 def confusion_figure(cm: np.ndarray, class_names: list[str] | None = None) -> Figure:
@@ -111,7 +118,7 @@ def segmentation_figure(
         axes[0].legend(signal_names, fontsize=7, loc="upper left", ncol=len(signal_names))
     if class_names:
         handles = [Patch(color=cmap(k), label=n) for k, n in enumerate(class_names)]
-        axes[1].legend(handles=handles, fontsize=7, loc="upper right", ncol=len(class_names))
+        fig.legend(handles=handles, fontsize=8, loc="outside lower center", ncol=len(class_names))
     return fig
 
 
@@ -137,7 +144,7 @@ def training_figures(model, val: SequenceData, true_transition: torch.Tensor | N
         cm = confusion_matrix(val.states, pred, n_classes, K, val.label_mask)
         cm = cm[: int(val.states.max()) + 1]
         figures["figures/confusion"] = confusion_figure(cm)
-        order = matched_order(cm)
+        order, colours = matched_order(cm), class_colours(cm)
     learned = model.hmm_parameters()[1].exp().cpu().numpy()
     true = None if true_transition is None else true_transition.cpu().numpy()
     figures["figures/transition"] = transition_figure(learned, true, order if true is not None else None)
@@ -145,6 +152,6 @@ def training_figures(model, val: SequenceData, true_transition: torch.Tensor | N
     x0, p0 = val.x[0, :T].numpy(), pred[0, :T].numpy()
     t0 = None if val.states is None else val.states[0, :T].numpy()
     if order is not None:
-        p0 = relabel(p0, order)
+        p0 = relabel(p0, colours)
     figures["figures/segmentation"] = segmentation_figure([("validation sequence 0", x0, p0, t0)], K, n_classes)
     return figures

@@ -3,7 +3,7 @@
 import numpy as np
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from pyro_dssm.figures import matched_order, relabel
+from pyro_dssm.figures import class_colours, matched_order, relabel
 from pyro_dssm.train import train
 
 from .helpers import TINY, compose_config
@@ -25,9 +25,13 @@ def test_figures_appear_in_tensorboard_events(tmp_path):
         assert images[-1].encoded_image_string[:4] == b"\x89PNG"
 
 
-def test_matched_order_puts_each_state_under_its_class():
+def test_states_are_ordered_and_coloured_by_their_matched_class():
     # class 0 <- state 2, class 1 <- state 0, state 1 unmatched (3 states, 2 classes)
     cm = np.array([[1, 0, 9], [8, 2, 0]])
-    order = matched_order(cm)
-    assert order.tolist() == [2, 0, 1]
-    assert relabel(np.array([2, 0, 1, -1]), order).tolist() == [0, 1, 2, -1]
+    assert matched_order(cm).tolist() == [2, 0, 1]
+    colours = class_colours(cm)
+    assert colours.tolist() == [1, 2, 0]
+    assert relabel(np.array([2, 0, 1, -1]), colours).tolist() == [0, 1, 2, -1]
+    # 2 states, 4 classes of which only 2 and 3 occur: each state takes its class's colour
+    cm = np.array([[0, 0], [0, 0], [5, 1], [0, 7]])
+    assert class_colours(cm).tolist() == [2, 3]
