@@ -31,6 +31,7 @@ from omegaconf import OmegaConf
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from machine_info import cpu_model  # noqa: E402
 from pyro_dssm.baseline import ExactBaseline, fit_baseline  # noqa: E402
 from pyro_dssm.evaluate import oracle_metrics  # noqa: E402
 from pyro_dssm.metrics import hungarian_accuracy  # noqa: E402
@@ -53,14 +54,7 @@ def compose(overrides):
 
 
 def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     try:
         import hmmlearn
 

@@ -38,6 +38,7 @@ import pyro
 import torch
 from pyro.infer.util import is_validation_enabled
 
+from machine_info import cpu_model
 from pyro_dssm import hmm
 from pyro_dssm.data import make_synthetic
 from pyro_dssm.model import DSSM, ModelConfig
@@ -332,15 +333,7 @@ def fits(records: list[dict]) -> tuple[list[dict], list[dict]]:
 
 
 def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
             "load_avg_1min": round(os.getloadavg()[0], 2), "torch": torch.__version__, "pyro": pyro.__version__,
             "python": platform.python_version(), "validation": is_validation_enabled(),
             "date": time.strftime("%Y-%m-%d %H:%M")}
