@@ -2,7 +2,7 @@
 
 * ``trace``: ``Trace_ELBO`` on the relaxed densities,
   E_q[log p(X, Y) - log q(Y | X)] with Y the log-space relaxed chain.
-* ``analytic``: ``TraceMeanField_ELBO``; the reconstruction term uses the
+* ``analytic`` (default): ``TraceMeanField_ELBO``; the reconstruction term uses the
   relaxed sample, and the latent term is replaced by the exact categorical KL
   of every step (see :func:`pyro_dssm.distributions._kl_chain`).
 """

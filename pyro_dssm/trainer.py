@@ -32,7 +32,7 @@ class TrainerConfig:
     n_epochs: int = 20
     batch_size: int = 64
     lr: float = 3e-3
-    objective: str = "trace"
+    objective: str = "analytic"
     tau_init: float = 1.0
     tau_min: float = 0.1
     tau_anneal_fraction: float = 0.5
