@@ -82,7 +82,9 @@ def read_input(path: str | Path, payload: dict) -> tuple[Sequences, dict]:
                          "so its column names are unknown; give an .npz input")
     fields = {f.name for f in dataclasses.fields(FileDataConfig)}
     cfg = FileDataConfig(**{k: v for k, v in data_cfg.items() if k in fields})
-    return read_csv(path, cfg.id_column, cfg.time_column, cfg.feature_columns, cfg.label_column, names,
+    # the columns the model was trained on, also when data.feature_columns was null (inferred)
+    columns = payload["preprocessing"]["feature_names"] if "preprocessing" in payload else cfg.feature_columns
+    return read_csv(path, cfg.id_column, cfg.time_column, columns, cfg.label_column, names,
                     labels_optional=True), data_cfg
 
 
@@ -190,14 +192,17 @@ def run(args: dict[str, str]) -> dict[str, float]:
         raise ValueError(f"input={args['input']!r} gives {xs[0].shape[-1]} features, the model expects "
                          f"{model.config.obs_dim}")
     decoded = decode(model, xs)
+    for key in ("output", "plot"):
+        if key in args:
+            Path(args[key]).parent.mkdir(parents=True, exist_ok=True)
     is_csv = Path(args["input"]).suffix.lower() == ".csv"  # then the columns are named as in the input
     n_rows = write_output(args["output"], seqs, decoded, data_cfg.get("id_column") if is_csv else "sequence",
                           (data_cfg.get("time_column") if is_csv else None) or "t",
                           (data_cfg.get("label_column") if is_csv else None) or "label")
     print(f"decoded {len(seqs)} sequences, {n_rows} steps, K={model.n_states} -> {args['output']}")
     scores = {}
-    if seqs.labels is not None:
-        true = np.concatenate(seqs.labels)
+    true = None if seqs.labels is None else np.concatenate(seqs.labels)
+    if true is not None and (true >= 0).any():
         keep = true >= 0
         for which in ("guide", "viterbi"):
             pred = np.concatenate([getattr(d, which) for d in decoded])

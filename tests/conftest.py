@@ -1,4 +1,3 @@
-import os
 from pathlib import Path
 
 import pyro
@@ -19,4 +18,6 @@ def _fresh_pyro_state():
     pyro.clear_param_store()
 
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One intra-op thread, as run_cli gives the CLI subprocesses: the tensors are small, and on a
+# shared 2-core machine two OpenMP threads wait on each other (a tiny run measured 12x slower).
+torch.set_num_threads(1)

@@ -198,6 +198,7 @@ def test_duplicate_time_is_rejected(tmp_path):
 @pytest.mark.parametrize("kwargs, word", [
     ({"path": None}, "data.path"), ({"features": ["raw", "cube"]}, "data.features"),
     ({"window": 1}, "data.window"), ({"val_fraction": 1.0}, "data.val_fraction"), ({"stride": 2}, "data.stride"),
+    ({"smooth": 0}, "data.smooth"), ({"name": "parquet"}, "data.name"),
 ])
 def test_bad_config_names_the_value(kwargs, word):
     with pytest.raises(ValueError, match=word):
