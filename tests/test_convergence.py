@@ -1,0 +1,37 @@
+"""Slow: the default configuration reaches the oracle on several seeds (run with ``pytest -m slow``)."""
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from pyro_dssm.baseline import ExactBaseline, fit_baseline
+from pyro_dssm.evaluate import oracle_metrics
+from pyro_dssm.model import ModelConfig
+from pyro_dssm.tracking import Tracker
+from pyro_dssm.train import load_data, train
+from pyro_dssm.trainer import TrainerConfig
+
+from .helpers import compose_config
+
+BAR = 0.98  # fraction of the oracle accuracy (issue 4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_default_dssm_reaches_the_oracle(tmp_path, seed):
+    metrics = train(compose_config([f"seed={seed}"]), tmp_path)
+    assert metrics["val_accuracy"] >= BAR * metrics["oracle_accuracy"], metrics
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_default_exact_baseline_reaches_the_oracle(seed):
+    cfg = compose_config([f"seed={seed}"])
+    data = load_data(cfg.data, seed)
+    torch.manual_seed(seed)
+    net = ExactBaseline(ModelConfig(**OmegaConf.to_container(cfg.model, resolve=True)))
+    trainer_cfg = TrainerConfig(**{**OmegaConf.to_container(cfg.trainer, resolve=True), "device": "cpu",
+                                   **OmegaConf.to_container(cfg.baseline, resolve=True)})
+    metrics = fit_baseline(net, data.train, data.val, trainer_cfg, Tracker("unused", enabled=False), seed=seed)
+    oracle = oracle_metrics(data.params, data.val)["oracle_accuracy"]
+    assert metrics["viterbi_accuracy"] >= BAR * oracle, metrics
