@@ -31,6 +31,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from machine_info import cpu_model  # noqa: E402
 from pyro_dssm.datasets import FileDataConfig, load_file_data  # noqa: E402
 from pyro_dssm.metrics import clustering_scores  # noqa: E402
 from pyro_dssm.train import train  # noqa: E402
@@ -76,13 +77,7 @@ def run_hmmlearn(path: Path, features: list[str], smooth: int, seed: int, covari
 
 
 def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}; torch {torch.__version__} ({torch.get_num_threads()} threads); python {platform.python_version()}"
+    return f"{cpu_model()}; torch {torch.__version__} ({torch.get_num_threads()} threads); python {platform.python_version()}"
 
 
 def summary(values: list[float]) -> str:
