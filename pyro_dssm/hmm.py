@@ -33,6 +33,11 @@ def gaussian_log_likelihood(x: torch.Tensor, means: torch.Tensor, noise_std: flo
     return -0.5 * sq / noise_std**2 - D * (math.log(noise_std) + 0.5 * math.log(2 * math.pi))
 
 
+def uniform_log_init(n_states: int, like: torch.Tensor) -> torch.Tensor:
+    """(K,) log p(c_1) of the uniform start the model assumes, with ``like``'s dtype and device."""
+    return torch.full((n_states,), -math.log(n_states), dtype=like.dtype, device=like.device)
+
+
 def _full_mask(log_lik: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     if mask is None:
         return torch.ones(log_lik.shape[:2], dtype=torch.bool, device=log_lik.device)

@@ -20,7 +20,6 @@ escape. So, before any gradient step:
 from __future__ import annotations
 
 import logging
-import math
 
 import torch
 from torch import nn
@@ -73,7 +72,7 @@ def baum_welch(
     transition matrix and log p(X) per valid step at the last E-step.
     """
     K = means.shape[0]
-    log_init = torch.full((K,), -math.log(K), dtype=x.dtype, device=x.device)
+    log_init = hmm.uniform_log_init(K, x)
     n_steps = float(mask.sum())
     loglik = float("nan")
     for _ in range(n_iter):
@@ -91,7 +90,7 @@ def baum_welch(
 def hmm_log_likelihood_per_step(x, mask, means, trans, noise_std) -> float:
     """Exact log p(X) per valid step of a Gaussian HMM with uniform p(c_1)."""
     K = means.shape[0]
-    log_init = torch.full((K,), -math.log(K), dtype=x.dtype, device=x.device)
+    log_init = hmm.uniform_log_init(K, x)
     ll = hmm.gaussian_log_likelihood(x, means, noise_std)
     return float(hmm.log_likelihood(log_init, trans.log(), ll, mask).sum() / mask.sum())
 

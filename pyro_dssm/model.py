@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import pyro
@@ -10,6 +9,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from . import hmm
 from .distributions import RelaxedChainPosterior, RelaxedChainPrior
 from .networks import Emitter, PosteriorNet, Transition
 
@@ -71,7 +71,7 @@ class NeuralHMM(nn.Module):
         """
         K = self.n_states
         eye = torch.eye(K, device=self.emitter.net[0].weight.device)
-        log_init = torch.full((K,), -math.log(K), device=eye.device)
+        log_init = hmm.uniform_log_init(K, eye)
         return log_init, self.transition(eye).log_softmax(-1), self.emitter(eye)
 
 
