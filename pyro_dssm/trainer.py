@@ -17,7 +17,7 @@ from .evaluate import evaluate
 from .figures import training_figures
 from .init import data_driven_init, warm_start_guide
 from .model import DSSM
-from .objectives import OBJECTIVES, make_elbo, temperature
+from .objectives import OBJECTIVES, make_elbo, temperature, temperature_schedule
 from .tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,7 @@ class TrainerConfig:
     n_epochs: int = 20
     batch_size: int = 64
     lr: float = 3e-3
+    lr_final_fraction: float = 1.0
     objective: str = "analytic"
     tau_init: float = 1.0
     tau_min: float = 0.1
@@ -46,6 +47,7 @@ class TrainerConfig:
     device: str = "auto"
     validate_args: bool = True
     figure_every: int = 5
+    keep_best: bool = True
     resume: str | None = None
     stop_after_epoch: int | None = None
 
@@ -54,6 +56,7 @@ class TrainerConfig:
             (isinstance(self.n_epochs, int) and self.n_epochs >= 1, f"trainer.n_epochs must be >= 1, got {self.n_epochs}"),
             (isinstance(self.batch_size, int) and self.batch_size >= 1, f"trainer.batch_size must be >= 1, got {self.batch_size}"),
             (self.lr > 0, f"trainer.lr must be > 0, got {self.lr}"),
+            (0 < self.lr_final_fraction <= 1, f"trainer.lr_final_fraction must be in (0, 1], got {self.lr_final_fraction}"),
             (self.objective in OBJECTIVES, f"trainer.objective must be one of {OBJECTIVES}, got {self.objective!r}"),
             (self.tau_init > 0, f"trainer.tau_init must be > 0, got {self.tau_init}"),
             (0 < self.tau_min <= self.tau_init, f"trainer.tau_min must be in (0, tau_init={self.tau_init}], got {self.tau_min}"),
@@ -70,6 +73,7 @@ class TrainerConfig:
             (self.init in INITS, f"trainer.init must be one of {INITS}, got {self.init!r}"),
             (isinstance(self.figure_every, int) and self.figure_every >= 0,
              f"trainer.figure_every must be an integer >= 0, got {self.figure_every!r}"),
+            (isinstance(self.keep_best, bool), f"trainer.keep_best must be true or false, got {self.keep_best!r}"),
             (self.stop_after_epoch is None or (isinstance(self.stop_after_epoch, int) and self.stop_after_epoch >= 1),
              f"trainer.stop_after_epoch must be null or an integer >= 1, got {self.stop_after_epoch!r}"),
             (self.device in ("auto", "cpu", "cuda") or str(self.device).startswith("cuda:"),
@@ -159,10 +163,17 @@ def fit(
     ``train_seconds`` and the validation metrics.
 
     Every epoch writes ``checkpoint_dir/last.pt`` and, when the validation ELBO
-    improves, ``best.pt``: model, optimiser, epoch, step (the temperature
+    improves, ``best.pt`` (whose ``model`` is the best evaluation's weights,
+    epoch 0 included; resume from ``last.pt``): model, optimiser, epoch, step (the temperature
     schedule is a function of it), random states, best ELBO and history, plus
     ``extra_checkpoint``. ``resume``, such a checkpoint loaded, continues
     exactly where it stopped (same minibatches, same Gumbel noise).
+
+    With ``cfg.keep_best`` the model ends with the weights of the evaluation
+    with the best validation ELBO (epoch 0, the initialised model, included) and
+    the returned metrics are that evaluation's, ``best_epoch`` says which: early
+    stopping by a label-free criterion, which guards against a late drift of the
+    relaxed objective (README, Convergence).
     ``true_transition`` (K, K), if known, is drawn beside the learned one.
     """
     device = next(model.parameters()).device
@@ -180,14 +191,17 @@ def fit(
     anneal_steps = int(cfg.tau_anneal_fraction * cfg.n_epochs * steps_per_epoch)
     x_all, mask_all = train.x.to(device), device_mask(train, device)
     train_seconds = time.perf_counter() - clock
-    step, metrics, first_epoch, best = 0, {}, 1, -math.inf
+    step, metrics, first_epoch = 0, {}, 1
     if resume is None:
         history = [{"epoch": 0, "step": 0, "train_seconds": train_seconds, **evaluate(model, val, seed=seed)}]
+        best, best_epoch = history[0]["val_elbo_per_step"], 0
+        best_state = _cpu_copy(model.state_dict())
     else:
         model.load_state_dict(resume["model"])
         optim.load_state_dict(resume["optimizer"])
         restore_rng_state(resume["rng"], gen)
         step, first_epoch, best = resume["step"], resume["epoch"] + 1, resume["best_val_elbo"]
+        best_epoch, best_state = resume["best_epoch"], resume["best_model"]
         history, train_seconds = list(resume["history"]), resume["train_seconds"]
         if first_epoch > cfg.n_epochs:
             raise ValueError(f"trainer.resume: the checkpoint is at epoch {resume['epoch']}, "
@@ -196,9 +210,17 @@ def fit(
             log.warning("resuming a %d-epoch run as a %d-epoch run: the temperature schedule changes",
                         resume["n_epochs"], cfg.n_epochs)
         log.info("resuming after epoch %d (step %d)", resume["epoch"], step)
+    total_steps = cfg.n_epochs * steps_per_epoch
+    # the schedule lives on the device: one copy here instead of one per step
+    taus = temperature_schedule(total_steps, cfg.tau_init, cfg.tau_min, anneal_steps, device)
+
     def svi_loss(x, mask, step):
-        tau = temperature(step, cfg.tau_init, cfg.tau_min, anneal_steps)
-        return elbo.differentiable_loss(model.model, model.guide, x, mask, tau) / n_valid(x, mask), {"tau": tau}
+        # exponential learning-rate decay to lr * lr_final_fraction at the last step; a function
+        # of the step alone, so resuming needs no scheduler state (optim.step follows this call)
+        for group in optim.param_groups:
+            group["lr"] = cfg.lr * cfg.lr_final_fraction ** (step / total_steps)
+        tau = temperature(step, cfg.tau_init, cfg.tau_min, anneal_steps)  # the same number, for the log
+        return elbo.differentiable_loss(model.model, model.guide, x, mask, taus[step]) / n_valid(x, mask), {"tau": tau}
 
     with pyro.validation_enabled(cfg.validate_args):
         for epoch in range(first_epoch, cfg.n_epochs + 1):
@@ -215,19 +237,31 @@ def fit(
                 for tag, fig in training_figures(model, val, true_transition).items():
                     tracker.figure(tag, fig, epoch)
             improved = metrics["val_elbo_per_step"] > best
-            best = max(best, metrics["val_elbo_per_step"])
+            if improved:
+                best, best_epoch, best_state = metrics["val_elbo_per_step"], epoch, _cpu_copy(model.state_dict())
             if checkpoint_dir is not None:
                 payload = {"model": model.state_dict(), "optimizer": optim.state_dict(), "epoch": epoch, "step": step,
                            "n_epochs": cfg.n_epochs, "rng": rng_state(gen), "best_val_elbo": best,
+                           "best_epoch": best_epoch, "best_model": best_state,
                            "history": history, "train_seconds": train_seconds,
                            "model_config": asdict(model.config), **(extra_checkpoint or {})}
                 save_checkpoint(checkpoint_dir / "last.pt", payload)
-                if improved:
-                    save_checkpoint(checkpoint_dir / "best.pt", payload)
+                if improved or epoch == 1:  # at epoch 1 the best may still be the initialised model
+                    save_checkpoint(checkpoint_dir / "best.pt", {**payload, "model": best_state, "epoch": best_epoch})
             if epoch == cfg.stop_after_epoch:
                 log.info("stopping after epoch %d (trainer.stop_after_epoch); continue with trainer.resume", epoch)
                 break
-    metrics.update(train_seconds=train_seconds, epochs=epoch, steps=step, final_loss=metrics.pop("loss"),
-                   history=history)
+    final_loss, tau = metrics.pop("loss"), metrics.pop("tau")
     metrics.pop("seconds")
+    if cfg.keep_best and epoch == cfg.n_epochs and best_epoch != epoch:
+        log.info("restoring the weights of epoch %d (best validation ELBO %.4f; last epoch %.4f)",
+                 best_epoch, best, metrics["val_elbo_per_step"])
+        model.load_state_dict(best_state)
+        metrics = {k: v for k, v in history[best_epoch].items() if k not in ("epoch", "step", "train_seconds")}
+    metrics.update(train_seconds=train_seconds, epochs=epoch, steps=step, final_loss=final_loss, tau=tau,
+                   best_epoch=best_epoch, history=history)
     return metrics
+
+
+def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}

@@ -33,7 +33,7 @@ def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path):
 
 def test_best_checkpoint_is_the_epoch_with_the_best_validation_elbo(tmp_path):
     metrics = train(compose_config([*TINY, *FAST, "trainer.n_epochs=3"]), tmp_path)
-    elbos = {h["epoch"]: h["val_elbo_per_step"] for h in metrics["history"] if h["epoch"] > 0}
+    elbos = {h["epoch"]: h["val_elbo_per_step"] for h in metrics["history"]}  # epoch 0: the initialised model
     # weights_only: tensors and primitives only
     best = torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=True)
     assert best["epoch"] == max(elbos, key=elbos.get)
@@ -47,3 +47,27 @@ def test_resume_errors_name_the_value(tmp_path):
     train(compose_config([*TINY, *FAST, "trainer.n_epochs=1"]), tmp_path / "one")
     with pytest.raises(ValueError, match="model"):
         train(compose_config([*TINY, "model.rnn_hidden=7", f"trainer.resume={tmp_path / 'one'}"]), tmp_path / "r2")
+
+
+def test_keep_best_restores_the_best_validation_elbo(tmp_path):
+    """A learning rate that wrecks the model: the run ends with the best evaluation's weights and metrics."""
+    from pyro_dssm.evaluate import evaluate
+
+    base = [*TINY, *FAST, "trainer.n_epochs=3", "trainer.lr=0.5", "seed=1"]
+    metrics = train(compose_config(base), tmp_path / "kept")
+    elbos = [h["val_elbo_per_step"] for h in metrics["history"]]
+    best_epoch = max(range(len(elbos)), key=elbos.__getitem__)
+    assert best_epoch < 3, "the test needs a run whose last epoch is not the best"
+    assert metrics["best_epoch"] == best_epoch and metrics["val_elbo_per_step"] == elbos[best_epoch]
+    assert metrics["val_accuracy"] == metrics["history"][best_epoch]["val_accuracy"]
+    best = load_checkpoint(tmp_path / "kept" / "checkpoints" / "best.pt")
+    assert best["epoch"] == best_epoch
+    # the best weights are in best.pt, and they evaluate to the reported metrics
+    from pyro_dssm.model import DSSM, ModelConfig
+    model = DSSM(ModelConfig(**best["model_config"]))
+    model.load_state_dict(best["model"])
+    from pyro_dssm.train import load_data
+    data = load_data(compose_config(base).data, 1)
+    assert evaluate(model, data.val, seed=1)["val_elbo_per_step"] == pytest.approx(elbos[best_epoch], abs=1e-5)
+    off = train(compose_config([*base, "trainer.keep_best=false"]), tmp_path / "off")
+    assert off["val_elbo_per_step"] == elbos[-1] and off["best_epoch"] == best_epoch
