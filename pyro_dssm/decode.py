@@ -72,9 +72,10 @@ def load_model(path: str | Path) -> tuple[DSSM, dict]:
         model = DSSM(ModelConfig(**payload["model_config"]))
         model.load_state_dict(payload["model"])
     except (TypeError, RuntimeError, ValueError) as exc:  # another version's config, or weights of another shape
-        first = str(exc).strip().splitlines()[0]
+        lines = [line.strip() for line in str(exc).strip().splitlines()]
+        detail = next((line for line in lines[1:] if line), lines[0])[:300]  # torch's first line is a title
         raise ValueError(f"checkpoint {str(path)!r}: its weights do not fit its model_config "
-                         f"{payload['model_config']} ({first})") from None
+                         f"{payload['model_config']} ({detail})") from None
     return model.eval(), payload
 
 
@@ -202,7 +203,10 @@ def parse_args(argv: list[str]) -> dict[str, str]:
             raise ValueError(f"{key}={args[key]!r} is a directory; expected a file name")
         if Path(args[key]).resolve() == Path(args["input"]).resolve():
             raise ValueError(f"{key}={args[key]!r} is the input file; choose another name")
-        check_writable_dir(Path(args[key]).parent, f"the directory of {key}")
+        try:
+            check_writable_dir(Path(args[key]).absolute().parent, "directory")
+        except ValueError as exc:
+            raise ValueError(f"{key}={args[key]!r} cannot be written: {exc}") from None
     return args
 
 

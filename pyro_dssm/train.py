@@ -99,9 +99,12 @@ def train(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = No
     if model_cfg.obs_dim != D:
         raise ValueError(f"model.obs_dim={model_cfg.obs_dim} does not match the data's D={D} (data.obs_dim)")
     if resume is not None:
-        if resume["model_config"] != asdict(model_cfg):
-            raise ValueError(f"trainer.resume={trainer_cfg.resume!r}: the checkpoint's model "
-                             f"{resume['model_config']} differs from this run's {asdict(model_cfg)}")
+        ours, theirs = asdict(model_cfg), resume["model_config"]
+        differ = [k for k in sorted(set(ours) | set(theirs)) if ours.get(k) != theirs.get(k)]
+        if differ:
+            raise ValueError(f"trainer.resume={trainer_cfg.resume!r}: the checkpoint's model has "
+                             + ", ".join(f"{k}={theirs.get(k)!r}" for k in differ) + ", this run's "
+                             + ", ".join(f"model.{k}={ours.get(k)!r}" for k in differ))
         check_resume(resume, trainer_cfg, len(data.train))
     run_dir = check_writable_dir(run_dir, "run directory")
     # checked: from here on the run writes
