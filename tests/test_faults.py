@@ -201,7 +201,9 @@ def test_sigkill_during_training_then_resume_reaches_the_uninterrupted_result(cl
         resume = [f"trainer.resume={run_dir}"] if last.exists() else []
         seen = last.stat().st_mtime_ns if last.exists() else None
         child = cli.start("pyro_dssm.train", [*RUN, f"hydra.run.dir={run_dir}", *resume])
-        while not last.exists() or last.stat().st_mtime_ns == seen:  # this run has written a checkpoint
+        deadline = time.monotonic() + 120
+        while not last.exists() or last.stat().st_mtime_ns == seen:  # until this run has written a checkpoint
+            assert time.monotonic() < deadline, child.stdout()[-2000:]
             time.sleep(0.005)
         time.sleep(rng.uniform(0.0, 0.15))
         os.kill(child.pid, signal.SIGKILL)
