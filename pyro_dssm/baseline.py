@@ -20,6 +20,7 @@ models:
 
 from __future__ import annotations
 
+import math
 import time
 
 import pyro
@@ -30,6 +31,7 @@ from pyro.infer import Trace_ELBO, TraceEnum_ELBO, config_enumerate, infer_discr
 from . import hmm
 from .data import SequenceData
 from .evaluate import evaluate_hmm
+from .faults import SkippedSteps
 from .model import NeuralHMM, _check_batch
 from .tracking import Tracker
 from .trainer import TrainerConfig, device_mask, initialise, n_valid, sgd_epoch
@@ -123,14 +125,15 @@ def fit_baseline(
 
     train_seconds = time.perf_counter() - clock
     history = [{"epoch": 0, "step": 0, "train_seconds": train_seconds, **evaluate_hmm(net, val)}]
-    step = 0
+    step, skips = 0, SkippedSteps(cfg.max_consecutive_skips)  # non-finite steps in a row, across epochs
     for epoch in range(1, cfg.n_epochs + 1):
         epoch_start = time.perf_counter()
-        step, losses, _ = sgd_epoch(net, optim, x_all, mask_all, nll, cfg, gen, tracker, step)
+        step, losses, _ = sgd_epoch(net, optim, x_all, mask_all, nll, cfg, gen, tracker, step, skips=skips)
         train_seconds += time.perf_counter() - epoch_start
         metrics = evaluate_hmm(net, val)
         history.append({"epoch": epoch, "step": step, "train_seconds": train_seconds, **metrics})
         tracker.scalars(metrics, epoch, "val/")
-        tracker.epoch_line(epoch, cfg.n_epochs, {"loss": sum(losses) / len(losses), **metrics})
-    return {**history[-1], "final_loss": sum(losses) / len(losses), "epochs": cfg.n_epochs, "steps": step,
-            "history": history}
+        loss = sum(losses) / len(losses) if losses else math.nan
+        tracker.epoch_line(epoch, cfg.n_epochs, {"loss": loss, **metrics})
+    return {**history[-1], "final_loss": loss, "epochs": cfg.n_epochs, "steps": step,
+            "skipped_steps": skips.total, "history": history}

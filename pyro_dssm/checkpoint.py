@@ -1,60 +1,80 @@
-"""Checkpoints: plain state dicts and primitive config, loadable with ``weights_only=True``.
+"""Checkpoints: plain state dicts and primitive config, loaded with ``torch.load(weights_only=True)`` only.
 
-Writes are atomic (temporary file in the same directory, fsync, rename), so a
-crash mid-write leaves the previous checkpoint intact.
+Writes are atomic (:func:`pyro_dssm.outputs.atomic_write`), so a crash or
+``kill -9`` mid-write leaves the previous checkpoint intact. Loading never
+unpickles code: a file holding anything but tensors and plain data is refused.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
+import pickle
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
-FORMAT_VERSION = 1
+from .outputs import atomic_write
+
+# 2: a checkpoint may stop mid-epoch ("progress"); skipped-step counts
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+REQUIRED_KEYS = ("model", "model_config", "optimizer", "epoch", "step", "n_epochs", "rng", "best_val_elbo", "history",
+                 "train_seconds")
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     """Atomically write ``payload`` (tensors, state dicts, primitives) to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format_version": FORMAT_VERSION, **payload}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as f:
+        torch.save({"format_version": FORMAT_VERSION, **payload}, f)
     return path
+
+
+def _load_error(path: Path, exc: Exception) -> str:
+    """What went wrong, in one line, for an exception of ``torch.load(path, weights_only=True)``."""
+    text = str(exc)
+    if isinstance(exc, pickle.UnpicklingError) and "Weights only load failed" in text:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        what = f" (it references {found.group(1)})" if found else ""
+        return (f"checkpoint {str(path)!r} holds Python objects other than tensors and plain data{what}; "
+                "refused, since loading them could run code")
+    if isinstance(exc, RuntimeError) and "failed reading zip archive" in text:
+        return f"checkpoint {str(path)!r} is truncated or damaged (not a complete torch zip archive)"
+    return f"checkpoint {str(path)!r} is not a torch checkpoint file ({type(exc).__name__}: {text.strip()[:200]})"
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint`; never unpickles code.
 
-    Raises ValueError naming the file when it is missing, not a checkpoint,
-    truncated, or of another format version.
+    Raises ValueError naming the file when it is missing, empty, truncated,
+    not a checkpoint, unsafe to unpickle, or of another format version.
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"checkpoint {str(path)!r} does not exist or is not a file")
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise ValueError(f"checkpoint {str(path)!r} {what}; expected a .pt file written by pyro_dssm")
+    if path.stat().st_size == 0:
+        raise ValueError(f"checkpoint {str(path)!r} is empty (0 bytes)")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it all
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several types for bad files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"checkpoint {str(path)!r} cannot be loaded safely: {first}") from exc
+        raise ValueError(_load_error(path, exc).replace("\n", " ")) from None
     if not isinstance(payload, dict) or "format_version" not in payload:
-        raise ValueError(f"checkpoint {str(path)!r} is not a pyro_dssm checkpoint")
-    if payload["format_version"] != FORMAT_VERSION:
-        raise ValueError(
-            f"checkpoint {str(path)!r} has format version {payload['format_version']}, expected {FORMAT_VERSION}"
-        )
+        raise ValueError(f"checkpoint {str(path)!r} is not a pyro_dssm checkpoint (no format_version)")
+    if payload["format_version"] not in READABLE_VERSIONS:
+        raise ValueError(f"checkpoint {str(path)!r} has format version {payload['format_version']!r}, "
+                         f"this version of pyro_dssm reads {READABLE_VERSIONS}")
+    missing = [k for k in REQUIRED_KEYS if k not in payload]
+    if missing:
+        raise ValueError(f"checkpoint {str(path)!r} lacks {missing}: not a complete pyro_dssm checkpoint")
+    if not isinstance(payload["model_config"], dict) or not isinstance(payload["model"], dict):
+        raise ValueError(f"checkpoint {str(path)!r}: model and model_config must be dicts")
     return payload
 
 

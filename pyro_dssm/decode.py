@@ -11,8 +11,10 @@ sequence id, time, the guide's state (greedy, noise-free), the Viterbi state
 under the learned HMM and the exact posterior marginals p(c_t = k | X)
 (``p_0 .. p_{K-1}``), plus the true label when the input has one; CSV or NPZ by
 its extension. ``plot`` draws each sequence with its decoded states as coloured
-bands (and the labels as a second band). A bad argument prints one line and
-exits with status 2.
+bands (and the labels as a second band). A bad argument, input file or
+checkpoint prints one line on stderr and exits with status 2, before anything
+is written; outputs are written atomically, so an existing ``output`` is either
+left as it was or replaced whole. ``HYDRA_FULL_ERROR=1`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -28,15 +31,17 @@ import torch
 
 from . import hmm
 from .checkpoint import load_checkpoint
-from .datasets import FileDataConfig, Sequences, pad_sequences, read_csv, read_npz
+from .datasets import FileDataConfig, Sequences, check_input_file, pad_sequences, read_csv, read_npz
 from .features import Preprocessing
 from .metrics import clustering_scores
 from .model import DSSM, ModelConfig
+from .outputs import atomic_write, check_writable_dir
 
 log = logging.getLogger(__name__)
 
 KEYS = ("checkpoint", "input", "output", "plot", "plot_states")
 PLOT_MAX = 8  # sequences drawn in one plot
+PLOT_FORMATS = (".png", ".pdf", ".svg")
 
 
 @dataclasses.dataclass
@@ -61,9 +66,16 @@ def find_checkpoint(path: str | Path) -> Path:
 
 def load_model(path: str | Path) -> tuple[DSSM, dict]:
     """The trained DSSM (on CPU, eval mode) and the checkpoint's payload."""
-    payload = load_checkpoint(find_checkpoint(path))
-    model = DSSM(ModelConfig(**payload["model_config"]))
-    model.load_state_dict(payload["model"])
+    path = find_checkpoint(path)
+    payload = load_checkpoint(path)
+    try:
+        model = DSSM(ModelConfig(**payload["model_config"]))
+        model.load_state_dict(payload["model"])
+    except (TypeError, RuntimeError, ValueError) as exc:  # another version's config, or weights of another shape
+        lines = [line.strip() for line in str(exc).strip().splitlines()]
+        detail = next((line for line in lines[1:] if line), lines[0])[:300]  # torch's first line is a title
+        raise ValueError(f"checkpoint {str(path)!r}: its weights do not fit its model_config "
+                         f"{payload['model_config']} ({detail})") from None
     return model.eval(), payload
 
 
@@ -73,10 +85,11 @@ def read_input(path: str | Path, payload: dict) -> tuple[Sequences, dict]:
     suffix = Path(path).suffix.lower()
     if suffix not in (".csv", ".npz"):
         raise ValueError(f"input={str(path)!r} must end in .csv or .npz")
+    check_input_file(path, "input")
     # label classes keep their training codes when the format is the training one
     names = payload.get("label_names") if suffix == f".{data_cfg.get('name')}" else None
     if suffix == ".npz":
-        return read_npz(path, label_names=names), data_cfg
+        return read_npz(path, label_names=names, key="input"), data_cfg
     if data_cfg.get("name") != "csv":
         raise ValueError(f"input={str(path)!r} is a CSV, but the model was trained on data={data_cfg.get('name')!r}, "
                          "so its column names are unknown; give an .npz input")
@@ -85,7 +98,7 @@ def read_input(path: str | Path, payload: dict) -> tuple[Sequences, dict]:
     # the columns the model was trained on, also when data.feature_columns was null (inferred)
     columns = payload["preprocessing"]["feature_names"] if "preprocessing" in payload else cfg.feature_columns
     return read_csv(path, cfg.id_column, cfg.time_column, columns, cfg.label_column, names,
-                    labels_optional=True), data_cfg
+                    labels_optional=True, key="input"), data_cfg
 
 
 def preprocessing_of(payload: dict, n_columns: int) -> Preprocessing:
@@ -130,9 +143,10 @@ def write_output(path: str | Path, seqs: Sequences, decoded: list[Decoded], id_c
         arrays = {"sequence": ids, "time": times, "guide_state": guide, "viterbi_state": viterbi, "probs": probs}
         if labels is not None:
             arrays["label"] = labels
-        np.savez_compressed(path, **arrays)
+        with atomic_write(path) as f:
+            np.savez_compressed(f, **arrays)
         return len(ids)
-    with path.open("w", newline="") as f:
+    with atomic_write(path, "w", newline="") as f:
         writer = csv.writer(f)
         header = [id_column, time_column, "guide_state", "viterbi_state"] + [f"p_{k}" for k in range(K)]
         writer.writerow(header + ([label_column] if labels is not None else []))
@@ -161,7 +175,8 @@ def plot_states(path: str | Path, seqs: Sequences, decoded: list[Decoded], n_sta
     if len(seqs) > PLOT_MAX:
         log.info("plotting the first %d of %d sequences", PLOT_MAX, len(seqs))
     fig = segmentation_figure(rows, n_states, n_classes, seqs.label_names or None, seqs.feature_names)
-    fig.savefig(path, dpi=100)
+    with atomic_write(path) as f:
+        fig.savefig(f, dpi=100, format=Path(path).suffix[1:].lower())
 
 
 def parse_args(argv: list[str]) -> dict[str, str]:
@@ -177,8 +192,21 @@ def parse_args(argv: list[str]) -> dict[str, str]:
         raise ValueError(f"missing {', '.join(f'{k}=PATH' for k in missing)}")
     if Path(args["output"]).suffix.lower() not in (".csv", ".npz"):
         raise ValueError(f"output={args['output']!r} must end in .csv or .npz")
+    if "plot" in args and Path(args["plot"]).suffix.lower() not in PLOT_FORMATS:
+        raise ValueError(f"plot={args['plot']!r} must end in one of {PLOT_FORMATS}")
     if args.get("plot_states", "viterbi") not in ("viterbi", "guide"):
         raise ValueError(f"plot_states must be viterbi or guide, got {args['plot_states']!r}")
+    for key in ("output", "plot"):
+        if key not in args:
+            continue
+        if Path(args[key]).is_dir():
+            raise ValueError(f"{key}={args[key]!r} is a directory; expected a file name")
+        if Path(args[key]).resolve() == Path(args["input"]).resolve():
+            raise ValueError(f"{key}={args[key]!r} is the input file; choose another name")
+        try:
+            check_writable_dir(Path(args[key]).absolute().parent, "directory")
+        except ValueError as exc:
+            raise ValueError(f"{key}={args[key]!r} cannot be written: {exc}") from None
     return args
 
 
@@ -186,11 +214,14 @@ def run(args: dict[str, str]) -> dict[str, float]:
     """Decode ``args['input']`` into ``args['output']`` (and ``args['plot']``); returns the scores when labelled."""
     model, payload = load_model(args["checkpoint"])
     seqs, data_cfg = read_input(args["input"], payload)
+    expected = (payload["preprocessing"]["feature_names"] if "preprocessing" in payload else
+                [f"x{j}" for j in range(model.config.obs_dim)])  # synthetic data: the features are the columns
+    if seqs.x[0].shape[-1] != len(expected):
+        raise ValueError(f"input={args['input']!r} has D={seqs.x[0].shape[-1]} feature columns "
+                         f"{seqs.feature_names}; the checkpoint expects D={len(expected)} ({expected})")
     prep = preprocessing_of(payload, seqs.x[0].shape[-1])
     xs = [prep.apply(x) for x in seqs.x]
-    if xs[0].shape[-1] != model.config.obs_dim:
-        raise ValueError(f"input={args['input']!r} gives {xs[0].shape[-1]} features, the model expects "
-                         f"{model.config.obs_dim}")
+    # checked: from here on decoding writes
     decoded = decode(model, xs)
     for key in ("output", "plot"):
         if key in args:
@@ -215,12 +246,16 @@ def run(args: dict[str, str]) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # stderr is kept for the one error line; progress goes to stdout
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    logging.captureWarnings(True)
     try:
         run(parse_args(sys.argv[1:] if argv is None else argv))
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    except (ValueError, TypeError, OSError) as exc:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(" ".join(f"error: {exc}".split("\n")), file=sys.stderr)
+        sys.exit(1 if isinstance(exc, OSError) else 2)
 
 
 if __name__ == "__main__":

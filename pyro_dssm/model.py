@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from . import hmm
+from .checks import is_int, is_number
 from .distributions import RelaxedChainPosterior, RelaxedChainPrior
 from .networks import Emitter, PosteriorNet, Transition
 
@@ -29,10 +30,10 @@ class ModelConfig:
         for name in ("n_states", "obs_dim", "transition_hidden", "emitter_hidden", "rnn_hidden"):
             value = getattr(self, name)
             least = 2 if name == "n_states" else 1
-            if not isinstance(value, int) or value < least:
+            if not is_int(value, least):
                 raise ValueError(f"model.{name} must be an integer >= {least}, got {value!r}")
-        if not self.noise_std > 0:
-            raise ValueError(f"model.noise_std must be > 0, got {self.noise_std}")
+        if not (is_number(self.noise_std) and self.noise_std > 0):
+            raise ValueError(f"model.noise_std must be a number > 0, got {self.noise_std!r}")
 
 
 def _check_batch(x: torch.Tensor, mask: torch.Tensor | None, obs_dim: int) -> torch.Tensor:

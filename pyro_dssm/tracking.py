@@ -9,6 +9,8 @@ from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
 
+from .outputs import atomic_write
+
 log = logging.getLogger(__name__)
 
 
@@ -49,9 +51,8 @@ class Tracker:
             self.writer = None
         if self.enabled:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            tmp = self.run_dir / "metrics.json.tmp"
-            tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True))
-            tmp.replace(self.run_dir / "metrics.json")
+            with atomic_write(self.run_dir / "metrics.json", "w") as f:
+                f.write(json.dumps(metrics, indent=2, sort_keys=True))
 
     def close(self) -> None:
         if self.writer is not None:

@@ -21,3 +21,13 @@ def _fresh_pyro_state():
 # One intra-op thread, as run_cli gives the CLI subprocesses: the tensors are small, and on a
 # shared 2-core machine two OpenMP threads wait on each other (a tiny run measured 12x slower).
 torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def cli(tmp_path_factory):
+    """A warm :class:`~tests.helpers.CLIServer`: ``cli.run("pyro_dssm.train", args)`` runs the CLI in a child process."""
+    from .helpers import CLIServer
+
+    server = CLIServer(tmp_path_factory.mktemp("cli_logs"))
+    yield server
+    server.close()

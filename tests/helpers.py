@@ -1,8 +1,11 @@
 """Shared test helpers: Hydra composition and CLI subprocess runs."""
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -22,10 +25,8 @@ def compose_config(overrides=()):
 
 def run_cli(module: str, args, cwd=None, timeout=300, env=None):
     """Run ``python -m module args`` in a subprocess; returns CompletedProcess with text output."""
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    full_env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd or REPO, capture_output=True, text=True,
-                          timeout=timeout, env=full_env)
+                          timeout=timeout, env=cli_env(env))
 
 
 def read_scalars(logdir) -> dict:
@@ -39,3 +40,140 @@ def read_scalars(logdir) -> dict:
         for tag in acc.Tags()["scalars"]:
             out.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
     return out
+
+
+def cli_env(env=None) -> dict:
+    """The environment of a CLI run: this repository first on the path, one torch thread, no HYDRA_FULL_ERROR."""
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    full_env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [full_env.get("PYTHONPATH")])])
+    if "HYDRA_FULL_ERROR" not in (env or {}):
+        full_env.pop("HYDRA_FULL_ERROR", None)
+    return full_env
+
+
+# The server of CLIServer: imports the package once, then forks one child per command. A child runs the module
+# as `python -m` does (runpy, run_name="__main__", sys.argv set) with its own stdout / stderr files and exits
+# with the code the interpreter would give (SystemExit code; traceback and 1 for an uncaught exception).
+_SERVER = r"""
+import json, os, runpy, signal, sys, traceback
+import pyro_dssm.train, pyro_dssm.decode  # the expensive imports (torch, pyro, hydra), paid once
+import torch._dynamo  # imported by the first torch.optim optimiser: another 4-7 s
+
+def child(req):
+    code = 1
+    try:
+        os.chdir(req["cwd"])
+        for fd, name in ((1, "stdout"), (2, "stderr")):
+            out = os.open(req[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.dup2(out, fd)
+            os.close(out)
+        sys.stdin = open(os.devnull)
+        os.environ.clear()
+        os.environ.update(req["env"])
+        sys.argv = [req["module"], *req["args"]]
+        sys.modules.pop(req["module"], None)  # as in a fresh `python -m`, the module is not imported yet
+        runpy.run_module(req["module"], run_name="__main__", alter_sys=True)
+        code = 0
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:
+            print(exc.code, file=sys.stderr)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+def reply(obj):
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+children = set()
+reply({"ready": True})
+for line in sys.stdin:
+    req = json.loads(line)
+    if req["op"] == "start":
+        pid = os.fork()
+        if pid == 0:
+            child(req)
+        children.add(pid)
+        reply({"pid": pid})
+    else:
+        _, status = os.waitpid(req["pid"], 0)
+        children.discard(req["pid"])
+        reply({"rc": os.waitstatus_to_exitcode(status)})
+for pid in children:
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+os._exit(0)  # skip the interpreter's teardown of torch (seconds)
+"""
+
+
+class CLIServer:
+    """Runs ``python -m MODULE ARGS`` as forked children of one warm interpreter.
+
+    Every command is a real child process with its own exit code, stdout,
+    stderr and signal handling, started as ``python -m`` starts a module; only
+    the imports are shared. A fresh interpreter spends 4-8 s importing torch,
+    pyro and hydra on a loaded 2-core machine, which made dozens of one-line
+    error cases cost minutes.
+    """
+
+    def __init__(self, log_dir):
+        self.log_dir = Path(log_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.count = 0
+        self.proc = subprocess.Popen([sys.executable, "-c", _SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, cwd=REPO, env=cli_env())
+        assert json.loads(self.proc.stdout.readline())["ready"]
+
+    def _ask(self, request: dict) -> dict:
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def start(self, module: str, args, cwd=None, env=None) -> "CLIRun":
+        self.count += 1
+        out = {name: str(self.log_dir / f"{self.count}.{name}") for name in ("stdout", "stderr")}
+        pid = self._ask({"op": "start", "module": module, "args": [str(a) for a in args], "cwd": str(cwd or REPO),
+                         "env": cli_env(env), **out})["pid"]
+        return CLIRun(self, pid, out)
+
+    def run(self, module: str, args, cwd=None, env=None, timeout=300) -> subprocess.CompletedProcess:
+        """Run to the end; like :func:`run_cli`."""
+        return self.start(module, args, cwd, env).wait(timeout)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+class CLIRun:
+    """One command started by :class:`CLIServer`: ``pid`` to signal, :meth:`wait` for the result."""
+
+    def __init__(self, server: CLIServer, pid: int, files: dict):
+        self.server, self.pid, self.files = server, pid, files
+
+    def stdout(self) -> str:
+        return Path(self.files["stdout"]).read_text()
+
+    def wait(self, timeout=300) -> subprocess.CompletedProcess:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _alive(self.pid):
+            time.sleep(0.05)
+        if _alive(self.pid):
+            os.kill(self.pid, signal.SIGKILL)
+        rc = self.server._ask({"op": "wait", "pid": self.pid})["rc"]
+        return subprocess.CompletedProcess([self.pid], rc, Path(self.files["stdout"]).read_text(),
+                                           Path(self.files["stderr"]).read_text())
+
+
+def _alive(pid: int) -> bool:
+    """Whether the child ``pid`` still runs (a zombie, exited but not yet reaped, counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -33,3 +33,15 @@ def test_compare_writes_table_json_and_curves(tmp_path):
         assert scalars["compare/accuracy"] and scalars["compare/accuracy_vs_ms"], method
     dssm = read_scalars(logdir / "tiny" / "dssm-trace" / "seed1")
     assert [s for s, _ in dssm["compare/accuracy"]][:1] == [0]  # epoch 0 = after the init
+    # --merge: one table from records split over runs (seed 1 alone, then seed 0 alone)
+    seed0 = tmp_path / "seed0.json"
+    seed0.write_text(json.dumps([r for r in records if r["seed"] == 0]))
+    seed1 = tmp_path / "seed1.json"
+    seed1.write_text(json.dumps([r for r in records if r["seed"] == 1]))
+    merged = subprocess.run([sys.executable, str(REPO / "benchmarks" / "compare.py"), "--name", "merged",
+                             "--out", str(out), "--merge", str(seed1), str(seed0)],
+                            capture_output=True, text=True, timeout=120)
+    assert merged.returncode == 0, merged.stderr[-3000:]
+    merged_table = (out / "merged.md").read_text()
+    assert merged_table.split("Per seed")[1] == table.split("Per seed")[1]
+    assert all(f"`{r['command']}`" in merged_table for r in records)
