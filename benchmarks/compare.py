@@ -3,6 +3,7 @@
     python benchmarks/compare.py --seeds 0 1 2 --name default
     python benchmarks/compare.py --seeds 0 --name small -- data.n_train=200 trainer.n_epochs=3
     python benchmarks/compare.py --seeds 0 1 2 3 4 5 6 7 8 9 --name hard -- data=hard
+    python benchmarks/compare.py --name hard --merge a.json b.json   # one table from runs split by seed
 
 Everything after ``--`` is a Hydra override of the training config (configs/).
 Writes ``benchmarks/results/NAME.md`` (table, printed too), ``NAME.json`` (one
@@ -181,7 +182,7 @@ def summarise(records, seeds, methods):
         lines.append(f"| {method} | " + " | ".join(fmt(by_seed.get(s), ".3f") for s in seeds)
                      + (f" | {min(vals):.3f} | {statistics.median(vals):.3f} | {counts} |" if vals else " | - | - | - | - |"))
     best = {r["method"]: [] for r in records if r.get("best_epoch") is not None}
-    for r in records:
+    for r in sorted(records, key=lambda r: r["seed"]):
         if r.get("best_epoch") is not None:
             best[r["method"]].append(f"{r['seed']}: {r['best_epoch']}")
     if best:
@@ -197,8 +198,12 @@ def main(argv=None):
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--logdir", type=Path, default=REPO / "benchmarks" / "tb")
+    parser.add_argument("--merge", type=Path, nargs="+", default=None,
+                        help="write one table from the records of earlier runs (their .json) instead of running")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data=hard trainer.n_epochs=5")
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     cfg = compose(args.overrides)
@@ -232,9 +237,30 @@ def main(argv=None):
                      fmt(rec.get("ratio"), ".3f"))
             records.append(rec)
     command = "python benchmarks/compare.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    table = summarise(records, args.seeds, args.methods)
-    header = (f"# compare: {args.name}\n\nCommand: `{command}`\n\nMachine: {machine()}\n\n"
-              f"Config: `{OmegaConf.to_container(cfg.data)}`; trainer `{OmegaConf.to_container(cfg.trainer)}`\n\n"
+    config = f"`{OmegaConf.to_container(cfg.data)}`; trainer `{OmegaConf.to_container(cfg.trainer)}`"
+    for rec in records:
+        rec.update(command=command, machine=machine(), config=config)
+    return write_results(args, records, args.seeds, args.methods, [command], [machine()], config)
+
+
+def merge(args):
+    """One table from the records of several runs (e.g. seeds split over processes)."""
+    records = [r for path in args.merge for r in json.loads(path.read_text())]
+    seeds = sorted({r["seed"] for r in records})
+    methods = [m for m in METHODS if any(r["method"] == m for r in records)]
+    commands = list(dict.fromkeys(r.get("command", "?") for r in records))
+    machines = list(dict.fromkeys(r.get("machine", "?") for r in records))
+    configs = list(dict.fromkeys(r.get("config", "?") for r in records))
+    if len(configs) > 1:
+        raise ValueError(f"--merge: the records come from different configs: {configs}")
+    return write_results(args, records, seeds, methods, commands, machines, configs[0])
+
+
+def write_results(args, records, seeds, methods, commands, machines, config):
+    args.out.mkdir(parents=True, exist_ok=True)
+    table = summarise(records, seeds, methods)
+    header = (f"# compare: {args.name}\n\nCommand: " + "; ".join(f"`{c}`" for c in commands) + "\n\n"
+              f"Machine: {'; '.join(machines)}\n\nConfig: {config}\n\n"
               f"Accuracy: Hungarian-matched on validation; DSSM = guide argmax, exact = posterior-marginal argmax "
               f"(Viterbi beside it), hmmlearn = Viterbi. Ratio and time-to-target use the DSSM guide, the exact "
               f"baseline's and hmmlearn's Viterbi accuracy. Times exclude evaluation.\n\n")
