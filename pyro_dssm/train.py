@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from .checkpoint import load_checkpoint, resolve_checkpoint
 from .data import make_synthetic
 from .datasets import SOURCES, FileDataConfig, load_file_data
+from .distributed import DataParallel, init_data_parallel, shutdown
 from .evaluate import oracle_metrics
 from .model import DSSM, ModelConfig
 from .tracking import Tracker
@@ -50,13 +51,27 @@ def load_data(data_cfg: DictConfig, seed: int):
 def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     """Train one DSSM as configured; write TensorBoard events, a checkpoint and metrics.json to ``run_dir``.
 
-    Returns the metrics written to ``metrics.json``.
+    Returns the metrics written to ``metrics.json``. With ``trainer.distributed``
+    (under torchrun) every process calls this; rank 0 alone writes to ``run_dir``
+    (:mod:`pyro_dssm.distributed`).
     """
     run_dir = Path(run_dir)
     trainer_cfg = TrainerConfig(**OmegaConf.to_container(cfg.trainer, resolve=True))
-    model_fields = OmegaConf.to_container(cfg.model, resolve=True)
     device = resolve_device(trainer_cfg.device)
-    seed_everything(cfg.seed)
+    group = init_data_parallel(device) if trainer_cfg.distributed else None
+    try:
+        return _train(cfg, run_dir, trainer_cfg, device if group is None else group.device, group)
+    finally:
+        if group is not None:
+            shutdown()
+
+
+def _train(cfg: DictConfig, run_dir: Path, trainer_cfg: TrainerConfig, device: torch.device,
+           group: DataParallel | None) -> dict[str, float]:
+    main = group is None or group.is_main
+    model_fields = OmegaConf.to_container(cfg.model, resolve=True)
+    # the data (own generators) and the minibatch order use `seed` on every rank; the Gumbel noise seed + rank
+    seed_everything(cfg.seed + (0 if group is None else group.rank))
     data = load_data(cfg.data, cfg.seed)
     # D of a csv / npz file is known only now: model.obs_dim null follows the data
     D = data.train.x.shape[-1]
@@ -79,7 +94,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     oracle = {} if params is None else oracle_metrics(params, data.val)
     if oracle:
         log.info("oracle (true HMM) validation accuracy %.4f", oracle["oracle_accuracy"])
-    tracker = Tracker(run_dir)
+    tracker = Tracker(run_dir, enabled=main)
     try:
         resolved = OmegaConf.to_container(cfg, resolve=True)
         resolved["model"]["obs_dim"] = resolved["data"]["obs_dim"] = D
@@ -87,8 +102,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
         if hasattr(data, "preprocessing"):  # decode applies the same features and standardisation
             extra.update(preprocessing=data.preprocessing.state_dict(), label_names=data.label_names)
         metrics = fit(model, data.train, data.val, trainer_cfg, tracker, seed=cfg.seed,
-                      checkpoint_dir=run_dir / "checkpoints", extra_checkpoint=extra, resume=resume,
-                      true_transition=None if params is None else params.transition)
+                      checkpoint_dir=run_dir / "checkpoints" if main else None, extra_checkpoint=extra,
+                      resume=resume, true_transition=None if params is None else params.transition, group=group)
         metrics.update(oracle)
         if oracle and "val_accuracy" in metrics:
             metrics["accuracy_over_oracle"] = metrics["val_accuracy"] / oracle["oracle_accuracy"]
@@ -107,13 +122,14 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="config")
 def main(cfg: DictConfig) -> float:
+    """Train in Hydra's run dir; returns the validation metric sweepers maximise (``val_accuracy``, else the ELBO)."""
     run_dir = hydra.core.hydra_config.HydraConfig.get().runtime.output_dir
     try:
         metrics = train(cfg, run_dir)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    return metrics.get("val_accuracy", metrics["val_elbo_per_step"])
+    return float(metrics.get("val_accuracy", metrics["val_elbo_per_step"]))
 
 
 if __name__ == "__main__":

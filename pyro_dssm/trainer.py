@@ -13,6 +13,7 @@ import torch
 
 from .checkpoint import restore_rng_state, rng_state, save_checkpoint
 from .data import HMMParams, SequenceData
+from .distributed import DataParallel
 from .evaluate import evaluate
 from .figures import training_figures
 from .init import data_driven_init, warm_start_guide
@@ -48,6 +49,7 @@ class TrainerConfig:
     figure_every: int = 5
     resume: str | None = None
     stop_after_epoch: int | None = None
+    distributed: bool = False
 
     def __post_init__(self):
         checks = [
@@ -115,20 +117,27 @@ def n_valid(x: torch.Tensor, mask: torch.Tensor | None):
 
 
 def sgd_epoch(module, optim, x_all, mask_all, loss_fn, cfg: TrainerConfig, gen: torch.Generator, tracker: Tracker,
-              step: int) -> tuple[int, list[float], float | None]:
+              step: int, group: DataParallel | None = None) -> tuple[int, list[float], float | None]:
     """One pass over shuffled minibatches of x_all (N, T, D) / mask_all (N, T) (None: no padding).
 
     ``loss_fn(x, mask, step) -> (loss per valid step, extra scalars to log)``.
     Clips the gradient norm at ``cfg.grad_clip``; logs ``train/loss``,
     ``train/grad_norm`` and the extras per step. Returns the new step count,
     the losses and the last ``tau`` extra (None if the loss has none).
+    With ``group`` (data-parallel, :mod:`pyro_dssm.distributed`) this process
+    computes its share of every minibatch; loss and gradient are those of the
+    whole minibatch, on every process.
     """
     losses, tau = [], None
     # one host-to-device copy of the permutation per epoch, not one per step
     for idx in torch.randperm(x_all.shape[0], generator=gen).to(x_all.device).split(cfg.batch_size):
-        loss, extras = loss_fn(x_all[idx], None if mask_all is None else mask_all[idx], step)
-        optim.zero_grad()
-        loss.backward()
+        if group is None:
+            loss, extras = loss_fn(x_all[idx], None if mask_all is None else mask_all[idx], step)
+            optim.zero_grad()
+            loss.backward()
+        else:
+            optim.zero_grad()
+            loss, extras = group.backward(module, loss_fn, x_all, mask_all, idx, step)
         grad_norm = torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
         optim.step()
         step += 1
@@ -149,6 +158,7 @@ def fit(
     extra_checkpoint: dict | None = None,
     resume: dict | None = None,
     true_transition: torch.Tensor | None = None,
+    group: DataParallel | None = None,
 ) -> dict[str, float]:
     """Train ``model`` by SVI on ``train``; evaluate on ``val`` after the init and every epoch.
 
@@ -164,16 +174,33 @@ def fit(
     ``extra_checkpoint``. ``resume``, such a checkpoint loaded, continues
     exactly where it stopped (same minibatches, same Gumbel noise).
     ``true_transition`` (K, K), if known, is drawn beside the learned one.
+
+    ``train.x`` may also be rows streamed from disk
+    (:class:`pyro_dssm.streaming.NpyRows`): minibatches are read when used, and
+    the init and guide warm-up see ``cfg.init_max_sequences`` random sequences.
+    With ``group`` (data-parallel), the init runs on rank 0 and is broadcast,
+    each process trains on its share of every minibatch, and validation runs on
+    rank 0 and is broadcast (see :mod:`pyro_dssm.distributed`); pass
+    ``checkpoint_dir`` on rank 0 only.
     """
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(seed)
     clock = time.perf_counter()
+    main = group is None or group.is_main
     if resume is None:
-        x, mask = train.x.to(device), train.mask.to(device)
-        initialise(model, x, mask, cfg, gen)
-        if cfg.guide_warmup_steps > 0:
-            ce = warm_start_guide(model, x, mask, gen, steps=cfg.guide_warmup_steps, batch_size=cfg.batch_size)
-            log.info("guide warm-up: cross-entropy to the exact posterior %.4f nats/step", ce)
+        if main:
+            if isinstance(train.x, torch.Tensor):
+                x, mask = train.x.to(device), train.mask.to(device)
+            else:  # streamed from disk: the init sees a random sample that fits in memory
+                keep = torch.randperm(len(train), generator=gen)[: cfg.init_max_sequences]
+                x, mask = train.x[keep].to(device), train.mask[keep].to(device)
+            initialise(model, x, mask, cfg, gen)
+            if cfg.guide_warmup_steps > 0:
+                ce = warm_start_guide(model, x, mask, gen, steps=cfg.guide_warmup_steps, batch_size=cfg.batch_size)
+                log.info("guide warm-up: cross-entropy to the exact posterior %.4f nats/step", ce)
+        if group is not None:  # one init, on rank 0: every rank starts from its parameters and minibatch order
+            group.broadcast_module(model)
+            group.broadcast_generator(gen)
     elbo = make_elbo(cfg.objective)
     optim = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
@@ -181,12 +208,20 @@ def fit(
     x_all, mask_all = train.x.to(device), device_mask(train, device)
     train_seconds = time.perf_counter() - clock
     step, metrics, first_epoch, best = 0, {}, 1, -math.inf
+
+    def validate() -> dict[str, float]:
+        # once, on rank 0, over the whole validation set: the numbers of a single-process run
+        metrics = evaluate(model, val, seed=seed) if main else None
+        return metrics if group is None else group.broadcast_object(metrics)
+
     if resume is None:
-        history = [{"epoch": 0, "step": 0, "train_seconds": train_seconds, **evaluate(model, val, seed=seed)}]
+        history = [{"epoch": 0, "step": 0, "train_seconds": train_seconds, **validate()}]
     else:
         model.load_state_dict(resume["model"])
         optim.load_state_dict(resume["optimizer"])
         restore_rng_state(resume["rng"], gen)
+        if group is not None and not main:  # the checkpoint holds rank 0's noise stream; others draw afresh
+            torch.manual_seed(seed + group.rank + group.world_size * resume["step"])
         step, first_epoch, best = resume["step"], resume["epoch"] + 1, resume["best_val_elbo"]
         history, train_seconds = list(resume["history"]), resume["train_seconds"]
         if first_epoch > cfg.n_epochs:
@@ -203,10 +238,10 @@ def fit(
     with pyro.validation_enabled(cfg.validate_args):
         for epoch in range(first_epoch, cfg.n_epochs + 1):
             epoch_start = time.perf_counter()
-            step, losses, tau = sgd_epoch(model, optim, x_all, mask_all, svi_loss, cfg, gen, tracker, step)
+            step, losses, tau = sgd_epoch(model, optim, x_all, mask_all, svi_loss, cfg, gen, tracker, step, group)
             seconds = time.perf_counter() - epoch_start
             train_seconds += seconds
-            metrics = evaluate(model, val, seed=seed)
+            metrics = validate()
             history.append({"epoch": epoch, "step": step, "train_seconds": train_seconds, **metrics})
             metrics.update(loss=sum(losses) / len(losses), tau=tau, seconds=seconds)
             tracker.scalars(metrics, epoch, "val/")
