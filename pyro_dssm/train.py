@@ -24,6 +24,7 @@ from .datasets import SOURCES, FileDataConfig, load_file_data
 from .distributed import DataParallel, init_data_parallel, shutdown
 from .evaluate import oracle_metrics
 from .model import DSSM, ModelConfig
+from .streaming import NpyDataConfig, load_npy_data
 from .tracking import Tracker
 from .trainer import TrainerConfig, fit, resolve_device
 
@@ -37,13 +38,18 @@ def seed_everything(seed: int) -> None:
 
 
 def load_data(data_cfg: DictConfig, seed: int):
-    """Build the dataset named by ``data.name``: ``synthetic``, or sequences from a ``csv`` / ``npz`` file."""
+    """Build the dataset named by ``data.name``: ``synthetic``, sequences from a ``csv`` / ``npz`` file, or
+    an ``npy`` file streamed from disk."""
     if data_cfg.name in SOURCES:
         fields = {f.name for f in dataclasses.fields(FileDataConfig)}
         given = OmegaConf.to_container(data_cfg, resolve=True)
         return load_file_data(FileDataConfig(**{k: v for k, v in given.items() if k in fields}), seed)
+    if data_cfg.name == "npy":  # streamed from disk
+        fields = {f.name for f in dataclasses.fields(NpyDataConfig)}
+        given = OmegaConf.to_container(data_cfg, resolve=True)
+        return load_npy_data(NpyDataConfig(**{k: v for k, v in given.items() if k in fields}))
     if data_cfg.name != "synthetic":
-        raise ValueError(f"data.name must be one of {('synthetic', *SOURCES)}, got {data_cfg.name!r}")
+        raise ValueError(f"data.name must be one of {('synthetic', *SOURCES, 'npy')}, got {data_cfg.name!r}")
     fields = ("n_states", "obs_dim", "seq_len", "n_train", "n_val", "transition_bias", "noise_std")
     return make_synthetic(**{k: data_cfg[k] for k in fields}, seed=seed)
 

@@ -192,8 +192,8 @@ def fit(
             if isinstance(train.x, torch.Tensor):
                 x, mask = train.x.to(device), train.mask.to(device)
             else:  # streamed from disk: the init sees a random sample that fits in memory
-                keep = torch.randperm(len(train), generator=gen)[: cfg.init_max_sequences]
-                x, mask = train.x[keep].to(device), train.mask[keep].to(device)
+                sample = train.subset(torch.randperm(len(train), generator=gen)[: cfg.init_max_sequences])
+                x, mask = sample.x.to(device), sample.mask.to(device)
             initialise(model, x, mask, cfg, gen)
             if cfg.guide_warmup_steps > 0:
                 ce = warm_start_guide(model, x, mask, gen, steps=cfg.guide_warmup_steps, batch_size=cfg.batch_size)
