@@ -43,6 +43,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .trainer import n_valid
+
 log = logging.getLogger(__name__)
 
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -72,8 +74,6 @@ class DataParallel:
         docstring) in every parameter's ``.grad`` on every rank and returns
         (L, extras); a rank with an empty share contributes nothing.
         """
-        from .trainer import n_valid  # trainer imports this module
-
         params = [p for p in module.parameters() if p.requires_grad]
         mine = self.share(idx)
         loss, extras, n_mine = None, {}, 0.0

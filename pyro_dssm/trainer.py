@@ -7,19 +7,22 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyro
 import torch
 
 from .checkpoint import restore_rng_state, rng_state, save_checkpoint
 from .data import HMMParams, SequenceData
-from .distributed import DataParallel
 from .evaluate import evaluate
 from .figures import training_figures
 from .init import data_driven_init, warm_start_guide
 from .model import DSSM
 from .objectives import OBJECTIVES, make_elbo, temperature
 from .tracking import Tracker
+
+if TYPE_CHECKING:
+    from .distributed import DataParallel
 
 log = logging.getLogger(__name__)
 

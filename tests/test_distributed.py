@@ -140,3 +140,10 @@ def test_torchrun_two_processes_match_single_process(tmp_path, monkeypatch):
     assert metrics["steps"] == 6
     after_init = {k: v for k, v in metrics["history"][0].items() if k != "train_seconds"}
     assert after_init == pytest.approx({k: single["history"][0][k] for k in after_init}, rel=1e-6)
+
+
+def test_distributed_without_torchrun_is_a_clear_error(tmp_path, monkeypatch):
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(ValueError, match="trainer.distributed=true needs the environment torchrun sets"):
+        train(compose_config([*SMALL, "trainer.distributed=true"]), tmp_path)
