@@ -33,10 +33,12 @@ from omegaconf import DictConfig, OmegaConf
 from .checkpoint import load_checkpoint, resolve_checkpoint
 from .data import make_synthetic
 from .datasets import SOURCES, FileDataConfig, load_file_data
+from .distributed import DataParallel, init_data_parallel, shutdown
 from .evaluate import oracle_metrics
 from .faults import Interrupted, StopOnSignal, TrainingDiverged
 from .model import DSSM, ModelConfig
 from .outputs import atomic_write, check_writable_dir
+from .streaming import NpyDataConfig, load_npy_data
 from .tracking import Tracker
 from .trainer import TrainerConfig, check_resume, fit, resolve_device
 
@@ -50,13 +52,18 @@ def seed_everything(seed: int) -> None:
 
 
 def load_data(data_cfg: DictConfig, seed: int):
-    """Build the dataset named by ``data.name``: ``synthetic``, or sequences from a ``csv`` / ``npz`` file."""
+    """Build the dataset named by ``data.name``: ``synthetic``, sequences from a ``csv`` / ``npz`` file, or
+    an ``npy`` file streamed from disk."""
     if data_cfg.name in SOURCES:
         fields = {f.name for f in dataclasses.fields(FileDataConfig)}
         given = OmegaConf.to_container(data_cfg, resolve=True)
         return load_file_data(FileDataConfig(**{k: v for k, v in given.items() if k in fields}), seed)
+    if data_cfg.name == "npy":  # streamed from disk
+        fields = {f.name for f in dataclasses.fields(NpyDataConfig)}
+        given = OmegaConf.to_container(data_cfg, resolve=True)
+        return load_npy_data(NpyDataConfig(**{k: v for k, v in given.items() if k in fields}))
     if data_cfg.name != "synthetic":
-        raise ValueError(f"data.name must be one of {('synthetic', *SOURCES)}, got {data_cfg.name!r}")
+        raise ValueError(f"data.name must be one of {('synthetic', *SOURCES, 'npy')}, got {data_cfg.name!r}")
     fields = ("n_states", "obs_dim", "seq_len", "n_train", "n_val", "transition_bias", "noise_std")
     return make_synthetic(**{k: data_cfg[k] for k in fields}, seed=seed)
 
@@ -80,16 +87,31 @@ def train(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = No
     ``overrides.yaml``). The first SIGINT or SIGTERM during training ends it
     after the current step with a checkpoint (:class:`~pyro_dssm.faults.Interrupted`,
     its ``signum`` set). Returns the metrics written to ``metrics.json``.
+
+    With ``trainer.distributed`` (under torchrun) every process calls this;
+    rank 0 alone writes to ``run_dir`` (:mod:`pyro_dssm.distributed`).
     """
     trainer_cfg = settings(TrainerConfig, OmegaConf.to_container(cfg.trainer, resolve=True), "trainer")
+    device = resolve_device(trainer_cfg.device)
+    group = init_data_parallel(device) if trainer_cfg.distributed else None
+    try:
+        return _train(cfg, Path(run_dir), overrides, trainer_cfg, device if group is None else group.device, group)
+    finally:
+        if group is not None:
+            shutdown()
+
+
+def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None, trainer_cfg: TrainerConfig,
+           device: torch.device, group: DataParallel | None) -> dict[str, float]:
+    main = group is None or group.is_main
     if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
         raise ValueError(f"seed must be an integer, got {cfg.seed!r}")
     model_fields = OmegaConf.to_container(cfg.model, resolve=True)
-    device = resolve_device(trainer_cfg.device)
     resume = None
     if trainer_cfg.resume is not None:
         resume = load_checkpoint(resolve_checkpoint(trainer_cfg.resume), map_location=device)
-    seed_everything(cfg.seed)
+    # the data (own generators) and the minibatch order use `seed` on every rank; the Gumbel noise seed + rank
+    seed_everything(cfg.seed + (0 if group is None else group.rank))
     data = load_data(cfg.data, cfg.seed)
     # D of a csv / npz file is known only now: model.obs_dim null follows the data
     D = data.train.x.shape[-1]
@@ -107,15 +129,16 @@ def train(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = No
                              + ", ".join(f"model.{k}={ours.get(k)!r}" for k in differ))
         check_resume(resume, trainer_cfg, len(data.train))
     run_dir = check_writable_dir(run_dir, "run directory")
-    # checked: from here on the run writes
+    # checked: from here on the run writes (rank 0 alone, when data-parallel)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved["model"]["obs_dim"] = resolved["data"]["obs_dim"] = D
-    (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
-    with atomic_write(run_dir / ".hydra" / "config.yaml", "w") as f:
-        f.write(OmegaConf.to_yaml(resolved))
-    if overrides is not None:
-        with atomic_write(run_dir / ".hydra" / "overrides.yaml", "w") as f:
-            f.write(OmegaConf.to_yaml(list(overrides)))
+    if main:
+        (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+        with atomic_write(run_dir / ".hydra" / "config.yaml", "w") as f:
+            f.write(OmegaConf.to_yaml(resolved))
+        if overrides is not None:
+            with atomic_write(run_dir / ".hydra" / "overrides.yaml", "w") as f:
+                f.write(OmegaConf.to_yaml(list(overrides)))
     if getattr(data, "summary", ""):
         log.info("%s", data.summary)
     model = DSSM(model_cfg).to(device)
@@ -126,7 +149,7 @@ def train(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = No
     oracle = {} if params is None else oracle_metrics(params, data.val)
     if oracle:
         log.info("oracle (true HMM) validation accuracy %.4f", oracle["oracle_accuracy"])
-    tracker = Tracker(run_dir)
+    tracker = Tracker(run_dir, enabled=main)
     try:
         extra = {"config": resolved}
         if hasattr(data, "preprocessing"):  # decode applies the same features and standardisation
@@ -134,8 +157,9 @@ def train(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = No
         with StopOnSignal() as stop:
             try:
                 metrics = fit(model, data.train, data.val, trainer_cfg, tracker, seed=cfg.seed,
-                              checkpoint_dir=run_dir / "checkpoints", extra_checkpoint=extra, resume=resume,
-                              true_transition=None if params is None else params.transition, stop=stop)
+                              checkpoint_dir=run_dir / "checkpoints" if main else None, extra_checkpoint=extra,
+                              resume=resume, true_transition=None if params is None else params.transition,
+                              stop=stop, group=group)
             except Interrupted as exc:
                 exc.signum = stop.signum
                 raise
@@ -183,6 +207,7 @@ def failure_line(exc: BaseException, run_dir: str | Path, overrides: list[str]) 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="config")
 def main(cfg: DictConfig) -> float:
+    """Train in Hydra's run dir; returns the validation metric sweepers maximise (``val_accuracy``, else the ELBO)."""
     logging.captureWarnings(True)  # library warnings go to the log (stdout, train.log); stderr keeps the error line
     hydra_cfg = hydra.core.hydra_config.HydraConfig.get()
     run_dir, overrides = hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task)
@@ -195,7 +220,7 @@ def main(cfg: DictConfig) -> float:
         line, code = failure
         print(" ".join(line.split("\n")), file=sys.stderr)
         sys.exit(code)
-    return metrics.get("val_accuracy", metrics["val_elbo_per_step"])
+    return float(metrics.get("val_accuracy", metrics["val_elbo_per_step"]))
 
 
 if __name__ == "__main__":

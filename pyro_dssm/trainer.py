@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyro
 import torch
@@ -33,6 +34,9 @@ from .model import DSSM
 from .objectives import OBJECTIVES, make_elbo, temperature, temperature_schedule
 from .outputs import remove_temporaries
 from .tracking import Tracker
+
+if TYPE_CHECKING:
+    from .distributed import DataParallel
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +69,7 @@ class TrainerConfig:
     resume: str | None = None
     stop_after_epoch: int | None = None
     max_consecutive_skips: int = 10
+    distributed: bool = False
 
     def __post_init__(self):
         raise_first([
@@ -91,6 +96,7 @@ class TrainerConfig:
             (self.init in INITS, f"trainer.init must be one of {INITS}, got {self.init!r}"),
             (is_int(self.figure_every, 0), f"trainer.figure_every must be an integer >= 0, got {self.figure_every!r}"),
             (isinstance(self.keep_best, bool), f"trainer.keep_best must be true or false, got {self.keep_best!r}"),
+            (isinstance(self.distributed, bool), f"trainer.distributed must be true or false, got {self.distributed!r}"),
             (self.stop_after_epoch is None or is_int(self.stop_after_epoch, 1),
              f"trainer.stop_after_epoch must be null or an integer >= 1, got {self.stop_after_epoch!r}"),
             (is_int(self.max_consecutive_skips, 1),
@@ -160,7 +166,8 @@ def n_valid(x: torch.Tensor, mask: torch.Tensor | None):
 
 def sgd_epoch(module, optim, x_all, mask_all, loss_fn, cfg: TrainerConfig, gen: torch.Generator, tracker: Tracker,
               step: int, progress: EpochProgress | None = None, skips: SkippedSteps | None = None,
-              stop: Callable[[], bool] | None = None) -> tuple[int, list[float], float | None]:
+              stop: Callable[[], bool] | None = None, group: DataParallel | None = None,
+              ) -> tuple[int, list[float], float | None]:
     """One pass over shuffled minibatches of x_all (N, T, D) / mask_all (N, T) (None: no padding).
 
     ``loss_fn(x, mask, step) -> (loss per valid step, extra scalars to log)``.
@@ -174,6 +181,9 @@ def sgd_epoch(module, optim, x_all, mask_all, loss_fn, cfg: TrainerConfig, gen: 
     true, leaving ``progress.done`` short of the number of batches. Returns the
     new step count, the epoch's finite losses and the last ``tau`` extra (None
     if the loss has none).
+    With ``group`` (data-parallel, :mod:`pyro_dssm.distributed`) this process
+    computes its share of every minibatch; loss and gradient are those of the
+    whole minibatch, on every process (so every process skips the same steps).
     """
     if progress is None:
         progress = EpochProgress(torch.randperm(x_all.shape[0], generator=gen))
@@ -181,9 +191,12 @@ def sgd_epoch(module, optim, x_all, mask_all, loss_fn, cfg: TrainerConfig, gen: 
     # one host-to-device copy of the permutation per epoch, not one per step
     batches = progress.order.to(x_all.device).split(cfg.batch_size)
     for idx in batches[progress.done:]:
-        loss, extras = loss_fn(x_all[idx], None if mask_all is None else mask_all[idx], step)
         optim.zero_grad()
-        loss.backward()
+        if group is None:
+            loss, extras = loss_fn(x_all[idx], None if mask_all is None else mask_all[idx], step)
+            loss.backward()
+        else:
+            loss, extras = group.backward(module, loss_fn, x_all, mask_all, idx, step)
         grad_norm = torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
         # one host sync per step, for the log and the finiteness test together
         loss_value, norm_value = torch.stack([loss.detach(), grad_norm.to(loss.dtype)]).tolist()
@@ -227,6 +240,7 @@ def fit(
     resume: dict | None = None,
     true_transition: torch.Tensor | None = None,
     stop: Callable[[], bool] | None = None,
+    group: DataParallel | None = None,
 ) -> dict[str, float]:
     """Train ``model`` by SVI on ``train``; evaluate on ``val`` after the init and every epoch.
 
@@ -253,18 +267,35 @@ def fit(
     stopping by a label-free criterion, which guards against a late drift of the
     relaxed objective (README, Convergence).
     ``true_transition`` (K, K), if known, is drawn beside the learned one.
+
+    ``train.x`` may also be rows streamed from disk
+    (:class:`pyro_dssm.streaming.NpyRows`): minibatches are read when used, and
+    the init and guide warm-up see ``cfg.init_max_sequences`` random sequences.
+    With ``group`` (data-parallel), the init runs on rank 0 and is broadcast,
+    each process trains on its share of every minibatch, and validation runs on
+    rank 0 and is broadcast (see :mod:`pyro_dssm.distributed`); pass
+    ``checkpoint_dir`` on rank 0 only.
     """
     if resume is not None:
         check_resume(resume, cfg, len(train))
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(seed)
     clock = time.perf_counter()
+    main = group is None or group.is_main
     if resume is None:
-        x, mask = train.x.to(device), train.mask.to(device)
-        initialise(model, x, mask, cfg, gen)
-        if cfg.guide_warmup_steps > 0:
-            ce = warm_start_guide(model, x, mask, gen, steps=cfg.guide_warmup_steps, batch_size=cfg.batch_size)
-            log.info("guide warm-up: cross-entropy to the exact posterior %.4f nats/step", ce)
+        if main:
+            if isinstance(train.x, torch.Tensor):
+                x, mask = train.x.to(device), train.mask.to(device)
+            else:  # streamed from disk: the init sees a random sample that fits in memory
+                sample = train.subset(torch.randperm(len(train), generator=gen)[: cfg.init_max_sequences])
+                x, mask = sample.x.to(device), sample.mask.to(device)
+            initialise(model, x, mask, cfg, gen)
+            if cfg.guide_warmup_steps > 0:
+                ce = warm_start_guide(model, x, mask, gen, steps=cfg.guide_warmup_steps, batch_size=cfg.batch_size)
+                log.info("guide warm-up: cross-entropy to the exact posterior %.4f nats/step", ce)
+        if group is not None:  # one init, on rank 0: every rank starts from its parameters and minibatch order
+            group.broadcast_module(model)
+            group.broadcast_generator(gen)
     elbo = make_elbo(cfg.objective)
     optim = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
@@ -273,14 +304,22 @@ def fit(
     train_seconds = time.perf_counter() - clock
     step, metrics, first_epoch = 0, {}, 1
     skips, progress = SkippedSteps(cfg.max_consecutive_skips), None
+
+    def validate() -> dict[str, float]:
+        # once, on rank 0, over the whole validation set: the numbers of a single-process run
+        metrics = evaluate(model, val, seed=seed) if main else None
+        return metrics if group is None else group.broadcast_object(metrics)
+
     if resume is None:
-        history = [{"epoch": 0, "step": 0, "train_seconds": train_seconds, **evaluate(model, val, seed=seed)}]
+        history = [{"epoch": 0, "step": 0, "train_seconds": train_seconds, **validate()}]
         best, best_epoch = history[0]["val_elbo_per_step"], 0
         best_state = _cpu_copy(model.state_dict())
     else:
         model.load_state_dict(resume["model"])
         optim.load_state_dict(resume["optimizer"])
         restore_rng_state(resume["rng"], gen)
+        if group is not None and not main:  # the checkpoint holds rank 0's noise stream; others draw afresh
+            torch.manual_seed(seed + group.rank + group.world_size * resume["step"])
         step, first_epoch, best = resume["step"], resume["epoch"] + 1, resume["best_val_elbo"]
         best_epoch, best_state = resume["best_epoch"], resume["best_model"]
         history, train_seconds = list(resume["history"]), resume["train_seconds"]
@@ -299,8 +338,8 @@ def fit(
     def svi_loss(x, mask, step):
         # exponential learning-rate decay to lr * lr_final_fraction at the last step; a function
         # of the step alone, so resuming needs no scheduler state (optim.step follows this call)
-        for group in optim.param_groups:
-            group["lr"] = cfg.lr * cfg.lr_final_fraction ** (step / total_steps)
+        for param_group in optim.param_groups:
+            param_group["lr"] = cfg.lr * cfg.lr_final_fraction ** (step / total_steps)
         tau = temperature(step, cfg.tau_init, cfg.tau_min, anneal_steps)  # the same number, for the log
         return elbo.differentiable_loss(model.model, model.guide, x, mask, taus[step]) / n_valid(x, mask), {"tau": tau}
 
@@ -332,7 +371,7 @@ def fit(
             epoch_start = time.perf_counter()
             try:
                 step, losses, tau = sgd_epoch(model, optim, x_all, mask_all, svi_loss, cfg, gen, tracker, step,
-                                              progress, skips, stop)
+                                              progress, skips, stop, group)
             except TrainingDiverged as exc:
                 kept = (f"{last} holds step {saved_step}" if saved_step is not None else
                         "the checkpoint it resumed from is unchanged" if resume is not None else
@@ -344,7 +383,7 @@ def fit(
                 save(epoch - 1, progress)
                 raise Interrupted(last, step, f"epoch {epoch}, batch {progress.done} of {steps_per_epoch}")
             progress = None
-            metrics = evaluate(model, val, seed=seed)
+            metrics = validate()
             history.append({"epoch": epoch, "step": step, "train_seconds": train_seconds, **metrics})
             metrics.update(loss=sum(losses) / len(losses) if losses else math.nan, tau=tau, seconds=seconds)
             tracker.scalars(metrics, epoch, "val/")

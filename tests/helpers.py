@@ -18,9 +18,9 @@ TINY = ["data.n_train=64", "data.n_val=32", "data.seq_len=30", "data.n_states=3"
         "trainer.n_epochs=2", "trainer.batch_size=32"]
 
 
-def compose_config(overrides=()):
+def compose_config(overrides=(), return_hydra_config=False):
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=return_hydra_config)
 
 
 def run_cli(module: str, args, cwd=None, timeout=300, env=None):
