@@ -42,8 +42,10 @@ def time_steps(device: str, objective: str, B: int, T: int, steps: int, validate
     x, mask = data.train.x.to(device), device_mask(data.train, torch.device(device))
     tracker = Tracker("/nonexistent", enabled=False)
 
+    tau = torch.tensor(0.5, device=device)  # on the device once, as the trainer's schedule is
+
     def loss_fn(xb, mb, step):
-        return elbo.differentiable_loss(model.model, model.guide, xb, mb, 0.5) / n_valid(xb, mb), {}
+        return elbo.differentiable_loss(model.model, model.guide, xb, mb, tau) / n_valid(xb, mb), {}
 
     gen = torch.Generator().manual_seed(0)
     sgd_epoch(model, optim, x[: 2 * B], None if mask is None else mask[: 2 * B], loss_fn, cfg, gen, tracker, 0)

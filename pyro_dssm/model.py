@@ -104,7 +104,9 @@ class DSSM(NeuralHMM):
         with pyro.plate("sequences", x.shape[0]):
             y = pyro.sample("c", RelaxedChainPrior(self.transition, tau, mask, self.n_states))
             mean = self.emitter(y.exp())  # (B, T, D), every step in one call
-            obs = dist.Normal(mean, self.config.noise_std).to_event(1).mask(mask).to_event(1)
+            # sigma as a device tensor filled in place: a Python float would be copied to the device every step
+            scale = mean.new_full((), self.config.noise_std)
+            obs = dist.Normal(mean, scale).to_event(1).mask(mask).to_event(1)
             pyro.sample("x", obs, obs=x)
 
     # q(c_{1:T} | x_{1:T})
