@@ -34,52 +34,58 @@ def _require_reparameterised(guide_site: dict) -> None:
                          "the pyro_dssm objectives take reparameterised (relaxed) guides only")
 
 
-class RelaxedTraceELBO(Trace_ELBO):
+class _DeviceLoss:
+    """``differentiable_loss`` as the mean over Pyro's particles of ``-self._particle_elbo``, never read back."""
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        loss = 0.0
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            loss = loss - self._particle_elbo(model_trace, guide_trace) / self.num_particles
+        return loss
+
+
+class RelaxedTraceELBO(_DeviceLoss, Trace_ELBO):
     r"""``Trace_ELBO`` for fully reparameterised guides, loss kept on the device.
 
-    Per particle, :math:`-\big(\sum_{\text{model sites}} \log p - \sum_{\text{guide sites}} \log q\big)`,
+    Per particle, :math:`\sum_{\text{model sites}} \log p - \sum_{\text{guide sites}} \log q`,
     each term scaled and masked as Pyro does (``log_prob_sum`` / ``score_parts``).
     """
 
-    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        loss = 0.0
-        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
-            elbo = 0.0
-            for site in model_trace.nodes.values():
-                if site["type"] == "sample":
-                    elbo = elbo + site["log_prob_sum"]
-            for site in guide_trace.nodes.values():
-                if site["type"] == "sample":
-                    _require_reparameterised(site)
-                    assert is_identically_zero(site["score_parts"].score_function)
-                    elbo = elbo - site["score_parts"].entropy_term.sum()
-            loss = loss - elbo / self.num_particles
-        return loss
+    @staticmethod
+    def _particle_elbo(model_trace, guide_trace) -> torch.Tensor:
+        elbo = 0.0
+        for site in model_trace.nodes.values():
+            if site["type"] == "sample":
+                elbo = elbo + site["log_prob_sum"]
+        for site in guide_trace.nodes.values():
+            if site["type"] == "sample":
+                _require_reparameterised(site)
+                assert is_identically_zero(site["score_parts"].score_function)
+                elbo = elbo - site["score_parts"].entropy_term.sum()
+        return elbo
 
 
-class RelaxedMeanFieldELBO(TraceMeanField_ELBO):
+class RelaxedMeanFieldELBO(_DeviceLoss, TraceMeanField_ELBO):
     r"""``TraceMeanField_ELBO`` for fully reparameterised guides, loss kept on the device.
 
-    Per particle, :math:`-\big(\sum_{\text{observed}} \log p - \sum_{\text{latent}} \mathrm{KL}(q \| p)\big)`
+    Per particle, :math:`\sum_{\text{observed}} \log p - \sum_{\text{latent}} \mathrm{KL}(q \| p)`
     with the registered KL (for the relaxed chain: the exact categorical KL per step).
     """
 
-    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        loss = 0.0
-        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
-            elbo = 0.0
-            for name, site in model_trace.nodes.items():
-                if site["type"] != "sample":
-                    continue
-                if site["is_observed"]:
-                    elbo = elbo + site["log_prob_sum"]
-                    continue
-                guide_site = guide_trace.nodes[name]
-                _require_reparameterised(guide_site)
-                kl = kl_divergence(guide_site["fn"], site["fn"])
-                elbo = elbo - scale_and_mask(kl, scale=guide_site["scale"], mask=guide_site["mask"]).sum()
-            loss = loss - elbo / self.num_particles
-        return loss
+    @staticmethod
+    def _particle_elbo(model_trace, guide_trace) -> torch.Tensor:
+        elbo = 0.0
+        for name, site in model_trace.nodes.items():
+            if site["type"] != "sample":
+                continue
+            if site["is_observed"]:
+                elbo = elbo + site["log_prob_sum"]
+                continue
+            guide_site = guide_trace.nodes[name]
+            _require_reparameterised(guide_site)
+            kl = kl_divergence(guide_site["fn"], site["fn"])
+            elbo = elbo - scale_and_mask(kl, scale=guide_site["scale"], mask=guide_site["mask"]).sum()
+        return elbo
 
 
 def make_elbo(objective: str) -> ELBO:
