@@ -31,7 +31,7 @@ from .faults import Interrupted, SkippedSteps, TrainingDiverged
 from .figures import training_figures
 from .init import data_driven_init, warm_start_guide
 from .model import DSSM
-from .objectives import OBJECTIVES, make_elbo, temperature, temperature_schedule
+from .objectives import OBJECTIVES, make_elbo, temperature_schedule
 from .outputs import remove_temporaries
 from .tracking import Tracker
 
@@ -334,14 +334,15 @@ def fit(
     total_steps = cfg.n_epochs * steps_per_epoch
     # the schedule lives on the device: one copy here instead of one per step
     taus = temperature_schedule(total_steps, cfg.tau_init, cfg.tau_min, anneal_steps, device)
+    logged_taus = taus.tolist()  # the same numbers on the host, for the log
 
     def svi_loss(x, mask, step):
         # exponential learning-rate decay to lr * lr_final_fraction at the last step; a function
         # of the step alone, so resuming needs no scheduler state (optim.step follows this call)
         for param_group in optim.param_groups:
             param_group["lr"] = cfg.lr * cfg.lr_final_fraction ** (step / total_steps)
-        tau = temperature(step, cfg.tau_init, cfg.tau_min, anneal_steps)  # the same number, for the log
-        return elbo.differentiable_loss(model.model, model.guide, x, mask, taus[step]) / n_valid(x, mask), {"tau": tau}
+        loss = elbo.differentiable_loss(model.model, model.guide, x, mask, taus[step]) / n_valid(x, mask)
+        return loss, {"tau": logged_taus[step]}
 
     last = None if checkpoint_dir is None else checkpoint_dir / "last.pt"
     saved_step = None  # the step last.pt holds, once this run has written it
