@@ -54,14 +54,14 @@ def seed_everything(seed: int) -> None:
 def load_data(data_cfg: DictConfig, seed: int):
     """Build the dataset named by ``data.name``: ``synthetic``, sequences from a ``csv`` / ``npz`` file, or
     an ``npy`` file streamed from disk."""
+    def own_fields(cls):  # the settings of data_cfg that dataclass cls has (the group also holds others)
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in OmegaConf.to_container(data_cfg, resolve=True).items() if k in fields})
+
     if data_cfg.name in SOURCES:
-        fields = {f.name for f in dataclasses.fields(FileDataConfig)}
-        given = OmegaConf.to_container(data_cfg, resolve=True)
-        return load_file_data(FileDataConfig(**{k: v for k, v in given.items() if k in fields}), seed)
+        return load_file_data(own_fields(FileDataConfig), seed)
     if data_cfg.name == "npy":  # streamed from disk
-        fields = {f.name for f in dataclasses.fields(NpyDataConfig)}
-        given = OmegaConf.to_container(data_cfg, resolve=True)
-        return load_npy_data(NpyDataConfig(**{k: v for k, v in given.items() if k in fields}))
+        return load_npy_data(own_fields(NpyDataConfig))
     if data_cfg.name != "synthetic":
         raise ValueError(f"data.name must be one of {('synthetic', *SOURCES, 'npy')}, got {data_cfg.name!r}")
     fields = ("n_states", "obs_dim", "seq_len", "n_train", "n_val", "transition_bias", "noise_std")
