@@ -6,7 +6,7 @@
 
 Everything after ``--`` is a Hydra override of the DSSM's training config. Both
 methods see the same sequences after the same per-step features and
-standardisation (:func:`pyro_dssm.datasets.load_file_data`), K = 3 states, and
+standardisation (:func:`pyro_dssm.data.files.load_file_data`), K = 3 states, and
 are scored on all three sequences (unsupervised: the labels are never used for
 training) by Hungarian accuracy, NMI and ARI. Prints a markdown table (median,
 min, max over seeds) with the machine it ran on; a failed run is a row, not a
@@ -32,8 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from machine_info import cpu_model  # noqa: E402
-from pyro_dssm.datasets import FileDataConfig, load_file_data  # noqa: E402
-from pyro_dssm.metrics import clustering_scores  # noqa: E402
+from pyro_dssm.data.files import FileDataConfig, load_file_data  # noqa: E402
+from pyro_dssm.evaluation.metrics import clustering_scores  # noqa: E402
 from pyro_dssm.train import train  # noqa: E402
 
 BEE = REPO.parent / "shared" / "data" / "bee" / "bee.csv"

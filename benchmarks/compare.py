@@ -33,13 +33,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from machine_info import cpu_model  # noqa: E402
-from pyro_dssm.baseline import ExactBaseline, fit_baseline  # noqa: E402
-from pyro_dssm.evaluate import oracle_metrics  # noqa: E402
-from pyro_dssm.metrics import hungarian_accuracy  # noqa: E402
-from pyro_dssm.model import DSSM, ModelConfig  # noqa: E402
-from pyro_dssm.tracking import Tracker  # noqa: E402
+from pyro_dssm.model.exact import ExactBaseline  # noqa: E402
+from pyro_dssm.inference.mle import fit_baseline  # noqa: E402
+from pyro_dssm.evaluation.evaluate import oracle_metrics  # noqa: E402
+from pyro_dssm.evaluation.metrics import hungarian_accuracy  # noqa: E402
+from pyro_dssm.model.dssm import DSSM, ModelConfig  # noqa: E402
+from pyro_dssm.io.tracking import Tracker  # noqa: E402
 from pyro_dssm.train import load_data, seed_everything  # noqa: E402
-from pyro_dssm.trainer import TrainerConfig, fit  # noqa: E402
+from pyro_dssm.inference.trainer import TrainerConfig, fit  # noqa: E402
 
 log = logging.getLogger("compare")
 TARGET = 0.98  # fraction of the oracle accuracy that counts as "reached"

@@ -1,4 +1,4 @@
-"""Exact log p(X) of the validation set: pyro_dssm.hmm against hmmlearn's ``score``, and peak memory of a run.
+"""Exact log p(X) of the validation set: pyro_dssm.model.hmm against hmmlearn's ``score``, and peak memory of a run.
 
     python benchmarks/exact_eval.py --repeats 7 --out benchmarks/results/exact_eval.md
 
@@ -25,8 +25,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pyro_dssm import hmm  # noqa: E402
-from pyro_dssm.data import make_synthetic  # noqa: E402
+from pyro_dssm.model import hmm  # noqa: E402
+from pyro_dssm.data.synthetic import make_synthetic  # noqa: E402
 
 
 def main(argv=None):
@@ -69,7 +69,7 @@ def main(argv=None):
     lines = [f"# Exact log p(X) of {len(val)} x {val.x.shape[1]} validation steps (K={K}, D={D}), "
              f"torch {torch.__version__} ({torch.get_num_threads()} threads)", "",
              "| | median ms | time steps / s |", "|---|---|---|",
-             f"| pyro_dssm.hmm.log_likelihood (float32) | {statistics.median(t_ours) * 1e3:.1f} | "
+             f"| pyro_dssm.model.hmm.log_likelihood (float32) | {statistics.median(t_ours) * 1e3:.1f} | "
              f"{steps / statistics.median(t_ours):.3g} |",
              f"| hmmlearn GaussianHMM.score (float64) | {statistics.median(t_theirs) * 1e3:.1f} | "
              f"{steps / statistics.median(t_theirs):.3g} |",

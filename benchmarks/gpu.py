@@ -3,7 +3,7 @@
     python benchmarks/gpu.py --B 1024 --T 100 --steps 20 --out benchmarks/results/gpu.md
 
 For each device (cpu, and cuda when available) and objective: the trainer's
-step (``pyro_dssm.trainer.sgd_epoch`` over one epoch of ``--steps`` minibatches,
+step (``pyro_dssm.inference.trainer.sgd_epoch`` over one epoch of ``--steps`` minibatches,
 logging off), timed after a warm-up, CUDA synchronised. On CUDA the step also
 runs under ``torch.cuda.set_sync_debug_mode("warn")`` and the number of host
 synchronisations it triggers is counted (logging does call ``loss.item()``
@@ -25,11 +25,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pyro_dssm.data import make_synthetic  # noqa: E402
-from pyro_dssm.model import DSSM, ModelConfig  # noqa: E402
-from pyro_dssm.objectives import make_elbo  # noqa: E402
-from pyro_dssm.tracking import Tracker  # noqa: E402
-from pyro_dssm.trainer import TrainerConfig, device_mask, n_valid, sgd_epoch  # noqa: E402
+from pyro_dssm.data.synthetic import make_synthetic  # noqa: E402
+from pyro_dssm.model.dssm import DSSM, ModelConfig  # noqa: E402
+from pyro_dssm.inference.objectives import make_elbo  # noqa: E402
+from pyro_dssm.io.tracking import Tracker  # noqa: E402
+from pyro_dssm.inference.trainer import TrainerConfig, device_mask, n_valid, sgd_epoch  # noqa: E402
 
 
 def time_steps(device: str, objective: str, B: int, T: int, steps: int, validate: bool) -> tuple[float, int]:

@@ -1,7 +1,7 @@
 """SVI step time of pyro_dssm against a hand-written PyTorch step of the same ELBO.
 
 For every (T, B, objective) the package's step (``elbo.differentiable_loss`` of
-``DSSM.model`` / ``DSSM.guide``, as in ``pyro_dssm/trainer.py``) and a
+``DSSM.model`` / ``DSSM.guide``, as in ``pyro_dssm/inference/trainer.py``) and a
 hand-written step (:func:`hand_loss`: the same networks, the guide recursion
 and both ELBO terms written directly in torch) run interleaved in one process,
 alternating which goes first; each repeat gives one paired ratio
@@ -11,7 +11,7 @@ are computed from the same random numbers and must agree (the hand step is the
 same ELBO, not a cheaper one).
 
 Also timed: an exact-HMM step (log p(X) of the DSSM's hard-state HMM by
-``pyro_dssm.hmm.log_likelihood``, backward, Adam) and evaluation throughput in
+``pyro_dssm.model.hmm.log_likelihood``, backward, Adam) and evaluation throughput in
 time steps per second (exact log p(X), Viterbi, greedy guide decoding).
 
     python benchmarks/speed.py                 # full grid, writes benchmarks/results/speed.{md,json}
@@ -39,10 +39,10 @@ import torch
 from pyro.infer.util import is_validation_enabled
 
 from machine_info import cpu_model
-from pyro_dssm import hmm
-from pyro_dssm.data import make_synthetic
-from pyro_dssm.model import DSSM, ModelConfig
-from pyro_dssm.objectives import OBJECTIVES, make_elbo
+from pyro_dssm.model import hmm
+from pyro_dssm.data.synthetic import make_synthetic
+from pyro_dssm.model.dssm import DSSM, ModelConfig
+from pyro_dssm.inference.objectives import OBJECTIVES, make_elbo
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TAU = 0.5

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from machine_info import cpu_model  # noqa: E402
 
-from pyro_dssm.data import make_hmm_params, sample_hmm  # noqa: E402
+from pyro_dssm.data.synthetic import make_hmm_params, sample_hmm  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -5,7 +5,7 @@
 ``checkpoint`` is a ``.pt`` file or a run directory (its ``checkpoints/best.pt``,
 else ``last.pt``). ``input`` is read like the training data: a CSV with the
 column names stored in the checkpoint's config, or an NPZ (either layout, see
-:func:`pyro_dssm.datasets.read_npz`), and goes through the stored features and
+:func:`pyro_dssm.data.files.read_npz`), and goes through the stored features and
 training-split standardisation. ``output`` gets one row per input time step:
 sequence id, time, the guide's state (greedy, noise-free), the Viterbi state
 under the learned HMM and the exact posterior marginals p(c_t = k | X)
@@ -29,13 +29,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import hmm
-from .checkpoint import load_checkpoint
-from .datasets import FileDataConfig, Sequences, check_input_file, pad_sequences, read_csv, read_npz
-from .features import Preprocessing
-from .metrics import clustering_scores
-from .model import DSSM, ModelConfig
-from .outputs import atomic_write, check_writable_dir
+from pyro_dssm.model import hmm
+from pyro_dssm.io.checkpoint import load_checkpoint
+from pyro_dssm.data.files import FileDataConfig, Sequences, check_input_file, pad_sequences, read_csv, read_npz
+from pyro_dssm.data.features import Preprocessing
+from pyro_dssm.evaluation.metrics import clustering_scores
+from pyro_dssm.model.dssm import DSSM, ModelConfig
+from pyro_dssm.io.outputs import atomic_write, check_writable_dir
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +159,8 @@ def write_output(path: str | Path, seqs: Sequences, decoded: list[Decoded], id_c
 def plot_states(path: str | Path, seqs: Sequences, decoded: list[Decoded], n_states: int, which: str) -> None:
     """PNG of the first :data:`PLOT_MAX` sequences: input columns, decoded states (matched to the labels, if
     any, over all sequences) and labels as bands."""
-    from .figures import class_colours, relabel, segmentation_figure
-    from .metrics import confusion_matrix
+    from pyro_dssm.io.figures import class_colours, relabel, segmentation_figure
+    from pyro_dssm.evaluation.metrics import confusion_matrix
 
     pred = [getattr(d, which) for d in decoded]
     n_classes = len(seqs.label_names)

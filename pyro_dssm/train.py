@@ -30,17 +30,17 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .checkpoint import load_checkpoint, resolve_checkpoint
-from .data import make_synthetic
-from .datasets import SOURCES, FileDataConfig, load_file_data
-from .distributed import DataParallel, init_data_parallel, shutdown
-from .evaluate import oracle_metrics
-from .faults import Interrupted, StopOnSignal, TrainingDiverged
-from .model import DSSM, ModelConfig
-from .outputs import atomic_write, check_writable_dir
-from .streaming import NpyDataConfig, load_npy_data
-from .tracking import Tracker
-from .trainer import TrainerConfig, check_resume, fit, resolve_device
+from pyro_dssm.io.checkpoint import load_checkpoint, resolve_checkpoint
+from pyro_dssm.data.synthetic import make_synthetic
+from pyro_dssm.data.files import SOURCES, FileDataConfig, load_file_data
+from pyro_dssm.inference.distributed import DataParallel, init_data_parallel, shutdown
+from pyro_dssm.evaluation.evaluate import oracle_metrics
+from pyro_dssm.inference.faults import Interrupted, StopOnSignal, TrainingDiverged
+from pyro_dssm.model.dssm import DSSM, ModelConfig
+from pyro_dssm.io.outputs import atomic_write, check_writable_dir
+from pyro_dssm.data.streaming import NpyDataConfig, load_npy_data
+from pyro_dssm.io.tracking import Tracker
+from pyro_dssm.inference.trainer import TrainerConfig, check_resume, fit, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +85,11 @@ def train(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = No
     it and leaves ``run_dir`` as it was. Then the resolved config goes to
     ``run_dir/.hydra/config.yaml`` (and ``overrides``, the command line, to
     ``overrides.yaml``). The first SIGINT or SIGTERM during training ends it
-    after the current step with a checkpoint (:class:`~pyro_dssm.faults.Interrupted`,
+    after the current step with a checkpoint (:class:`~pyro_dssm.inference.faults.Interrupted`,
     its ``signum`` set). Returns the metrics written to ``metrics.json``.
 
     With ``trainer.distributed`` (under torchrun) every process calls this;
-    rank 0 alone writes to ``run_dir`` (:mod:`pyro_dssm.distributed`).
+    rank 0 alone writes to ``run_dir`` (:mod:`pyro_dssm.inference.distributed`).
     """
     trainer_cfg = settings(TrainerConfig, OmegaConf.to_container(cfg.trainer, resolve=True), "trainer")
     device = resolve_device(trainer_cfg.device)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from pyro_dssm.checkpoint import save_checkpoint
+from pyro_dssm.io.checkpoint import save_checkpoint
 
 if __name__ == "__main__":
     directory = Path(sys.argv[1])

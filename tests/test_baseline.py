@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_dssm import hmm
-from pyro_dssm.baseline import ExactBaseline
-from pyro_dssm.data import make_synthetic
-from pyro_dssm.evaluate import oracle_metrics
-from pyro_dssm.metrics import hungarian_accuracy
-from pyro_dssm.model import ModelConfig
+from pyro_dssm.model import hmm
+from pyro_dssm.model.exact import ExactBaseline
+from pyro_dssm.data.synthetic import make_synthetic
+from pyro_dssm.evaluation.evaluate import oracle_metrics
+from pyro_dssm.evaluation.metrics import hungarian_accuracy
+from pyro_dssm.model.dssm import ModelConfig
 
 
 @pytest.fixture
@@ -95,7 +95,7 @@ def test_oracle_accuracy_reproduced_by_hmmlearn_on_default_data_seed_0():
 def test_baum_welch_step_equals_hmmlearn_em_step():
     """One EM iteration (means and transitions; uniform start and sigma fixed) equals hmmlearn's."""
     pytest.importorskip("hmmlearn", reason="hmmlearn not installed (pip install -e '.[dev]')")
-    from pyro_dssm.init import baum_welch, sticky_transition
+    from pyro_dssm.inference.init import baum_welch, sticky_transition
 
     data = make_synthetic(n_states=3, obs_dim=2, seq_len=40, n_train=6, n_val=1, seed=2)
     x = data.train.x.double()

@@ -4,12 +4,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from pyro_dssm.baseline import ExactBaseline, fit_baseline
-from pyro_dssm.evaluate import oracle_metrics
-from pyro_dssm.model import ModelConfig
-from pyro_dssm.tracking import Tracker
+from pyro_dssm.model.exact import ExactBaseline
+from pyro_dssm.inference.mle import fit_baseline
+from pyro_dssm.evaluation.evaluate import oracle_metrics
+from pyro_dssm.model.dssm import ModelConfig
+from pyro_dssm.io.tracking import Tracker
 from pyro_dssm.train import load_data, train
-from pyro_dssm.trainer import TrainerConfig
+from pyro_dssm.inference.trainer import TrainerConfig
 
 from .helpers import compose_config
 

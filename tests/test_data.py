@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from pyro_dssm.data import lengths_to_mask, make_synthetic
+from pyro_dssm.data.sequences import lengths_to_mask
+from pyro_dssm.data.synthetic import make_synthetic
 
 
 def test_self_transition_rate_near_bias():

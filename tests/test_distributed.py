@@ -20,14 +20,14 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from pyro_dssm import distributions
-from pyro_dssm.checkpoint import load_checkpoint
-from pyro_dssm.data import lengths_to_mask
-from pyro_dssm.distributed import DataParallel
-from pyro_dssm.hmm import gaussian_log_likelihood, log_likelihood
-from pyro_dssm.model import DSSM, ModelConfig
+from pyro_dssm.model import relaxed as distributions
+from pyro_dssm.io.checkpoint import load_checkpoint
+from pyro_dssm.data.sequences import lengths_to_mask
+from pyro_dssm.inference.distributed import DataParallel
+from pyro_dssm.model.hmm import gaussian_log_likelihood, log_likelihood
+from pyro_dssm.model.dssm import DSSM, ModelConfig
 from pyro_dssm.train import train
-from pyro_dssm.trainer import n_valid
+from pyro_dssm.inference.trainer import n_valid
 
 from .helpers import REPO, compose_config, read_scalars
 

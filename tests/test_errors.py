@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_dssm.checkpoint import load_checkpoint
-from pyro_dssm.datasets import read_csv
+from pyro_dssm.io.checkpoint import load_checkpoint
+from pyro_dssm.data.files import read_csv
 from pyro_dssm.train import train
 
 from .helpers import compose_config

@@ -3,7 +3,7 @@
 import numpy as np
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from pyro_dssm.figures import class_colours, matched_order, relabel
+from pyro_dssm.io.figures import class_colours, matched_order, relabel
 from pyro_dssm.train import train
 
 from .helpers import TINY, compose_config

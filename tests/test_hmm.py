@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from pyro_dssm import hmm
+from pyro_dssm.model import hmm
 
 K, T, B = 3, 5, 4
 

@@ -6,10 +6,10 @@ from pyro import poutine
 from torch.distributions import Categorical, Normal, kl_divergence
 from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 
-from pyro_dssm.evaluate import evaluate
-from pyro_dssm.data import SequenceData
-from pyro_dssm.model import DSSM, ModelConfig
-from pyro_dssm.objectives import make_elbo
+from pyro_dssm.evaluation.evaluate import evaluate
+from pyro_dssm.data.sequences import SequenceData
+from pyro_dssm.model.dssm import DSSM, ModelConfig
+from pyro_dssm.inference.objectives import make_elbo
 
 K, D, SIGMA, TAU = 3, 2, 0.8, 0.6
 LENGTHS = [1, 6, 3]  # a length-1 sequence and one of length T_max = 6

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_dssm.metrics import (adjusted_rand_index, clustering_scores, confusion_matrix, hungarian_accuracy,
-                               hungarian_match, normalized_mutual_info)
+from pyro_dssm.evaluation.metrics import adjusted_rand_index, clustering_scores, confusion_matrix, hungarian_accuracy, hungarian_match, normalized_mutual_info
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -9,9 +9,9 @@ from pyro.poutine.util import site_is_subsample
 from torch.distributions import Categorical, Normal, kl_divergence
 from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 
-from pyro_dssm.distributions import exp_relaxed_log_prob
-from pyro_dssm.model import DSSM, ModelConfig
-from pyro_dssm.objectives import make_elbo
+from pyro_dssm.model.relaxed import exp_relaxed_log_prob
+from pyro_dssm.model.dssm import DSSM, ModelConfig
+from pyro_dssm.inference.objectives import make_elbo
 
 B, T, K, D = 3, 6, 4, 2
 TAU = 0.5

@@ -17,8 +17,8 @@ from pyro.distributions.torch_distribution import TorchDistributionMixin
 from torch.distributions import Categorical, kl_divergence
 from torch.distributions.relaxed_categorical import ExpRelaxedCategorical as TorchExpRelaxedCategorical
 
-from pyro_dssm.model import DSSM, ModelConfig
-from pyro_dssm.objectives import make_elbo
+from pyro_dssm.model.dssm import DSSM, ModelConfig
+from pyro_dssm.inference.objectives import make_elbo
 
 B, T, K, D = 4, 7, 3, 2
 TAU = 0.4

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pyro_dssm.checkpoint import load_checkpoint
+from pyro_dssm.io.checkpoint import load_checkpoint
 from pyro_dssm.train import train
 
 from .helpers import TINY, compose_config
@@ -51,7 +51,7 @@ def test_resume_errors_name_the_value(tmp_path):
 
 def test_keep_best_restores_the_best_validation_elbo(tmp_path):
     """A learning rate that wrecks the model: the run ends with the best evaluation's weights and metrics."""
-    from pyro_dssm.evaluate import evaluate
+    from pyro_dssm.evaluation.evaluate import evaluate
 
     base = [*TINY, *FAST, "trainer.n_epochs=3", "trainer.lr=0.5", "seed=1"]
     metrics = train(compose_config(base), tmp_path / "kept")
@@ -63,7 +63,7 @@ def test_keep_best_restores_the_best_validation_elbo(tmp_path):
     best = load_checkpoint(tmp_path / "kept" / "checkpoints" / "best.pt")
     assert best["epoch"] == best_epoch
     # the best weights are in best.pt, and they evaluate to the reported metrics
-    from pyro_dssm.model import DSSM, ModelConfig
+    from pyro_dssm.model.dssm import DSSM, ModelConfig
     model = DSSM(ModelConfig(**best["model_config"]))
     model.load_state_dict(best["model"])
     from pyro_dssm.train import load_data

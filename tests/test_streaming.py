@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_dssm.checkpoint import load_checkpoint
-from pyro_dssm.streaming import NpyRows, feature_moments
+from pyro_dssm.io.checkpoint import load_checkpoint
+from pyro_dssm.data.streaming import NpyRows, feature_moments
 from pyro_dssm.train import train
 
 from .helpers import compose_config

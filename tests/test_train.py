@@ -4,7 +4,7 @@ import json
 
 import torch
 
-from pyro_dssm.checkpoint import load_checkpoint
+from pyro_dssm.io.checkpoint import load_checkpoint
 from pyro_dssm.train import train
 
 from .helpers import TINY, compose_config, read_scalars, run_cli

@@ -4,7 +4,7 @@
   E_q[log p(X, Y) - log q(Y | X)] with Y the log-space relaxed chain.
 * ``analytic`` (default): ``TraceMeanField_ELBO``; the reconstruction term uses the
   relaxed sample, and the latent term is replaced by the exact categorical KL
-  of every step (see :func:`pyro_dssm.distributions._kl_chain`).
+  of every step (see :func:`pyro_dssm.model.relaxed._kl_chain`).
 
 Both are Pyro's ELBO classes with one change: ``differentiable_loss`` returns
 the loss as a tensor on the model's device without reading it back to the host.
@@ -13,7 +13,7 @@ and on the loss (for its float-valued ``loss``) and checks the loss for NaN in
 the forward and backward pass: five to six host synchronisations per step, which
 stall a GPU. Here the loss is the same number with the same gradient (tested
 against Pyro's classes in ``tests/test_model.py``); non-finite losses are
-caught by the training loop instead (:func:`pyro_dssm.trainer.sgd_epoch`).
+caught by the training loop instead (:func:`pyro_dssm.inference.trainer.sgd_epoch`).
 """
 
 from __future__ import annotations

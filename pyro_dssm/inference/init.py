@@ -24,8 +24,8 @@ import logging
 import torch
 from torch import nn
 
-from . import hmm
-from .model import DSSM, NeuralHMM
+from pyro_dssm.model import hmm
+from pyro_dssm.model.dssm import DSSM, NeuralHMM
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def baum_welch(
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
     r"""EM for the means and transition matrix of a Gaussian HMM (uniform p(c_1), fixed sigma).
 
-    The E-step uses autograd on the exact :func:`pyro_dssm.hmm.log_likelihood`:
+    The E-step uses autograd on the exact :func:`pyro_dssm.model.hmm.log_likelihood`:
     :math:`\partial \log p(X) / \partial \log p(x_t|c_t=k) = p(c_t=k|X)` and
     :math:`\partial \log p(X) / \partial \log A_{ij}` = expected number of i -> j transitions.
     M-step: means = posterior-weighted averages; A = normalised expected counts.
@@ -151,7 +151,7 @@ def warm_start_guide(
     r"""Train the guide to match the exact posterior of the current generative model.
 
     Minimises :math:`\sum_t \mathrm{CE}(p(c_t \mid X), q(c_t \mid c_{t-1}, X))` with the
-    targets from exact forward-backward (:func:`pyro_dssm.hmm.posterior_marginals`)
+    targets from exact forward-backward (:func:`pyro_dssm.model.hmm.posterior_marginals`)
     under :meth:`DSSM.hmm_parameters`, the guide fed one-hot samples of the
     targets as previous states. An amortised guide that starts far from the
     posterior drags the model towards what it can represent (often a merged

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
 
-from .outputs import atomic_write
+from pyro_dssm.io.outputs import atomic_write
 
 log = logging.getLogger(__name__)
 

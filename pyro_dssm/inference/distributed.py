@@ -17,7 +17,7 @@ averages with equal weights 1/R, which equals this only when every share has
 the same number of valid steps (not with ragged sequences, nor for a last
 minibatch that does not split evenly), hence the explicit all-reduce.
 
-The rest of the contract (:func:`pyro_dssm.trainer.fit`, :func:`pyro_dssm.train.train`):
+The rest of the contract (:func:`pyro_dssm.inference.trainer.fit`, :func:`pyro_dssm.train.train`):
 
 * the data-driven init and guide warm-up run once, on rank 0, and its
   parameters and minibatch generator are broadcast, so all ranks start
@@ -43,7 +43,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .trainer import n_valid
+from pyro_dssm.inference.trainer import n_valid
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class DataParallel:
         r"""Loss and gradient of the global minibatch ``idx`` (B,), this rank computing only its share.
 
         ``loss_fn(x, mask, step) -> (loss per valid step, extras)`` as in
-        :func:`pyro_dssm.trainer.sgd_epoch`. Leaves :math:`\nabla L` (module
+        :func:`pyro_dssm.inference.trainer.sgd_epoch`. Leaves :math:`\nabla L` (module
         docstring) in every parameter's ``.grad`` on every rank and returns
         (L, extras); a rank with an empty share contributes nothing.
         """

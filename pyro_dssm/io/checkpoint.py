@@ -1,6 +1,6 @@
 """Checkpoints: plain state dicts and primitive config, loaded with ``torch.load(weights_only=True)`` only.
 
-Writes are atomic (:func:`pyro_dssm.outputs.atomic_write`), so a crash or
+Writes are atomic (:func:`pyro_dssm.io.outputs.atomic_write`), so a crash or
 ``kill -9`` mid-write leaves the previous checkpoint intact. Loading never
 unpickles code: a file holding anything but tensors and plain data is refused.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .outputs import atomic_write
+from pyro_dssm.io.outputs import atomic_write
 
 # 2: a checkpoint may stop mid-epoch ("progress"); skipped-step counts
 FORMAT_VERSION = 2

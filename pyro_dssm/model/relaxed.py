@@ -23,7 +23,7 @@ import torch
 from pyro.distributions import TorchDistribution
 from torch.distributions import constraints, register_kl
 
-from .networks import PosteriorNet, Transition
+from pyro_dssm.model.networks import PosteriorNet, Transition
 
 
 def exp_relaxed_rsample(logits: torch.Tensor, temperature: torch.Tensor, gumbels: torch.Tensor) -> torch.Tensor:

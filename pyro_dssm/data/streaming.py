@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import SequenceData
-from .datasets import FileData
-from .features import Preprocessing
+from pyro_dssm.data.sequences import SequenceData
+from pyro_dssm.data.files import FileData
+from pyro_dssm.data.features import Preprocessing
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class NpyRows:
     ``rows[idx]`` (idx (B,) integers, relative to ``start``) -> (B, T, D)
     float32 tensor on ``device``, ``(x - mean) / std`` when statistics are set.
     ``shape``, ``len`` and ``to(device)`` make it stand in for the (N, T, D)
-    tensor of :class:`pyro_dssm.data.SequenceData` in training.
+    tensor of :class:`pyro_dssm.data.sequences.SequenceData` in training.
     """
 
     def __init__(self, path: str | Path, start: int = 0, stop: int | None = None):

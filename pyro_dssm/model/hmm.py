@@ -54,7 +54,7 @@ def log_likelihood(
     :math:`\hat\alpha_t = (\hat\alpha_{t-1} A) \odot e^{\ell_t - s_t} / n_t`, and
     :math:`\log p(X) = \sum_t (\log n_t + s_t)` with :math:`s_t = \max_k \ell_t(k)`.
     Cheaper than log-space ``logsumexp`` over (B, K, K) and differentiable
-    (the exact Baum-Welch statistics are its gradients, see :mod:`pyro_dssm.init`);
+    (the exact Baum-Welch statistics are its gradients, see :mod:`pyro_dssm.inference.init`);
     :func:`forward` gives the same number in log space.
 
     Returns:

@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from .tracking import Tracker
+from pyro_dssm.io.tracking import Tracker
 
 log = logging.getLogger(__name__)
 

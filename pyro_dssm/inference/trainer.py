@@ -2,11 +2,11 @@
 
 A step whose loss or gradient norm is not finite is skipped (no optimiser
 update) and counted; ``trainer.max_consecutive_skips`` of them in a row stop
-training (:class:`~pyro_dssm.faults.TrainingDiverged`) with the last good
+training (:class:`~pyro_dssm.inference.faults.TrainingDiverged`) with the last good
 checkpoint intact. A stop request (``stop()`` true, e.g. after SIGINT or
-SIGTERM, :class:`~pyro_dssm.faults.StopOnSignal`) finishes the current step,
+SIGTERM, :class:`~pyro_dssm.inference.faults.StopOnSignal`) finishes the current step,
 writes ``last.pt`` with the position inside the epoch and raises
-:class:`~pyro_dssm.faults.Interrupted`; ``trainer.resume`` then continues
+:class:`~pyro_dssm.inference.faults.Interrupted`; ``trainer.resume`` then continues
 exactly where it stopped (same minibatches, same noise).
 """
 
@@ -23,20 +23,20 @@ from typing import TYPE_CHECKING
 import pyro
 import torch
 
-from .checkpoint import restore_rng_state, rng_state, save_checkpoint
-from .checks import is_int, is_number, raise_first
-from .data import HMMParams, SequenceData
-from .evaluate import evaluate
-from .faults import Interrupted, SkippedSteps, TrainingDiverged
-from .figures import training_figures
-from .init import data_driven_init, warm_start_guide
-from .model import DSSM
-from .objectives import OBJECTIVES, make_elbo, temperature_schedule
-from .outputs import remove_temporaries
-from .tracking import Tracker
+from pyro_dssm.io.checkpoint import restore_rng_state, rng_state, save_checkpoint
+from pyro_dssm.config.checks import is_int, is_number, raise_first
+from pyro_dssm.data.sequences import SequenceData
+from pyro_dssm.evaluation.evaluate import evaluate
+from pyro_dssm.inference.faults import Interrupted, SkippedSteps, TrainingDiverged
+from pyro_dssm.io.figures import training_figures
+from pyro_dssm.inference.init import data_driven_init, warm_start_guide
+from pyro_dssm.model.dssm import DSSM
+from pyro_dssm.inference.objectives import OBJECTIVES, make_elbo, temperature_schedule
+from pyro_dssm.io.outputs import remove_temporaries
+from pyro_dssm.io.tracking import Tracker
 
 if TYPE_CHECKING:
-    from .distributed import DataParallel
+    from pyro_dssm.inference.distributed import DataParallel
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ def sgd_epoch(module, optim, x_all, mask_all, loss_fn, cfg: TrainerConfig, gen: 
     true, leaving ``progress.done`` short of the number of batches. Returns the
     new step count, the epoch's finite losses and the last ``tau`` extra (None
     if the loss has none).
-    With ``group`` (data-parallel, :mod:`pyro_dssm.distributed`) this process
+    With ``group`` (data-parallel, :mod:`pyro_dssm.inference.distributed`) this process
     computes its share of every minibatch; loss and gradient are those of the
     whole minibatch, on every process (so every process skips the same steps).
     """
@@ -269,11 +269,11 @@ def fit(
     ``true_transition`` (K, K), if known, is drawn beside the learned one.
 
     ``train.x`` may also be rows streamed from disk
-    (:class:`pyro_dssm.streaming.NpyRows`): minibatches are read when used, and
+    (:class:`pyro_dssm.data.streaming.NpyRows`): minibatches are read when used, and
     the init and guide warm-up see ``cfg.init_max_sequences`` random sequences.
     With ``group`` (data-parallel), the init runs on rank 0 and is broadcast,
     each process trains on its share of every minibatch, and validation runs on
-    rank 0 and is broadcast (see :mod:`pyro_dssm.distributed`); pass
+    rank 0 and is broadcast (see :mod:`pyro_dssm.inference.distributed`); pass
     ``checkpoint_dir`` on rank 0 only.
     """
     if resume is not None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import hmm
-from .data import HMMParams, SequenceData
-from .distributions import categorical_kl
-from .metrics import clustering_scores, hungarian_accuracy
-from .model import DSSM, NeuralHMM
+from pyro_dssm.model import hmm
+from pyro_dssm.data.synthetic import HMMParams
+from pyro_dssm.data.sequences import SequenceData
+from pyro_dssm.model.relaxed import categorical_kl
+from pyro_dssm.evaluation.metrics import clustering_scores, hungarian_accuracy
+from pyro_dssm.model.dssm import DSSM, NeuralHMM
 
 
 def exact_decode(

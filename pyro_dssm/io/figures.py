@@ -15,8 +15,8 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from .data import SequenceData
-from .metrics import confusion_matrix, hungarian_match
+from pyro_dssm.data.sequences import SequenceData
+from pyro_dssm.evaluation.metrics import confusion_matrix, hungarian_match
 
 _PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
             "#bcbd22", "#17becf"]

@@ -12,7 +12,7 @@ models:
   form, used by tests and by ``infer_discrete`` decoding (about 0.35 s/step at
   B=64, T=100, K=5).
 * :meth:`ExactBaseline.model`: the same sum computed by
-  :func:`pyro_dssm.hmm.log_likelihood` (the scaled forward algorithm) and
+  :func:`pyro_dssm.model.hmm.log_likelihood` (the scaled forward algorithm) and
   added with ``pyro.factor`` (loss by ``Trace_ELBO``, as no latent site is
   left); about ten times faster, used for training. A test shows both losses
   are equal.
@@ -20,25 +20,17 @@ models:
 
 from __future__ import annotations
 
-import math
-import time
-
 import pyro
 import pyro.distributions as dist
 import torch
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO, config_enumerate, infer_discrete
 
-from . import hmm
-from .data import SequenceData
-from .evaluate import evaluate_hmm
-from .faults import SkippedSteps
-from .model import NeuralHMM, _check_batch
-from .tracking import Tracker
-from .trainer import TrainerConfig, device_mask, initialise, n_valid, sgd_epoch
+from pyro_dssm.model import hmm
+from pyro_dssm.model.dssm import NeuralHMM, _check_batch
 
 
 class ExactBaseline(NeuralHMM):
-    """Transition + emission networks (as in :class:`~pyro_dssm.model.DSSM`), no guide network."""
+    """Transition + emission networks (as in :class:`~pyro_dssm.model.dssm.DSSM`), no guide network."""
 
     def _log_lik(self, x: torch.Tensor):
         log_init, log_trans, means = self.hmm_parameters()
@@ -84,7 +76,7 @@ class ExactBaseline(NeuralHMM):
 
     @torch.no_grad()
     def viterbi(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, T) most probable states (:func:`pyro_dssm.hmm.viterbi`)."""
+        """(B, T) most probable states (:func:`pyro_dssm.model.hmm.viterbi`)."""
         mask = _check_batch(x, mask, self.config.obs_dim)
         return hmm.viterbi(*self._log_lik(x), mask)[0]
 
@@ -99,41 +91,3 @@ class ExactBaseline(NeuralHMM):
         """(B, T, K) exact posterior marginals p(c_t | X)."""
         mask = _check_batch(x, mask, self.config.obs_dim)
         return hmm.posterior_marginals(*self._log_lik(x), mask)
-
-
-def fit_baseline(
-    net: ExactBaseline, train: SequenceData, val: SequenceData, cfg: TrainerConfig, tracker: Tracker, seed: int = 0
-) -> dict:
-    """Maximum-likelihood training of ``net`` by minibatch Adam on -log p(X) per valid step.
-
-    Uses the trainer's settings (``n_epochs``, ``batch_size``, ``lr``,
-    ``grad_clip``, the ``init*`` ones; the temperature and guide ones do not
-    apply). Returns the last epoch's :func:`~pyro_dssm.evaluate.evaluate_hmm`
-    metrics plus ``train_seconds`` (evaluation excluded), ``epochs``, ``steps``
-    and ``history`` (one record per evaluation; epoch 0 = after the init).
-    """
-    device = next(net.parameters()).device
-    gen = torch.Generator().manual_seed(seed)
-    clock = time.perf_counter()
-    initialise(net, train.x.to(device), train.mask.to(device), cfg, gen)
-    x_all, mask_all = train.x.to(device), device_mask(train, device)
-    elbo = net.elbo()
-    optim = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-
-    def nll(x, mask, step):
-        return elbo.differentiable_loss(net.model, net.guide, x, mask) / n_valid(x, mask), {}
-
-    train_seconds = time.perf_counter() - clock
-    history = [{"epoch": 0, "step": 0, "train_seconds": train_seconds, **evaluate_hmm(net, val)}]
-    step, skips = 0, SkippedSteps(cfg.max_consecutive_skips)  # non-finite steps in a row, across epochs
-    for epoch in range(1, cfg.n_epochs + 1):
-        epoch_start = time.perf_counter()
-        step, losses, _ = sgd_epoch(net, optim, x_all, mask_all, nll, cfg, gen, tracker, step, skips=skips)
-        train_seconds += time.perf_counter() - epoch_start
-        metrics = evaluate_hmm(net, val)
-        history.append({"epoch": epoch, "step": step, "train_seconds": train_seconds, **metrics})
-        tracker.scalars(metrics, epoch, "val/")
-        loss = sum(losses) / len(losses) if losses else math.nan
-        tracker.epoch_line(epoch, cfg.n_epochs, {"loss": loss, **metrics})
-    return {**history[-1], "final_loss": loss, "epochs": cfg.n_epochs, "steps": step,
-            "skipped_steps": skips.total, "history": history}

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checks import is_number
-from .data import SequenceData
-from .features import FEATURES, Preprocessing
+from pyro_dssm.config.checks import is_number
+from pyro_dssm.data.sequences import SequenceData
+from pyro_dssm.data.features import FEATURES, Preprocessing
 
 SOURCES = ("csv", "npz")
 

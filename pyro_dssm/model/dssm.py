@@ -9,10 +9,10 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from . import hmm
-from .checks import is_int, is_number
-from .distributions import RelaxedChainPosterior, RelaxedChainPrior
-from .networks import Emitter, PosteriorNet, Transition
+from pyro_dssm.model import hmm
+from pyro_dssm.config.checks import is_int, is_number
+from pyro_dssm.model.relaxed import RelaxedChainPosterior, RelaxedChainPrior
+from pyro_dssm.model.networks import Emitter, PosteriorNet, Transition
 
 
 @dataclass

@@ -1,0 +1,10 @@
+r"""The maths: the generative model p(X, C), the guide q(C | X) and exact HMM inference.
+
+- :mod:`~pyro_dssm.model.hmm`: forward, backward, marginals, Viterbi, log p(X) (pure functions);
+- :mod:`~pyro_dssm.model.networks`: one ``nn.Module`` per factor;
+- :mod:`~pyro_dssm.model.relaxed`: relaxed (Gumbel-Softmax) Markov chains as Pyro distributions;
+- :mod:`~pyro_dssm.model.dssm`: the DSSM's Pyro ``model`` and ``guide``;
+- :mod:`~pyro_dssm.model.exact`: the same generative model with the states summed out.
+
+Layer: imports :mod:`pyro_dssm.config` only.
+"""
