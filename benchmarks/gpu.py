@@ -3,7 +3,7 @@
     python benchmarks/gpu.py --B 1024 --T 100 --steps 20 --out benchmarks/results/gpu.md
 
 For each device (cpu, and cuda when available) and objective: the trainer's
-step (``pyro_dssm.inference.trainer.sgd_epoch`` over one epoch of ``--steps`` minibatches,
+step (``pyro_dssm.inference.loop.train_epochs`` over one epoch of ``--steps`` minibatches,
 logging off), timed after a warm-up, CUDA synchronised. On CUDA the step also
 runs under ``torch.cuda.set_sync_debug_mode("warn")`` and the number of host
 synchronisations it triggers is counted (logging does call ``loss.item()``
@@ -29,7 +29,12 @@ from pyro_dssm.data.synthetic import make_synthetic  # noqa: E402
 from pyro_dssm.model.dssm import DSSM, ModelConfig  # noqa: E402
 from pyro_dssm.inference.objectives import make_elbo  # noqa: E402
 from pyro_dssm.io.tracking import Tracker  # noqa: E402
-from pyro_dssm.inference.trainer import TrainerConfig, device_mask, n_valid, sgd_epoch  # noqa: E402
+from pyro_dssm.config import TrainerConfig  # noqa: E402
+from pyro_dssm.inference.batches import n_valid  # noqa: E402
+from pyro_dssm.inference.faults import SkippedSteps  # noqa: E402
+from pyro_dssm.inference.loop import SGDStep, train_epochs  # noqa: E402
+from pyro_dssm.inference.prepare import device_mask  # noqa: E402
+from pyro_dssm.inference.state import TrainingState  # noqa: E402
 
 
 def time_steps(device: str, objective: str, B: int, T: int, steps: int, validate: bool) -> tuple[float, int]:
@@ -48,7 +53,12 @@ def time_steps(device: str, objective: str, B: int, T: int, steps: int, validate
         return elbo.differentiable_loss(model.model, model.guide, xb, mb, tau) / n_valid(xb, mb), {}
 
     gen = torch.Generator().manual_seed(0)
-    sgd_epoch(model, optim, x[: 2 * B], None if mask is None else mask[: 2 * B], loss_fn, cfg, gen, tracker, 0)
+
+    def sgd_epoch(xs, ms):  # one epoch of the trainer's loop, no hooks
+        state = TrainingState(optim, gen, SkippedSteps(cfg.max_consecutive_skips))
+        train_epochs(state, SGDStep(model, loss_fn, xs, ms, cfg.grad_clip, tracker), 1, cfg.batch_size)
+
+    sgd_epoch(x[: 2 * B], None if mask is None else mask[: 2 * B])
     syncs = 0
     if device == "cuda":
         torch.cuda.synchronize()
@@ -56,7 +66,7 @@ def time_steps(device: str, objective: str, B: int, T: int, steps: int, validate
     with warnings.catch_warnings(record=True) as caught, pyro.validation_enabled(validate):
         warnings.simplefilter("always")
         start = time.perf_counter()
-        sgd_epoch(model, optim, x, mask, loss_fn, cfg, gen, tracker, 0)
+        sgd_epoch(x, mask)
         if device == "cuda":
             torch.cuda.synchronize()
         seconds = (time.perf_counter() - start) / steps

@@ -116,7 +116,8 @@ def main(argv=None) -> None:
         train_cmd = [sys.executable, "-m", "pyro_dssm.train", "data=npy", f"data.path={path}", "data.n_val=50",
                      f"data.n_states={args.K}", f"trainer.n_epochs={args.epochs}", f"trainer.batch_size={args.batch}",
                      "trainer.init_restarts=1", "trainer.guide_warmup_steps=20", "trainer.figure_every=0",
-                     "trainer.device=cpu", f"hydra.run.dir={args.dir / 'pyro_dssm_stream_run'}"]
+                     "trainer.device=cpu", f"hydra.run.dir={args.dir / 'pyro_dssm_stream_run'}",
+                     "overwrite=true"]  # a scratch run: the previous benchmark's is replaced
         proc, mem, wall = child_peak_mb(train_cmd, env)
         record.update(train_ok=proc.returncode == 0, train_wall_seconds=wall,
                       **{f"train_{k}": v for k, v in mem.items()})

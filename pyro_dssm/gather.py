@@ -1,4 +1,7 @@
-"""A sweep's runs in one table: ``python -m pyro_dssm.gather SWEEP_DIR [--csv OUT.csv] [--metrics k1,k2,...]``.
+"""A sweep's runs in one table.
+
+    python -m pyro_dssm.gather dir=SWEEP_DIR [csv=OUT.csv] [metrics=k1,k2,...]
+    python -m pyro_dssm.gather SWEEP_DIR [--csv OUT.csv] [--metrics k1,k2,...]    (the same, older form)
 
 A Hydra sweep (``python -m pyro_dssm.train -m ...``, any launcher) leaves one
 directory per run under ``SWEEP_DIR`` (``multirun/DATE/TIME/N``), with the
@@ -6,21 +9,41 @@ run's overrides in ``.hydra/overrides.yaml`` and, when it finished, its
 ``metrics.json``. This prints one markdown row per run: the overrides that
 vary across the sweep, then the chosen metrics. A run without
 ``metrics.json`` (failed, or still running) keeps its row, marked in the
-``status`` column, so that no failure is hidden.
+``status`` column, so that no failure is hidden. ``metrics`` (comma-separated
+``metrics.json`` keys) chooses the columns, by default the main validation
+metrics; ``csv`` also writes the table to that file.
+
+The arguments are the fields of :class:`GatherArgs`, parsed by
+:func:`pyro_dssm.cli.parse` like ``pyro_dssm.decode``'s: an unknown key, a
+missing directory or a sweep without runs prints one line on stderr and exits
+with status 2. The older form (the directory as the first argument, ``--csv``,
+``--metrics``) is rewritten into ``key=value`` first.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
+import dataclasses
 import json
 import sys
 from pathlib import Path
+from typing import Optional
 
-from omegaconf import OmegaConf
+from omegaconf import MISSING, OmegaConf
+
+from pyro_dssm import cli
 
 DEFAULT_METRICS = ("val_accuracy", "accuracy_over_oracle", "viterbi_accuracy", "val_elbo_per_step",
                    "val_loglik_per_step", "train_seconds", "epochs")
+
+
+@dataclasses.dataclass
+class GatherArgs:
+    """The command line (module docstring); ``MISSING`` fields are required."""
+
+    dir: str = MISSING  # the sweep's directory (hydra.sweep.dir, e.g. multirun/DATE/TIME)
+    metrics: Optional[str] = None  # comma-separated metrics.json keys
+    csv: Optional[str] = None  # also write the table to this CSV file
 
 
 def _natural(path: Path) -> tuple:
@@ -74,23 +97,37 @@ def markdown(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pyro_dssm.gather", description=__doc__.split("\n\n")[0])
-    parser.add_argument("sweep_dir", help="the sweep's directory (hydra.sweep.dir, e.g. multirun/DATE/TIME)")
-    parser.add_argument("--metrics", help="comma-separated metrics.json keys (default: the main validation metrics)")
-    parser.add_argument("--csv", help="also write the table to this CSV file")
-    args = parser.parse_args(argv)
-    try:
-        runs = collect(args.sweep_dir)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def key_value_argv(argv: list[str]) -> list[str]:
+    """The older form -> ``key=value``: ``SWEEP_DIR`` -> ``dir=SWEEP_DIR``, ``--csv F`` / ``--csv=F`` -> ``csv=F``."""
+    keys = {f.name for f in dataclasses.fields(GatherArgs)}
+    out, rest = [], list(argv)
+    while rest:
+        arg = rest.pop(0)
+        if arg.startswith("--") and arg[2:].partition("=")[0] in keys - {"dir"}:
+            key, sep, value = arg[2:].partition("=")
+            out.append(f"{key}={value if sep else (rest.pop(0) if rest else '')}")
+        elif "=" not in arg and not arg.startswith("-"):
+            out.append(f"dir={arg}")  # a directory name holding "=" needs dir=
+        else:
+            out.append(arg)
+    return out
+
+
+def run(args: GatherArgs) -> tuple[list[str], list[list[str]]]:
+    """Print the table of the sweep ``args.dir`` (and write ``args.csv``); returns (header, rows)."""
+    runs = collect(args.dir)
     header, rows = table(runs, args.metrics.split(",") if args.metrics else None)
     print(markdown(header, rows))
     if args.csv:
         with open(args.csv, "w", newline="") as f:
             csv.writer(f).writerows([header, *rows])
-    return 0
+    return header, rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line; returns the exit status (0, 2 for bad arguments or an empty sweep, 1 for an OSError)."""
+    argv = sys.argv[1:] if argv is None else argv
+    return cli.main(lambda a: cli.parse(GatherArgs, key_value_argv(a)), run, argv, __doc__)
 
 
 if __name__ == "__main__":

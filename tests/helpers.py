@@ -10,6 +10,8 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
+import pyro_dssm.config  # noqa: F401 (registers the schema that configs/*.yaml start from)
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 

@@ -114,3 +114,19 @@ def test_baum_welch_step_equals_hmmlearn_em_step():
     peer.fit(x.reshape(-1, 2).numpy(), [40] * 6)
     assert np.allclose(means.numpy(), peer.means_, atol=1e-6)
     assert np.allclose(trans.numpy(), peer.transmat_, atol=1e-5)
+
+
+def test_float64_baseline_end_to_end(net_and_batch):
+    """A float64 network gives a float64 HMM, and its fast loss, Viterbi path and marginals agree
+    with Pyro's enumeration in float64."""
+    net, x, mask = net_and_batch
+    net, x = net.double(), x.double()
+    assert all(p.dtype == torch.float64 for p in net.hmm_parameters())
+    fast = net.elbo().differentiable_loss(net.model, net.guide, x, mask)
+    enum = net.enum_elbo().differentiable_loss(net.enum_model, net.guide, x, mask)
+    assert fast.dtype == torch.float64
+    assert torch.allclose(fast, enum, rtol=1e-12)
+    assert torch.equal(net.viterbi(x, mask)[mask], net.viterbi_infer_discrete(x, mask)[mask])
+    marg = net.marginals(x, mask)
+    assert marg.dtype == torch.float64
+    assert torch.allclose(marg.sum(-1), torch.ones_like(marg[..., 0]))

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_dssm.data.files import FileDataConfig, load_file_data, read_csv, read_npz, split_indices, window_starts
+from pyro_dssm.data.files import (FileDataConfig, load_file_data, pad_sequences, read_csv, read_npz, split_indices,
+                                  window_starts)
 from pyro_dssm.data.features import Preprocessing, add_features, moving_average
 
 from .conftest import SHARED_DATA
@@ -215,3 +216,14 @@ def test_bee_csv_and_npz_agree():
         np.testing.assert_allclose(xa, xb, atol=1e-7)
         # csv names sort as turn_left, turn_right, waggle: the npz codes 0, 1, 2
         np.testing.assert_array_equal(za, zb)
+
+
+def test_pad_sequences_by_hand():
+    xs = [np.array([[1.0, 2.0], [3.0, 4.0]]), np.array([[5.0, 6.0]]), np.array([[7.0, 8.0], [9.0, 10.0], [11.0, 12.0]])]
+    batch = pad_sequences(xs, [np.array([0, 1]), np.array([-1]), np.array([2, 2, 1])])
+    assert batch.lengths.tolist() == [2, 1, 3]
+    assert batch.x.dtype == torch.float32 and batch.x.tolist() == [
+        [[1, 2], [3, 4], [0, 0]], [[5, 6], [0, 0], [0, 0]], [[7, 8], [9, 10], [11, 12]]]
+    assert batch.states.dtype == torch.long and batch.states.tolist() == [[0, 1, -1], [-1, -1, -1], [2, 2, 1]]
+    assert pad_sequences(xs).states is None
+    assert pad_sequences(xs, [np.full(len(x), -1) for x in xs]).states is None  # no labelled step

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,13 +22,17 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from pyro_dssm.model import relaxed as distributions
+from pyro_dssm.config import TrainerConfig
 from pyro_dssm.io.checkpoint import load_checkpoint
+from pyro_dssm.io.tracking import Tracker
 from pyro_dssm.data.sequences import lengths_to_mask
+from pyro_dssm.data.synthetic import make_synthetic
 from pyro_dssm.inference.distributed import DataParallel
 from pyro_dssm.model.hmm import gaussian_log_likelihood, log_likelihood
 from pyro_dssm.model.dssm import DSSM, ModelConfig
 from pyro_dssm.train import train
-from pyro_dssm.inference.trainer import n_valid
+from pyro_dssm.inference.batches import n_valid
+from pyro_dssm.inference.trainer import fit
 
 from .helpers import REPO, compose_config, read_scalars
 
@@ -74,6 +79,40 @@ def _gradient_worker(rank: int, world_size: int, init_file: str) -> None:
 def test_shared_gradient_equals_single_process_gradient(tmp_path):
     # fork: the workers start in a second rather than re-importing torch and pyro (spawn: ~15 s here)
     mp.start_processes(_gradient_worker, args=(2, str(tmp_path / "rendezvous")), nprocs=2, start_method="fork")
+
+
+def _schedule_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        # 5 sequences in batches of 4: every epoch ends with a 1-sequence step that rank 1 has no share of
+        data = make_synthetic(n_states=3, obs_dim=2, seq_len=6, n_train=5, n_val=4, seed=0)
+        torch.manual_seed(0)  # the same initial model on both ranks
+        model = DSSM(ModelConfig(n_states=3, obs_dim=2))
+        cfg = TrainerConfig(n_epochs=2, batch_size=4, lr=3e-3, lr_final_fraction=0.1, init="random",
+                            guide_warmup_steps=0, figure_every=0, device="cpu")
+        torch.manual_seed(1 + rank)  # each rank its own Gumbel noise, as under torchrun
+        # each rank writes its own checkpoints here, so that the test can read rank 1's optimiser too
+        fit(model, data.train, data.val, cfg, Tracker(out_dir, enabled=False), seed=1,
+            checkpoint_dir=Path(out_dir) / f"rank{rank}", group=DataParallel(rank, world_size, torch.device("cpu")))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_rank_with_an_empty_share_keeps_the_learning_rate_schedule(tmp_path):
+    """A decaying learning rate and steps where rank 1 has nothing to compute: the ranks must stay identical.
+
+    The rate of the step after step s of S is lr * f^(s/S) (hand computation), on both ranks.
+    """
+    mp.start_processes(_schedule_worker, args=(2, str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=2,
+                       start_method="fork")
+    rank0, rank1 = (load_checkpoint(tmp_path / f"rank{r}" / "last.pt") for r in (0, 1))
+    assert rank0["step"] == rank1["step"] == 4
+    for name, value in rank0["model"].items():
+        assert torch.equal(value, rank1["model"][name]), name
+    want = 3e-3 * 0.1 ** (4 / 4)
+    for checkpoint in (rank0, rank1):
+        assert [g["lr"] for g in checkpoint["optimizer"]["param_groups"]] == [pytest.approx(want, rel=1e-12)]
 
 
 def _replay_two_ranks(monkeypatch, rank1_state: torch.Tensor) -> None:

@@ -15,13 +15,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from pyro_dssm.config import TrainerConfig
 from pyro_dssm.io.checkpoint import load_checkpoint
 from pyro_dssm.data.synthetic import make_synthetic
 from pyro_dssm.inference.faults import Interrupted, TrainingDiverged
 from pyro_dssm.model.dssm import DSSM, ModelConfig
 from pyro_dssm.io.outputs import remove_temporaries
 from pyro_dssm.io.tracking import Tracker
-from pyro_dssm.inference.trainer import TrainerConfig, fit
+from pyro_dssm.inference.trainer import fit
 
 from .helpers import REPO, cli_env, read_scalars
 

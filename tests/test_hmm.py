@@ -86,3 +86,107 @@ def test_gaussian_log_likelihood_by_hand():
     ll = hmm.gaussian_log_likelihood(x, means, 2.0)
     expected = torch.distributions.Normal(means, 2.0).log_prob(x[0, 0]).sum(-1)
     assert torch.allclose(ll[0, 0], expected)
+
+
+def brute_force_posterior(problem, length=T):
+    """p(path | X) of every path, (B, K^length), and the paths (K^length, length)."""
+    joint, paths = brute_force(*problem, length)
+    return (joint - joint.logsumexp(-1, keepdim=True)).exp(), paths
+
+
+def test_posterior_chain_gives_every_path_its_brute_force_probability(problem):
+    post, paths = brute_force_posterior(problem)
+    log_chain = hmm.posterior_chain(*problem)  # (B, T, K, K)
+    assert torch.allclose(log_chain.exp().sum(-1), torch.ones(B, T, K, dtype=torch.float64))
+    prev = torch.cat([paths[:, :1], paths[:, :-1]], 1)  # (P, T); any row at t = 0
+    steps = log_chain[:, torch.arange(T), prev, paths]  # (B, P, T)
+    assert torch.allclose(steps.sum(-1).exp(), post)
+
+
+def test_posterior_chain_conditionals_equal_brute_force_ratios(problem):
+    post, paths = brute_force_posterior(problem)
+    chain = hmm.posterior_chain(*problem).exp()
+    onehot = (paths[:, :, None] == torch.arange(K)).double()  # (P, T, K)
+    first = torch.einsum("bp,pk->bk", post, onehot[:, 0])
+    assert torch.allclose(chain[:, 0], first[:, None, :].expand(B, K, K))
+    for t in range(1, T):
+        pair = torch.einsum("bp,pi,pj->bij", post, onehot[:, t - 1], onehot[:, t])  # p(c_{t-1}, c_t | X)
+        assert torch.allclose(chain[:, t], pair / pair.sum(-1, keepdim=True))
+
+
+def test_posterior_chain_of_a_padded_sequence_equals_the_unpadded_one(problem):
+    log_init, log_trans, log_lik = problem
+    mask = torch.zeros(B, T, dtype=torch.bool)
+    mask[:, :3] = True
+    padded = hmm.posterior_chain(*problem, mask)
+    assert torch.allclose(padded[:, :3], hmm.posterior_chain(log_init, log_trans, log_lik[:, :3]))
+    # padding: the prior transition rows
+    assert torch.allclose(padded[:, 3:], log_trans.expand(B, T - 3, K, K))
+
+
+def test_sampled_paths_have_the_brute_force_posterior_frequencies(problem):
+    log_init, log_trans, log_lik = problem
+    post, paths = brute_force_posterior(problem, 3)
+    n = 40000
+    log_chain = hmm.posterior_chain(log_init, log_trans, log_lik[:1, :3]).expand(n, 3, K, K)
+    sample = hmm.sample_chain(log_chain, torch.Generator().manual_seed(0))  # (n, 3)
+    codes = (sample * torch.tensor([K * K, K, 1])).sum(-1)  # itertools.product order
+    freq = torch.bincount(codes, minlength=K**3).double() / n
+    # 4 binomial standard deviations of every path's frequency
+    assert ((freq - post[0]).abs() <= 4 * (post[0] * (1 - post[0]) / n).sqrt() + 1e-3).all()
+
+
+def extreme_problem(dtype):
+    """Transition logits of +-200 (off-diagonal probabilities ~e^-400) and data that force
+    the path 0, 0, 1, 2, 2 in sequence 0 (sequence 1 stays in state 0)."""
+    logits = 200.0 * (2 * torch.eye(K, dtype=dtype) - 1)
+    log_trans = logits.log_softmax(-1)
+    log_init = torch.full((K,), 1.0 / K, dtype=dtype).log()
+    path = torch.tensor([[0, 0, 1, 2, 2], [0, 0, 0, 0, 0]])
+    log_lik = torch.where(torch.nn.functional.one_hot(path, K).bool(), 0.0, -1000.0).to(dtype)
+    return log_init, log_trans, log_lik
+
+
+def test_log_likelihood_finite_where_the_scaled_product_underflows():
+    problem32 = extreme_problem(torch.float32)
+    joint, _ = brute_force(*extreme_problem(torch.float64))
+    expected = joint.logsumexp(-1)  # about 2 * -400 for sequence 0
+    log_trans = problem32[1].clone().requires_grad_()
+    ours = hmm.log_likelihood(problem32[0], log_trans, problem32[2])
+    assert torch.isfinite(ours).all()
+    assert torch.allclose(ours.double(), expected, rtol=1e-6)
+    # gradients: finite, and those of the log-space forward algorithm
+    grad = torch.autograd.grad(ours.sum(), log_trans)[0]
+    log_trans_fwd = problem32[1].clone().requires_grad_()
+    grad_fwd = torch.autograd.grad(hmm.forward(problem32[0], log_trans_fwd, problem32[2])[1].sum(), log_trans_fwd)[0]
+    assert torch.isfinite(grad).all()
+    assert torch.allclose(grad, grad_fwd)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_masked_extreme_batch_keeps_each_sequence_value(dtype):
+    log_init, log_trans, log_lik = extreme_problem(dtype)
+    mask = torch.ones(2, T, dtype=torch.bool)
+    mask[0, 3:] = False  # the last forced switch (1 -> 2) is padding: only the 0 -> 1 switch counts
+    log_trans = log_trans.requires_grad_()
+    ours = hmm.log_likelihood(log_init, log_trans, log_lik, mask)
+    assert torch.allclose(ours, hmm.forward(log_init, log_trans, log_lik, mask)[1])
+    # the padded step's underflow (0/0 there) must not reach the shared gradient
+    assert torch.isfinite(torch.autograd.grad(ours.sum(), log_trans)[0]).all()
+    alone = hmm.log_likelihood(log_init, log_trans, log_lik[1:])
+    assert torch.allclose(ours[1], alone[0])
+
+
+def test_float64_throughout(problem):
+    """Every routine keeps float64 (no float32 constant or eye sneaks in) and matches brute force."""
+    x = torch.randn(B, T, 2, dtype=torch.float64)
+    means = torch.randn(K, 2, dtype=torch.float64)
+    log_lik = hmm.gaussian_log_likelihood(x, means, 0.7)
+    log_init = hmm.uniform_log_init(K, log_lik)
+    problem = (log_init, problem[1], log_lik)
+    joint, paths = brute_force(*problem)
+    out = [hmm.log_likelihood(*problem), hmm.forward(*problem)[0], hmm.backward(*problem[1:]),
+           hmm.posterior_marginals(*problem), hmm.viterbi(*problem)[1], hmm.posterior_chain(*problem)]
+    assert all(t.dtype == torch.float64 for t in [log_lik, log_init] + out)
+    assert torch.allclose(out[0], joint.logsumexp(-1), rtol=1e-12)
+    assert torch.equal(hmm.viterbi(*problem)[0], paths[joint.argmax(-1)])

@@ -170,3 +170,56 @@ def test_objectives_equal_pyros_own_elbos(setup, objective, reference, masked):
     assert torch.allclose(loss, ref_loss, rtol=1e-6), (loss, ref_loss)
     for g, r in zip(grads, ref_grads):
         assert torch.allclose(g, r, rtol=1e-5, atol=1e-6)
+
+
+def hand_unroll(model, x, choose):
+    """The guide's recursion by hand; ``choose(logits)`` gives the index of the state fed next."""
+    net = model.posterior
+    h = net.birnn(x)[0]
+    prev, hidden = torch.zeros(B, K, dtype=x.dtype), torch.zeros(B, net.hidden_dim, dtype=x.dtype)
+    q_logits, states = [], []
+    for t in range(T):
+        hidden = net.cell(torch.cat([h[:, t], prev], -1), hidden)
+        logits = net.readout(hidden)
+        state = choose(logits)
+        prev = torch.eye(K, dtype=x.dtype)[state]
+        q_logits.append(logits)
+        states.append(state)
+    return torch.stack(q_logits, 1), torch.stack(states, 1)
+
+
+def test_greedy_decoding_feeds_the_argmax(setup):
+    model, x = setup
+    expected, _ = hand_unroll(model, x, lambda logits: logits.argmax(-1))
+    assert torch.allclose(model.guide_logits(x), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_discrete_elbo_equals_hand_computation(setup, dtype):
+    """One hard path from the guide (same generator draws), log N(x_t; mu(c_t)) minus the per-step categorical KL."""
+    from pyro_dssm.evaluation.evaluate import discrete_elbo
+
+    model, x = setup
+    model, x = model.to(dtype), x.to(dtype)
+    gen = torch.Generator().manual_seed(4)
+    q_logits, path = hand_unroll(model, x, lambda logits: torch.multinomial(logits.softmax(-1), 1, generator=gen)[:, 0])
+    eye = torch.eye(K, dtype=dtype)
+    p_logits = torch.cat([torch.zeros(B, 1, K, dtype=dtype), model.transition(eye[path[:, :-1]])], 1)
+    expected = (Normal(model.emitter(eye[path]), 0.7).log_prob(x).sum(-1)
+                - kl_divergence(Categorical(logits=q_logits), Categorical(logits=p_logits))).sum(-1)
+    mask = torch.ones(B, T, dtype=torch.bool)
+    with torch.no_grad():
+        ours = discrete_elbo(model, x, mask, torch.Generator().manual_seed(4))
+    assert ours.dtype == dtype
+    assert torch.allclose(ours, expected.detach(), rtol=1e-5)
+
+
+def test_float64_model_guide_and_objectives(setup):
+    model, x = setup
+    model, x = model.double(), x.double()
+    log_init, log_trans, means = model.hmm_parameters()
+    assert {log_init.dtype, log_trans.dtype, means.dtype} == {torch.float64}
+    assert model.guide_logits(x).dtype == torch.float64
+    for objective in ("trace", "analytic"):
+        loss = make_elbo(objective).differentiable_loss(model.model, model.guide, x, None, TAU)
+        assert loss.dtype == torch.float64 and torch.isfinite(loss)

@@ -35,7 +35,7 @@ def test_joblib_multirun_two_jobs_and_gathered_table(tmp_path, capsys):
     shutil.copytree(sweep / "1" / ".hydra", sweep / "2" / ".hydra")
     (sweep / "2" / ".hydra" / "overrides.yaml").write_text((sweep / "2" / ".hydra" / "overrides.yaml").read_text()
                                                            .replace("seed=1", "seed=2"))
-    assert gather.main([str(sweep), "--metrics", "val_accuracy,epochs", "--csv", str(tmp_path / "t.csv")]) == 0
+    assert gather.main([f"dir={sweep}", "metrics=val_accuracy,epochs", f"csv={tmp_path / 't.csv'}"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == "| run | seed | status | val_accuracy | epochs |"
     assert lines[2] == f"| 0 | 0 | ok | {metrics[0]['val_accuracy']:.4g} | 2 |"
@@ -46,8 +46,31 @@ def test_joblib_multirun_two_jobs_and_gathered_table(tmp_path, capsys):
 
 def test_gather_errors_name_the_directory(tmp_path, capsys):
     assert gather.main([str(tmp_path / "missing")]) == 2
-    assert gather.main([str(tmp_path)]) == 2
+    assert gather.main([f"dir={tmp_path}"]) == 2
     assert "no runs under" in capsys.readouterr().err
+    assert gather.main([f"dir={tmp_path}", "metric=epochs"]) == 2  # unknown key, as train refuses one
+    assert capsys.readouterr().err.strip() == ("error: expected arguments key=value with key in ('dir', 'metrics', "
+                                               "'csv'), got 'metric=epochs'")
+    assert gather.main(["metrics=epochs"]) == 2
+    assert capsys.readouterr().err.strip() == "error: missing dir=... (required)"
+
+
+def test_gather_key_value_and_older_form_give_one_table(tmp_path, capsys):
+    """Two hand-made runs (overrides, metrics.json) and one without metrics: the table by hand."""
+    for n, (lr, acc) in enumerate([("0.01", 0.91234), ("0.1", 0.5), ("1.0", None)]):
+        (tmp_path / str(n) / ".hydra").mkdir(parents=True)
+        (tmp_path / str(n) / ".hydra" / "overrides.yaml").write_text(f"- seed=0\n- trainer.lr={lr}\n")
+        if acc is not None:
+            (tmp_path / str(n) / "metrics.json").write_text(json.dumps({"val_accuracy": acc, "epochs": 3,
+                                                                        "history": []}))
+    expected = ["| run | trainer.lr | status | val_accuracy | epochs |", "|---|---|---|---|---|",
+                "| 0 | 0.01 | ok | 0.9123 | 3 |", "| 1 | 0.1 | ok | 0.5 | 3 |", "| 2 | 1.0 | no metrics.json |  |  |"]
+    assert gather.main([f"dir={tmp_path}", "metrics=val_accuracy,epochs", f"csv={tmp_path / 'a.csv'}"]) == 0
+    assert capsys.readouterr().out.strip().splitlines() == expected
+    assert gather.main([str(tmp_path), "--metrics", "val_accuracy,epochs", f"--csv={tmp_path / 'b.csv'}"]) == 0
+    assert capsys.readouterr().out.strip().splitlines() == expected
+    assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
+    assert (tmp_path / "a.csv").read_text().splitlines()[2] == "1,0.1,ok,0.5,3"
 
 
 def test_main_returns_the_validation_metric_for_sweepers(tmp_path):

@@ -1,4 +1,13 @@
 """Settings: the typed configuration of every Hydra group and the one style of range checks.
 
 Lowest layer: imported by every other subpackage, imports none of them.
+Importing it registers the schema with Hydra's ConfigStore (:mod:`pyro_dssm.config.schema`).
 """
+
+from pyro_dssm.config.checks import FEATURES, INITS, OBJECTIVES, SOURCES
+from pyro_dssm.config.schema import (DATA_CONFIGS, BaselineConfig, Config, DataConfig, FileDataConfig, ModelConfig,
+                                     NpyDataConfig, SyntheticDataConfig, TrainerConfig, data_settings, settings)
+
+__all__ = ["FEATURES", "INITS", "OBJECTIVES", "SOURCES", "DATA_CONFIGS", "BaselineConfig", "Config", "DataConfig",
+           "FileDataConfig", "ModelConfig", "NpyDataConfig", "SyntheticDataConfig", "TrainerConfig", "data_settings",
+           "settings"]

@@ -1,13 +1,22 @@
 """Checks of settings: each failure is a ``ValueError`` that names the key, the value and what was expected.
 
-The conditions test the type first, so a string where a number belongs
-(``trainer.lr=abc``) gets the same one-line message as a number out of range,
-not a ``TypeError`` from a comparison.
+The one place of range checks: every settings dataclass of
+:mod:`pyro_dssm.config.schema` calls ``raise_first(<group>_checks(self))`` when
+built. Hydra has already checked the types of a composed config; the
+conditions still test the type first, so a string where a number belongs
+(``TrainerConfig(lr="abc")`` from Python) gets the same one-line message as a
+number out of range, not a ``TypeError`` from a comparison.
 """
 
 from __future__ import annotations
 
 import math
+
+# The allowed values of the settings that name a choice; the modules that implement them import these.
+OBJECTIVES = ("trace", "analytic")  # trainer.objective: pyro_dssm/inference/objectives.py
+INITS = ("em", "kmeans", "random")  # trainer.init: pyro_dssm/inference/init.py
+FEATURES = ("raw", "diff", "absdiff")  # data.features: pyro_dssm/data/features.py
+SOURCES = ("csv", "npz")  # data.name of the file readers: pyro_dssm/data/files.py
 
 
 def is_number(value) -> bool:
@@ -25,3 +34,121 @@ def raise_first(checks: list[tuple[bool, str]]) -> None:
     for ok, message in checks:
         if not ok:
             raise ValueError(message)
+
+
+def seed_checks(seed) -> list[tuple[bool, str]]:
+    """The root key ``seed``."""
+    return [(isinstance(seed, int) and not isinstance(seed, bool), f"seed must be an integer, got {seed!r}")]
+
+
+def model_checks(c) -> list[tuple[bool, str]]:
+    """Group ``model`` (:class:`~pyro_dssm.config.schema.ModelConfig`): K >= 2, sizes >= 1, sigma > 0."""
+    sizes = [(name, 2 if name == "n_states" else 1)
+             for name in ("n_states", "obs_dim", "transition_hidden", "emitter_hidden", "rnn_hidden")]
+    return [*((is_int(getattr(c, name), least), f"model.{name} must be an integer >= {least}, got {getattr(c, name)!r}")
+              for name, least in sizes),
+            (is_number(c.noise_std) and c.noise_std > 0, f"model.noise_std must be a number > 0, got {c.noise_std!r}")]
+
+
+def trainer_checks(c) -> list[tuple[bool, str]]:
+    """Group ``trainer`` (:class:`~pyro_dssm.config.schema.TrainerConfig`)."""
+    return [
+        (is_int(c.n_epochs, 1), f"trainer.n_epochs must be an integer >= 1, got {c.n_epochs!r}"),
+        (is_int(c.batch_size, 1), f"trainer.batch_size must be an integer >= 1, got {c.batch_size!r}"),
+        (is_number(c.lr) and c.lr > 0, f"trainer.lr must be a number > 0, got {c.lr!r}"),
+        (is_number(c.lr_final_fraction) and 0 < c.lr_final_fraction <= 1,
+         f"trainer.lr_final_fraction must be a number in (0, 1], got {c.lr_final_fraction!r}"),
+        (c.objective in OBJECTIVES, f"trainer.objective must be one of {OBJECTIVES}, got {c.objective!r}"),
+        (is_number(c.tau_init) and c.tau_init > 0, f"trainer.tau_init must be a number > 0, got {c.tau_init!r}"),
+        (is_number(c.tau_min) and 0 < c.tau_min <= c.tau_init,
+         f"trainer.tau_min must be in (0, tau_init={c.tau_init}], got {c.tau_min!r}"),
+        (is_number(c.tau_anneal_fraction) and 0 <= c.tau_anneal_fraction <= 1,
+         f"trainer.tau_anneal_fraction must be in [0, 1], got {c.tau_anneal_fraction!r}"),
+        (is_number(c.grad_clip) and c.grad_clip > 0, f"trainer.grad_clip must be a number > 0, got {c.grad_clip!r}"),
+        (is_number(c.init_stay_prob) and 0 < c.init_stay_prob < 1,
+         f"trainer.init_stay_prob must be in (0, 1), got {c.init_stay_prob!r}"),
+        (is_int(c.guide_warmup_steps, 0),
+         f"trainer.guide_warmup_steps must be an integer >= 0, got {c.guide_warmup_steps!r}"),
+        (is_int(c.init_restarts, 1), f"trainer.init_restarts must be an integer >= 1, got {c.init_restarts!r}"),
+        (is_int(c.init_max_sequences, 1),
+         f"trainer.init_max_sequences must be an integer >= 1, got {c.init_max_sequences!r}"),
+        (is_int(c.init_em_iters, 0), f"trainer.init_em_iters must be an integer >= 0, got {c.init_em_iters!r}"),
+        (c.init in INITS, f"trainer.init must be one of {INITS}, got {c.init!r}"),
+        (is_int(c.figure_every, 0), f"trainer.figure_every must be an integer >= 0, got {c.figure_every!r}"),
+        (isinstance(c.keep_best, bool), f"trainer.keep_best must be true or false, got {c.keep_best!r}"),
+        (isinstance(c.distributed, bool), f"trainer.distributed must be true or false, got {c.distributed!r}"),
+        (c.stop_after_epoch is None or is_int(c.stop_after_epoch, 1),
+         f"trainer.stop_after_epoch must be null or an integer >= 1, got {c.stop_after_epoch!r}"),
+        (is_int(c.max_consecutive_skips, 1),
+         f"trainer.max_consecutive_skips must be an integer >= 1, got {c.max_consecutive_skips!r}"),
+        (c.resume is None or isinstance(c.resume, str), f"trainer.resume must be null or a path, got {c.resume!r}"),
+        (isinstance(c.validate_args, bool), f"trainer.validate_args must be true or false, got {c.validate_args!r}"),
+        (c.device in ("auto", "cpu", "cuda") or (isinstance(c.device, str) and c.device.startswith("cuda:")),
+         f"trainer.device must be auto, cpu, cuda or cuda:N, got {c.device!r}"),
+    ]
+
+
+def baseline_checks(c) -> list[tuple[bool, str]]:
+    """Group ``baseline`` (:class:`~pyro_dssm.config.schema.BaselineConfig`)."""
+    return [(is_int(c.n_epochs, 1), f"baseline.n_epochs must be an integer >= 1, got {c.n_epochs!r}")]
+
+
+def _shared_data_checks(c, obs_dim_optional: bool) -> list[tuple[bool, str]]:
+    """The keys every data source has: K, D (null = follows a file's features) and the emission sigma."""
+    null_ok = obs_dim_optional and c.obs_dim is None
+    return [
+        (is_int(c.n_states, 2), f"data.n_states must be an integer >= 2, got {c.n_states!r}"),
+        (null_ok or is_int(c.obs_dim, 1),
+         f"data.obs_dim must be {'null or ' if obs_dim_optional else ''}an integer >= 1, got {c.obs_dim!r}"),
+        (is_number(c.noise_std) and c.noise_std > 0.0, f"data.noise_std must be a number > 0, got {c.noise_std!r}"),
+    ]
+
+
+def synthetic_checks(c) -> list[tuple[bool, str]]:
+    """Group ``data=synthetic`` / ``data=hard`` (:class:`~pyro_dssm.config.schema.SyntheticDataConfig`)."""
+    shared = _shared_data_checks(c, obs_dim_optional=False)
+    return [
+        (c.name == "synthetic", f"data.name must be 'synthetic' for synthetic data, got {c.name!r}"),
+        *shared[:2],
+        (is_int(c.seq_len, 2), f"data.seq_len must be an integer >= 2, got {c.seq_len!r}"),
+        (is_int(c.n_train, 1), f"data.n_train must be an integer >= 1, got {c.n_train!r}"),
+        (is_int(c.n_val, 1), f"data.n_val must be an integer >= 1, got {c.n_val!r}"),
+        (is_number(c.transition_bias) and 0.0 < c.transition_bias < 1.0,
+         f"data.transition_bias must be in (0, 1), got {c.transition_bias!r}"),
+        shared[2],
+    ]
+
+
+def file_data_checks(c) -> list[tuple[bool, str]]:
+    """Groups ``data=csv`` / ``data=npz`` (:class:`~pyro_dssm.config.schema.FileDataConfig`)."""
+    features = c.features
+    return [
+        (c.name in SOURCES, f"data.name must be one of {SOURCES}, got {c.name!r}"),
+        (c.path is not None, f"data.path is required for data={c.name} (the file to read)"),
+        (isinstance(c.path, str), f"data.path must be a file path, got {c.path!r}"),
+        (c.val_path is None or isinstance(c.val_path, str),
+         f"data.val_path must be null or a file path, got {c.val_path!r}"),
+        (len(features) >= 1 and all(f in FEATURES for f in features) and len(set(features)) == len(features),
+         f"data.features must be a non-empty list of distinct {FEATURES}, got {c.features}"),
+        (is_int(c.smooth, 1), f"data.smooth must be an integer >= 1, got {c.smooth!r}"),
+        (c.window is None or is_int(c.window, 2), f"data.window must be null or an integer >= 2, got {c.window!r}"),
+        (c.stride is None or is_int(c.stride, 1), f"data.stride must be null or an integer >= 1, got {c.stride!r}"),
+        (c.stride is None or c.window is not None, f"data.stride={c.stride} needs data.window"),
+        (is_number(c.val_fraction) and 0.0 <= c.val_fraction < 1.0,
+         f"data.val_fraction must be in [0, 1), got {c.val_fraction!r}"),
+        *_shared_data_checks(c, obs_dim_optional=True),
+    ]
+
+
+def npy_data_checks(c) -> list[tuple[bool, str]]:
+    """Group ``data=npy`` (:class:`~pyro_dssm.config.schema.NpyDataConfig`)."""
+    return [
+        (c.name == "npy", f"data.name must be 'npy' for a streamed .npy file, got {c.name!r}"),
+        (c.path is not None, "data.path is required for data=npy (an (N, T, D) .npy file)"),
+        (isinstance(c.path, str), f"data.path must be a file path, got {c.path!r}"),
+        (c.val_path is None or isinstance(c.val_path, str),
+         f"data.val_path must be null or a file path, got {c.val_path!r}"),
+        (is_int(c.n_val, 1), f"data.n_val must be an integer >= 1, got {c.n_val!r}"),
+        (isinstance(c.standardize, bool), f"data.standardize must be true or false, got {c.standardize!r}"),
+        *_shared_data_checks(c, obs_dim_optional=True),
+    ]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-FEATURES = ("raw", "diff", "absdiff")
+from pyro_dssm.config import FEATURES  # the names live with the settings that check them
 
 
 def add_features(x: np.ndarray, features: list[str]) -> np.ndarray:
@@ -64,16 +64,34 @@ class Preprocessing:
     @classmethod
     def fit(cls, xs: list[np.ndarray], features: list[str], feature_names: list[str], smooth: int = 1) -> "Preprocessing":
         """Statistics of every step of ``xs`` (raw (T_i, D0) arrays, the training split)."""
-        steps = np.concatenate([moving_average(add_features(x, features), smooth) for x in xs])
-        std = steps.std(0)
-        return cls(list(features), steps.mean(0), np.where(std > 1e-12, std, 1.0), list(feature_names), smooth)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, naming the feature
+            steps = np.concatenate([moving_average(add_features(x, features), smooth) for x in xs])
+            mean, std = steps.mean(0), steps.std(0)
+        prep = cls(list(features), mean, np.where(std > 1e-12, std, 1.0), list(feature_names), smooth)
+        prep._check_finite(np.stack([steps.min(0), steps.max(0), mean, std]), "its training-split statistics (float64)")
+        return prep
+
+    def output_names(self) -> list[str]:
+        """Names of the D features: ``acc_x`` for raw, ``diff(acc_x)``, ``absdiff(acc_x)``, in column order."""
+        return [c if f == "raw" else f"{f}({c})" for f in self.features for c in self.feature_names]
+
+    def _check_finite(self, values: np.ndarray, what: str) -> None:
+        """ValueError naming the first feature (last axis of ``values``) with a NaN or infinite value."""
+        bad = ~np.isfinite(values.reshape(-1, values.shape[-1])).all(0)
+        if bad.any():
+            name = self.output_names()[int(np.argmax(bad))]
+            raise ValueError(f"feature {name!r} overflows: {what} are not finite; "
+                             "rescale the input column (e.g. to other units)")
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         """(T, D0) raw -> (T, D) standardised features, float32."""
         if x.shape[-1] != len(self.feature_names):
             raise ValueError(f"expected {len(self.feature_names)} input columns {self.feature_names}, got {x.shape[-1]}")
-        features = moving_average(add_features(x, self.features), self.smooth)
-        return ((features - self.mean) / self.std).astype(np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, naming the feature
+            features = moving_average(add_features(x, self.features), self.smooth)
+            out = ((features - self.mean) / self.std).astype(np.float32)
+        self._check_finite(out, "its standardised values (float32, at most 3.4e38)")
+        return out
 
     def state_dict(self) -> dict:
         """Tensors and primitives only, for a ``weights_only`` checkpoint."""

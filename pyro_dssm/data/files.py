@@ -17,60 +17,16 @@ from __future__ import annotations
 import csv
 import math
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
-from pyro_dssm.config.checks import is_number
+from pyro_dssm.config import FileDataConfig
 from pyro_dssm.data.sequences import SequenceData
-from pyro_dssm.data.features import FEATURES, Preprocessing
-
-SOURCES = ("csv", "npz")
-
-
-@dataclass
-class FileDataConfig:
-    """How to read and prepare sequences from a file (Hydra groups ``data=csv`` and ``data=npz``)."""
-
-    name: str = "csv"
-    path: str | None = None
-    id_column: str = "sequence"
-    time_column: str | None = None
-    feature_columns: list[str] | None = None
-    label_column: str | None = None
-    features: list[str] = field(default_factory=lambda: ["raw"])
-    smooth: int = 1
-    window: int | None = None
-    stride: int | None = None
-    val_fraction: float = 0.2
-    val_path: str | None = None
-
-    def __post_init__(self):
-        self.features = list(self.features)
-        checks = [
-            (self.name in SOURCES, f"data.name must be one of {SOURCES}, got {self.name!r}"),
-            (self.path is not None, f"data.path is required for data={self.name} (the file to read)"),
-            (isinstance(self.path, str), f"data.path must be a file path, got {self.path!r}"),
-            (self.val_path is None or isinstance(self.val_path, str),
-             f"data.val_path must be null or a file path, got {self.val_path!r}"),
-            (len(self.features) >= 1 and all(f in FEATURES for f in self.features) and
-             len(set(self.features)) == len(self.features),
-             f"data.features must be a non-empty list of distinct {FEATURES}, got {self.features}"),
-            (isinstance(self.smooth, int) and self.smooth >= 1, f"data.smooth must be an integer >= 1, got {self.smooth!r}"),
-            (self.window is None or (isinstance(self.window, int) and self.window >= 2),
-             f"data.window must be null or an integer >= 2, got {self.window!r}"),
-            (self.stride is None or (isinstance(self.stride, int) and self.stride >= 1),
-             f"data.stride must be null or an integer >= 1, got {self.stride!r}"),
-            (self.stride is None or self.window is not None, f"data.stride={self.stride} needs data.window"),
-            (is_number(self.val_fraction) and 0.0 <= self.val_fraction < 1.0,
-             f"data.val_fraction must be in [0, 1), got {self.val_fraction!r}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
-
+from pyro_dssm.data.features import Preprocessing
 
 @dataclass
 class Sequences:
@@ -83,6 +39,7 @@ class Sequences:
         labels: (T_i,) int64 class codes (-1 = unlabelled step), or None when the file has no labels.
         label_names: class code -> original label, as text.
         feature_names: the D column names.
+        delimiter: the field separator of a CSV file (``,`` ``;`` or tab), None for other sources.
     """
 
     names: list[str]
@@ -91,6 +48,7 @@ class Sequences:
     labels: list[np.ndarray] | None
     label_names: list[str]
     feature_names: list[str]
+    delimiter: str | None = None
 
     def __len__(self) -> int:
         return len(self.x)
@@ -129,6 +87,39 @@ def _where(rows: list[dict], i: int, id_column: str, time_column: str | None) ->
     return f"sequence {name!r} at time step {sum(1 for r in rows[:i] if r[id_column] == name)}"
 
 
+DELIMITERS = (",", ";", "\t")
+
+
+def _read_rows(path: Path, key: str) -> tuple[list[str], list[dict[str, str]], list[int], str]:
+    """A CSV file's header, its rows (column -> cell), the line number of each row and the delimiter.
+
+    Excel's "CSV UTF-8" starts with a byte-order mark, dropped here (``utf-8-sig``),
+    and where the decimal mark is a comma it separates fields with ``;``: the
+    delimiter is whichever of ``,`` ``;`` tab the header line holds most often
+    (``,`` for a single column). Blank lines are skipped; a row with another
+    number of fields than the header is a ValueError naming its line.
+    """
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            delimiter = max(DELIMITERS, key=f.readline().count)  # a tie goes to the first, ","
+            f.seek(0)
+            reader = csv.reader(f, delimiter=delimiter)
+            columns = next(reader, [])
+            rows, lines = [], []
+            for cells in reader:
+                if not cells:
+                    continue
+                if len(cells) != len(columns):
+                    raise ValueError(f"{path} line {reader.line_num}: {len(cells)} fields, but the header has "
+                                     f"{len(columns)} ({delimiter!r}-separated: {columns}); a stray {delimiter!r} "
+                                     "in a value needs quotes")
+                rows.append(dict(zip(columns, cells)))
+                lines.append(reader.line_num)
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise ValueError(f"{key}={str(path)!r} is not a CSV text file ({exc})") from None
+    return columns, rows, lines, delimiter
+
+
 def read_csv(
     path: str | Path, id_column: str, time_column: str | None = None, feature_columns: list[str] | None = None,
     label_column: str | None = None, label_names: list[str] | None = None, labels_optional: bool = False,
@@ -144,13 +135,7 @@ def read_csv(
     ``path`` in error messages.
     """
     path = check_input_file(path, key)
-    try:
-        with path.open(newline="") as f:
-            reader = csv.DictReader(f)
-            columns = reader.fieldnames or []
-            rows = list(reader)
-    except (csv.Error, UnicodeDecodeError) as exc:
-        raise ValueError(f"{key}={str(path)!r} is not a CSV text file ({exc})") from None
+    columns, rows, lines, delimiter = _read_rows(path, key)
     if not columns:
         raise ValueError(f"{key}={str(path)!r} has no header row; expected column names on the first line")
     if not rows:
@@ -160,59 +145,79 @@ def read_csv(
     for what, name in (("id_column", id_column), ("time_column", time_column), ("label_column", label_column)):
         if name is not None and name not in columns:
             raise ValueError(f"data.{what}={name!r} is not a column of {path} (columns: {columns})")
-    special = {id_column, time_column, label_column}
-    if feature_columns is None:
-        feature_columns = []
-        for c in (c for c in columns if c not in special):
-            numeric = [_is_number(r[c]) for r in rows]
-            if all(numeric):
-                feature_columns.append(c)
-            elif any(numeric):  # numbers with a stray cell: a damaged feature, not a text column
-                i = numeric.index(False)
-                raise ValueError(f"{path} line {i + 2}, {_where(rows, i, id_column, time_column)}: column {c!r} "
-                                 f"holds numbers and {rows[i][c]!r}; expected a number (or list the numeric "
-                                 "columns in data.feature_columns)")
-        if not feature_columns:
-            raise ValueError(f"{path}: no numeric feature column besides {sorted(c for c in special if c)}")
-    else:
-        feature_columns = list(feature_columns)
-        missing = [c for c in feature_columns if c not in columns]
-        if missing:
-            raise ValueError(f"{key}={str(path)!r} lacks the feature column(s) {missing} (data.feature_columns); "
-                             f"its columns: {columns}")
-    values = np.empty((len(rows), len(feature_columns)))
-    for i, row in enumerate(rows):
-        for j, c in enumerate(feature_columns):
-            cell = row[c]
-            if not _is_number(cell) or not math.isfinite(float(cell)):
-                raise ValueError(f"{path} line {i + 2}, {_where(rows, i, id_column, time_column)}: column {c!r} "
-                                 f"must hold a finite number, got {cell!r}")
-            values[i, j] = float(cell)
-    groups: dict[str, list[int]] = {}
-    for i, row in enumerate(rows):
-        groups.setdefault(row[id_column], []).append(i)
-    numeric_time = time_column is not None and all(_is_number(r[time_column]) for r in rows)
+    feature_columns = _feature_columns(path, key, columns, rows, lines, feature_columns,
+                                       {id_column, time_column, label_column}, id_column, time_column)
+    values = _feature_values(path, rows, lines, feature_columns, id_column, time_column)
     names, xs, times, raw_labels = [], [], [], []
-    for name, idx in groups.items():
-        if time_column is not None:
-            t = [float(rows[i][time_column]) if numeric_time else rows[i][time_column] for i in idx]
-            order = sorted(range(len(idx)), key=t.__getitem__)
-            idx, t = [idx[k] for k in order], [t[k] for k in order]
-            dup = next((a for a, b in zip(t, t[1:]) if a == b), None)
-            if dup is not None:
-                raise ValueError(f"{path}: sequence {name!r} has two rows at {time_column}={dup!r}")
-            t = np.array(t)
-            if numeric_time and np.all(t == np.round(t)):
-                t = t.astype(np.int64)
-        else:
-            t = np.arange(len(idx))
+    for name, idx, t in _sequences(path, rows, id_column, time_column):
         names.append(name)
         xs.append(values[idx])
         times.append(t)
         if label_column is not None:
             raw_labels.append([rows[i][label_column].strip() for i in idx])
     labels, label_names = _label_codes(raw_labels, label_names) if label_column is not None else (None, [])
-    return Sequences(names, xs, times, labels, label_names, feature_columns)
+    return Sequences(names, xs, times, labels, label_names, feature_columns, delimiter)
+
+
+def _feature_columns(path: Path, key: str, columns: list[str], rows: list[dict], lines: list[int],
+                     feature_columns: list[str] | None, special: set, id_column: str,
+                     time_column: str | None) -> list[str]:
+    """The feature columns: as given (each must exist), or every non-special column whose cells are all numbers."""
+    if feature_columns is not None:
+        missing = [c for c in feature_columns if c not in columns]
+        if missing:
+            raise ValueError(f"{key}={str(path)!r} lacks the feature column(s) {missing} (data.feature_columns); "
+                             f"its columns: {columns}")
+        return list(feature_columns)
+    found = []
+    for c in (c for c in columns if c not in special):
+        numeric = [_is_number(r[c]) for r in rows]
+        if all(numeric):
+            found.append(c)
+        elif any(numeric):  # numbers with a stray cell: a damaged feature, not a text column
+            i = numeric.index(False)
+            raise ValueError(f"{path} line {lines[i]}, {_where(rows, i, id_column, time_column)}: column {c!r} "
+                             f"holds numbers and {rows[i][c]!r}; expected a number (or list the numeric "
+                             "columns in data.feature_columns)")
+    if not found:
+        raise ValueError(f"{path}: no numeric feature column besides {sorted(c for c in special if c)}")
+    return found
+
+
+def _feature_values(path: Path, rows: list[dict], lines: list[int], feature_columns: list[str], id_column: str,
+                    time_column: str | None) -> np.ndarray:
+    """(rows, features) float64 values; a cell that is not a finite number is an error naming its line."""
+    values = np.empty((len(rows), len(feature_columns)))
+    for i, row in enumerate(rows):
+        for j, c in enumerate(feature_columns):
+            cell = row[c]
+            if not _is_number(cell) or not math.isfinite(float(cell)):
+                raise ValueError(f"{path} line {lines[i]}, {_where(rows, i, id_column, time_column)}: column {c!r} "
+                                 f"must hold a finite number, got {cell!r}")
+            values[i, j] = float(cell)
+    return values
+
+
+def _sequences(path: Path, rows: list[dict], id_column: str, time_column: str | None):
+    """Per sequence id (in order of first appearance): its name, row indices in time order and times."""
+    groups: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(row[id_column], []).append(i)
+    numeric_time = time_column is not None and all(_is_number(r[time_column]) for r in rows)
+    for name, idx in groups.items():
+        if time_column is None:
+            yield name, idx, np.arange(len(idx))
+            continue
+        t = [float(rows[i][time_column]) if numeric_time else rows[i][time_column] for i in idx]
+        order = sorted(range(len(idx)), key=t.__getitem__)
+        idx, t = [idx[k] for k in order], [t[k] for k in order]
+        dup = next((a for a, b in zip(t, t[1:]) if a == b), None)
+        if dup is not None:
+            raise ValueError(f"{path}: sequence {name!r} has two rows at {time_column}={dup!r}")
+        t = np.array(t)
+        if numeric_time and np.all(t == np.round(t)):
+            t = t.astype(np.int64)
+        yield name, idx, t
 
 
 def _is_number(text: str) -> bool:
@@ -233,6 +238,24 @@ def read_npz(path: str | Path, label_names: list[str] | None = None, key: str = 
     ``key`` names the setting that gave ``path`` in error messages.
     """
     path = check_input_file(path, key)
+    arrays = _load_npz(path, key)
+    names, xs, zs = _npz_sequences(path, arrays)
+    _check_npz_sequences(path, names, xs, zs)
+    xs = [np.asarray(x, dtype=np.float64).reshape(x.shape[0], -1) for x in xs]
+    if len({x.shape[1] for x in xs}) > 1:
+        raise ValueError(f"{path}: sequences differ in feature count: {sorted({x.shape[1] for x in xs})}")
+    labels, names_out = None, []
+    if any(z is not None for z in zs):
+        raw = [[str(int(v)) if v >= 0 else "" for v in z] if z is not None else [""] * len(x) for x, z in zip(xs, zs)]
+        labels, names_out = _label_codes(raw, label_names)
+    features = [f"x{j}" for j in range(xs[0].shape[1])]
+    return Sequences(names, xs, [np.arange(len(x)) for x in xs], labels, names_out, features)
+
+
+
+
+def _load_npz(path: Path, key: str) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` archive (no pickle); ValueError naming the file when it is unreadable or empty."""
     try:
         loaded = np.load(path, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
@@ -244,6 +267,11 @@ def read_npz(path: str | Path, label_names: list[str] | None = None, key: str = 
         raise ValueError(f"{key}={str(path)!r} is not a readable .npz file ({reason})") from None
     if not arrays:
         raise ValueError(f"{key}={str(path)!r} holds no arrays; expected x_<name> (T, D) arrays or x (N, T, D)")
+    return arrays
+
+
+def _npz_sequences(path: Path, arrays: dict[str, np.ndarray]):
+    """The two layouts of :func:`read_npz` -> sequence names, (T_i, ...) arrays and (T_i,) labels or None."""
     per_seq = [k[2:] for k in arrays if k.startswith("x_")]
     if per_seq:
         orphans = [k for k in arrays if k.startswith("z_") and k[2:] not in per_seq]
@@ -274,6 +302,11 @@ def read_npz(path: str | Path, label_names: list[str] | None = None, key: str = 
         xs = [full[i, : int(n)] for i, n in enumerate(lengths)]
         zs = [None if z is None else z[i, : int(n)] for i, n in enumerate(lengths)]
         names = [str(i) for i in range(full.shape[0])]
+    return names, xs, zs
+
+
+def _check_npz_sequences(path: Path, names: list[str], xs: list[np.ndarray], zs: list) -> None:
+    """Each sequence a non-empty numeric array of finite numbers, its labels as long as it."""
     for name, x, z in zip(names, xs, zs):
         if x.ndim not in (1, 2) or x.size == 0 or not np.issubdtype(x.dtype, np.number):
             raise ValueError(f"{path}: sequence {name!r} must be a non-empty numeric (T, D) array, got shape "
@@ -285,15 +318,6 @@ def read_npz(path: str | Path, label_names: list[str] | None = None, key: str = 
                              f"(column {j}); expected finite numbers")
         if z is not None and z.shape != x.shape[:1]:
             raise ValueError(f"{path}: labels of {name!r} must have shape ({x.shape[0]},), got {z.shape}")
-    xs = [np.asarray(x, dtype=np.float64).reshape(x.shape[0], -1) for x in xs]
-    if len({x.shape[1] for x in xs}) > 1:
-        raise ValueError(f"{path}: sequences differ in feature count: {sorted({x.shape[1] for x in xs})}")
-    labels, names_out = None, []
-    if any(z is not None for z in zs):
-        raw = [[str(int(v)) if v >= 0 else "" for v in z] if z is not None else [""] * len(x) for x, z in zip(xs, zs)]
-        labels, names_out = _label_codes(raw, label_names)
-    features = [f"x{j}" for j in range(xs[0].shape[1])]
-    return Sequences(names, xs, [np.arange(len(x)) for x in xs], labels, names_out, features)
 
 
 def read_sequences(cfg: FileDataConfig, path: str | Path, label_names: list[str] | None = None,
@@ -334,17 +358,16 @@ def window_starts(length: int, window: int, stride: int) -> list[int]:
 def pad_sequences(xs: list[np.ndarray], labels: list[np.ndarray] | None = None) -> SequenceData:
     """Ragged (T_i, D) arrays [+ (T_i,) codes] -> :class:`SequenceData` padded to max T_i.
 
-    Padding holds zeros in x and -1 in the states; states are None when no step is labelled.
+    Padding holds zeros in x (B, T_max, D) and -1 in the states (B, T_max); states are None when no step
+    is labelled.
     """
     lengths = torch.tensor([len(x) for x in xs], dtype=torch.long)
-    x = torch.zeros(len(xs), int(lengths.max()), xs[0].shape[-1])
-    states = torch.full(x.shape[:2], -1, dtype=torch.long)
-    for i, seq in enumerate(xs):
-        x[i, : len(seq)] = torch.as_tensor(seq, dtype=torch.float32)
-        if labels is not None:
-            states[i, : len(seq)] = torch.as_tensor(labels[i])
-    has_labels = labels is not None and bool((states >= 0).any())
-    return SequenceData(x, lengths, states if has_labels else None)
+    x = pad_sequence([torch.as_tensor(seq, dtype=torch.float32) for seq in xs], batch_first=True)
+    if labels is None:
+        return SequenceData(x, lengths, None)
+    states = pad_sequence([torch.as_tensor(z, dtype=torch.long) for z in labels], batch_first=True,
+                          padding_value=-1)
+    return SequenceData(x, lengths, states if bool((states >= 0).any()) else None)
 
 
 @dataclass
@@ -360,9 +383,13 @@ class FileData:
     params: None = None
 
 
-def load_file_data(cfg: FileDataConfig, seed: int) -> FileData:
-    """Read, split, standardise, window and pad as ``cfg`` says (see the module docstring)."""
-    seqs = read_sequences(cfg, cfg.path)
+def load_file_data(cfg: FileDataConfig, seed: int, sequences: Sequences | None = None) -> FileData:
+    """Read, split, standardise, window and pad as ``cfg`` says (see the module docstring).
+
+    ``sequences``, when given, stands in for the file at ``cfg.path`` (already read, e.g. arrays
+    handed to :func:`pyro_dssm.fit`); ``cfg.path`` then only names them in messages.
+    """
+    seqs = read_sequences(cfg, cfg.path) if sequences is None else sequences
     if cfg.val_path is not None:
         val_seqs = read_sequences(cfg, cfg.val_path, label_names=seqs.label_names, labels_optional=True,
                                   key="data.val_path")
@@ -389,7 +416,8 @@ def load_file_data(cfg: FileDataConfig, seed: int) -> FileData:
     val_z = None if val_seqs.labels is None else [val_seqs.labels[i] for i in val_idx]
     val = pad_sequences([prep.apply(val_seqs.x[i]) for i in val_idx], val_z)
     label_names = val_seqs.label_names if len(val_seqs.label_names) > len(seqs.label_names) else seqs.label_names
-    summary = (f"{cfg.path}: {len(seqs)} sequences ({sum(len(x) for x in seqs.x)} steps), {len(seqs.feature_names)} "
+    separated = f" ({seqs.delimiter!r}-separated)" if seqs.delimiter not in (None, ",") else ""  # sniffed: say which
+    summary = (f"{cfg.path}{separated}: {len(seqs)} sequences ({sum(len(x) for x in seqs.x)} steps), {len(seqs.feature_names)} "
                f"columns {seqs.feature_names} -> features {cfg.features}; {len(train_x)} training "
                f"{'windows' if cfg.window else 'sequences'}, {len(val)} validation")
     return FileData(pad_sequences(train_x, train_z), val, prep, label_names, [val_seqs.names[i] for i in val_idx],

@@ -20,34 +20,17 @@ from __future__ import annotations
 
 import logging
 import mmap
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from pyro_dssm.config import NpyDataConfig  # noqa: F401 (re-exported: the streamed source's settings)
 from pyro_dssm.data.sequences import SequenceData
 from pyro_dssm.data.files import FileData
 from pyro_dssm.data.features import Preprocessing
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class NpyDataConfig:
-    """Hydra group ``data=npy`` (``configs/data/npy.yaml``)."""
-
-    name: str = "npy"
-    path: str | None = None
-    val_path: str | None = None
-    n_val: int = 200
-    standardize: bool = True
-
-    def __post_init__(self):
-        if self.path is None:
-            raise ValueError("data.path is required for data=npy (an (N, T, D) .npy file)")
-        if not (isinstance(self.n_val, int) and self.n_val >= 1):
-            raise ValueError(f"data.n_val must be an integer >= 1, got {self.n_val!r}")
 
 
 def _read_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:

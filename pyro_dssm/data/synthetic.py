@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pyro_dssm.config.checks import is_int, is_number, raise_first
+from pyro_dssm.config import SyntheticDataConfig
 from pyro_dssm.data.sequences import SequenceData
 
 
@@ -79,17 +79,9 @@ class SyntheticData:
 
 
 def validate_synthetic_args(n_states, obs_dim, seq_len, n_train, n_val, transition_bias, noise_std) -> None:
-    """Raise ValueError naming the first bad argument of :func:`make_synthetic`."""
-    raise_first([
-        (is_int(n_states, 2), f"data.n_states must be an integer >= 2, got {n_states!r}"),
-        (is_int(obs_dim, 1), f"data.obs_dim must be an integer >= 1, got {obs_dim!r}"),
-        (is_int(seq_len, 2), f"data.seq_len must be an integer >= 2, got {seq_len!r}"),
-        (is_int(n_train, 1), f"data.n_train must be an integer >= 1, got {n_train!r}"),
-        (is_int(n_val, 1), f"data.n_val must be an integer >= 1, got {n_val!r}"),
-        (is_number(transition_bias) and 0.0 < transition_bias < 1.0,
-         f"data.transition_bias must be in (0, 1), got {transition_bias!r}"),
-        (is_number(noise_std) and noise_std > 0.0, f"data.noise_std must be a number > 0, got {noise_std!r}"),
-    ])
+    """Raise ValueError naming the first bad argument of :func:`make_synthetic` (the checks of ``data=synthetic``)."""
+    SyntheticDataConfig(n_states=n_states, obs_dim=obs_dim, seq_len=seq_len, n_train=n_train, n_val=n_val,
+                        transition_bias=transition_bias, noise_std=noise_std)
 
 
 def make_synthetic(

@@ -77,20 +77,22 @@ def discrete_elbo(model: DSSM, x: torch.Tensor, mask: torch.Tensor, generator: t
     Its expectation is a lower bound on the exact log p(X) of :meth:`DSSM.hmm_parameters`,
     so it compares across temperatures and objectives.
     """
-    K = model.n_states
+    B, K = x.shape[0], model.n_states
     features = model.posterior.encode(x, mask.sum(-1))
-    prev, hidden = model.posterior.initial(features)
-    log_init, log_trans, means = model.hmm_parameters()
-    p_logits = log_init.expand(x.shape[0], K)
-    ll = hmm.gaussian_log_likelihood(x, means, model.config.noise_std)  # (B, T, K)
-    total = x.new_zeros(x.shape[0])
-    for t in range(x.shape[1]):
-        q_logits, hidden = model.posterior.step(features[:, t], prev, hidden)
+
+    def sample(t, q_logits):
         state = torch.multinomial(q_logits.softmax(-1), 1, generator=generator).squeeze(-1)
-        step = ll[:, t].gather(-1, state[:, None]).squeeze(-1) - categorical_kl(q_logits, p_logits)
-        total = total + step.masked_fill(~mask[:, t], 0.0)
-        prev = nn.functional.one_hot(state, K).to(x.dtype)
-        p_logits = log_trans[state]
+        return nn.functional.one_hot(state, K).to(x.dtype)
+    q_logits, fed = model.posterior.unroll(features, sample)  # (B, T, K) each
+    states = fed.argmax(-1)  # (B, T) the sampled path
+    log_init, log_trans, means = model.hmm_parameters()
+    # p(c_1) then p(c_t | c_{t-1}) at the sampled previous states
+    p_logits = torch.cat([log_init.expand(B, 1, K), log_trans[states[:, :-1]]], 1)
+    ll = hmm.gaussian_log_likelihood(x, means, model.config.noise_std)  # (B, T, K)
+    steps = ll.gather(-1, states[..., None]).squeeze(-1) - categorical_kl(q_logits, p_logits)
+    total = x.new_zeros(B)
+    for step in steps.masked_fill(~mask, 0.0).unbind(1):
+        total = total + step  # in step order: the same float32 sum as the recursion always gave
     return total
 
 

@@ -1,4 +1,5 @@
-"""Label-permutation-invariant scores from the confusion matrix: Hungarian accuracy, NMI, adjusted Rand index.
+"""Label-permutation-invariant scores: Hungarian accuracy (ours, from the confusion matrix), NMI and
+adjusted Rand index (scikit-learn's).
 
 The number of true classes may differ from the number of predicted states K:
 matrices are (n_true, n_pred), and the Hungarian matching is one-to-one on the
@@ -70,52 +71,21 @@ def hungarian_accuracy(true, pred, n_states: int, mask=None) -> float:
     return float(cm[rows, cols].sum() / total)
 
 
-def _entropy(counts: np.ndarray) -> float:
-    p = counts[counts > 0] / counts.sum()
-    return float(-(p * np.log(p)).sum())
-
-
-def normalized_mutual_info(cm: np.ndarray) -> float:
-    r"""NMI of a confusion matrix: :math:`I(Y; \hat Y) / \tfrac12 (H(Y) + H(\hat Y))` (arithmetic mean).
-
-    1 when neither labelling splits the data (both entropies zero).
-    """
-    cm = cm[cm.sum(1) > 0][:, cm.sum(0) > 0].astype(np.float64)
-    if cm.shape[0] == cm.shape[1] == 1:
-        return 1.0
-    n = cm.sum()
-    h_true, h_pred = _entropy(cm.sum(1)), _entropy(cm.sum(0))
-    nz = cm > 0
-    outer = np.outer(cm.sum(1), cm.sum(0))
-    mi = float((cm[nz] / n * np.log(cm[nz] * n / outer[nz])).sum())
-    if mi <= 0:
-        return 0.0
-    return mi / (0.5 * (h_true + h_pred))
-
-
-def adjusted_rand_index(cm: np.ndarray) -> float:
-    r"""Adjusted Rand index (Hubert and Arabie 1985) of a confusion matrix:
-
-    :math:`(\sum_{ij}\binom{n_{ij}}{2} - E) / (\tfrac12 (A + B) - E)` with
-    :math:`A = \sum_i \binom{a_i}{2}`, :math:`B = \sum_j \binom{b_j}{2}`,
-    :math:`E = AB / \binom{n}{2}`; 1 for identical partitions (up to relabelling).
-    """
-    def pairs(counts):
-        counts = np.asarray(counts, dtype=object)  # Python ints: no overflow
-        return int(sum(c * (c - 1) // 2 for c in counts.ravel()))
-
-    index, a, b, total = pairs(cm), pairs(cm.sum(1)), pairs(cm.sum(0)), pairs([cm.sum()])
-    if total == 0 or a + b == 2 * index:  # identical partitions (or fewer than 2 steps)
-        return 1.0
-    expected = a * b / total
-    return float((index - expected) / (0.5 * (a + b) - expected))
-
-
 def clustering_scores(true, pred, n_states: int, mask=None, prefix: str = "") -> dict[str, float]:
-    """``accuracy`` (Hungarian), ``nmi`` and ``ari`` of predicted states against true labels, on valid steps."""
+    r"""``accuracy`` (Hungarian), ``nmi`` and ``ari`` of predicted states against true labels, on valid steps.
+
+    ``true``, ``pred`` (B, T) or flat; ``mask`` (B, T) bool keeps valid steps. ``nmi`` is
+    :math:`I(Y; \hat Y) / \tfrac12 (H(Y) + H(\hat Y))` (scikit-learn's
+    ``normalized_mutual_info_score``, arithmetic mean), ``ari`` the adjusted Rand index of
+    Hubert and Arabie (``adjusted_rand_score``); both are 1 for identical partitions up to relabelling.
+    """
+    # imported here: sklearn.metrics adds most of a second to every command's start-up
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
     cm = confusion_matrix(true, pred, _n_true(true, n_states, mask), n_states, mask)
     if cm.sum() == 0:
         raise ValueError("clustering_scores needs at least one valid step")
     rows, cols = linear_sum_assignment(-cm)
+    t, p = _flat_valid(true, pred, mask)
     return {f"{prefix}accuracy": float(cm[rows, cols].sum() / cm.sum()),
-            f"{prefix}nmi": normalized_mutual_info(cm), f"{prefix}ari": adjusted_rand_index(cm)}
+            f"{prefix}nmi": float(normalized_mutual_info_score(t, p)), f"{prefix}ari": float(adjusted_rand_score(t, p))}

@@ -24,6 +24,9 @@ The rest of the contract (:func:`pyro_dssm.inference.trainer.fit`, :func:`pyro_d
   identical (and rank 0 starts exactly as a single-process run);
 * each rank seeds torch's global generator with ``seed + rank``, so the
   Gumbel noise differs between shares;
+* the learning-rate schedule is stepped by the loop after every step on every
+  rank, also on a rank whose share of the step is empty, so all ranks apply the
+  same rate to the same gradient and stay identical;
 * validation runs on rank 0 over the whole validation set (the numbers a
   single-process run would report) and is broadcast;
 * rank 0 alone writes checkpoints, TensorBoard and ``metrics.json``; Hydra
@@ -43,7 +46,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from pyro_dssm.inference.trainer import n_valid
+from pyro_dssm.inference.batches import n_valid
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +73,7 @@ class DataParallel:
         r"""Loss and gradient of the global minibatch ``idx`` (B,), this rank computing only its share.
 
         ``loss_fn(x, mask, step) -> (loss per valid step, extras)`` as in
-        :func:`pyro_dssm.inference.trainer.sgd_epoch`. Leaves :math:`\nabla L` (module
+        :class:`pyro_dssm.inference.loop.SGDStep`. Leaves :math:`\nabla L` (module
         docstring) in every parameter's ``.grad`` on every rank and returns
         (L, extras); a rank with an empty share contributes nothing.
         """

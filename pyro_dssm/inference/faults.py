@@ -95,6 +95,7 @@ class SkippedSteps:
                     step, loss, grad_norm, self.in_a_row, self.total)
         tracker.scalars({"skipped_steps": self.total}, step, "train/")
         if self.in_a_row >= self.limit:
-            raise TrainingDiverged(f"training stopped: {self.in_a_row} steps in a row (steps {step - self.in_a_row + 1}-"
-                                   f"{step}) had a non-finite loss or gradient (trainer.max_consecutive_skips="
-                                   f"{self.limit}); try a lower trainer.lr")
+            first = step - self.in_a_row + 1
+            raise TrainingDiverged(f"training stopped: {self.in_a_row} steps in a row (steps {first}-{step}) had a "
+                                   f"non-finite loss or gradient (trainer.max_consecutive_skips={self.limit}); "
+                                   "try a lower trainer.lr")

@@ -13,7 +13,14 @@ and on the loss (for its float-valued ``loss``) and checks the loss for NaN in
 the forward and backward pass: five to six host synchronisations per step, which
 stall a GPU. Here the loss is the same number with the same gradient (tested
 against Pyro's classes in ``tests/test_model.py``); non-finite losses are
-caught by the training loop instead (:func:`pyro_dssm.inference.trainer.sgd_epoch`).
+caught by the training loop instead (:class:`pyro_dssm.inference.loop.SGDStep`).
+
+Only Pyro's public API is used (``poutine.trace`` of the guide, ``poutine.replay``
+of the model against it, ``Trace.compute_log_prob``, the sites' ``log_prob_sum``,
+``pyro.distributions.util.scale_and_mask``), so a Pyro release that keeps that
+API cannot change the loss; hence ``pyro-ppl>=1.9`` without an upper bound.
+The mean-field objective asks for the densities of observed sites only: Pyro's
+class also computes the latent sites' densities and throws them away.
 """
 
 from __future__ import annotations
@@ -21,25 +28,49 @@ from __future__ import annotations
 import math
 
 import torch
+from pyro import poutine
+from pyro.distributions.util import scale_and_mask
 from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
-from pyro.distributions.util import is_identically_zero, scale_and_mask
+from pyro.poutine.util import site_is_subsample
 from torch.distributions import kl_divergence
 
-OBJECTIVES = ("trace", "analytic")
+from pyro_dssm.config import OBJECTIVES  # the names live with the settings that check them
 
 
-def _require_reparameterised(guide_site: dict) -> None:
-    if not guide_site["fn"].has_rsample:
-        raise ValueError(f"guide site {guide_site['name']!r} is not reparameterisable; "
-                         "the pyro_dssm objectives take reparameterised (relaxed) guides only")
+def _sample_sites(trace) -> dict:
+    """The trace's sample sites by name, without the plates' subsample sites."""
+    return {name: site for name, site in trace.nodes.items()
+            if site["type"] == "sample" and not site_is_subsample(site)}
+
+
+def _observed(name: str, site: dict) -> bool:
+    return site["is_observed"]
+
+
+def _check_sites(model_sites: dict, guide_sites: dict) -> None:
+    """The guide samples exactly the model's latent sites, each reparameterisably (names only: no host sync)."""
+    latent = {name for name, site in model_sites.items() if not site["is_observed"]}
+    if latent != set(guide_sites):
+        raise ValueError(f"the guide's sample sites {sorted(guide_sites)} must be the model's latent sites "
+                         f"{sorted(latent)}")
+    for name, site in guide_sites.items():
+        if not site["fn"].has_rsample:
+            raise ValueError(f"guide site {name!r} is not reparameterisable; "
+                             "the pyro_dssm objectives take reparameterised (relaxed) guides only")
 
 
 class _DeviceLoss:
-    """``differentiable_loss`` as the mean over Pyro's particles of ``-self._particle_elbo``, never read back."""
+    """``differentiable_loss`` as the mean over ``num_particles`` of ``-self._particle_elbo``, never read back.
+
+    Each particle runs the guide, then the model replayed against the guide's
+    samples, as Pyro's ``Trace_ELBO`` does.
+    """
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         loss = 0.0
-        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+        for _ in range(self.num_particles):
+            guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
             loss = loss - self._particle_elbo(model_trace, guide_trace) / self.num_particles
         return loss
 
@@ -48,20 +79,21 @@ class RelaxedTraceELBO(_DeviceLoss, Trace_ELBO):
     r"""``Trace_ELBO`` for fully reparameterised guides, loss kept on the device.
 
     Per particle, :math:`\sum_{\text{model sites}} \log p - \sum_{\text{guide sites}} \log q`,
-    each term scaled and masked as Pyro does (``log_prob_sum`` / ``score_parts``).
+    each term scaled and masked as Pyro does (the sites' ``log_prob_sum``; for a
+    reparameterised site Pyro's entropy term is that same sum).
     """
 
     @staticmethod
     def _particle_elbo(model_trace, guide_trace) -> torch.Tensor:
+        model_sites, guide_sites = _sample_sites(model_trace), _sample_sites(guide_trace)
+        _check_sites(model_sites, guide_sites)
+        model_trace.compute_log_prob(lambda name, site: name in model_sites)
+        guide_trace.compute_log_prob(lambda name, site: name in guide_sites)
         elbo = 0.0
-        for site in model_trace.nodes.values():
-            if site["type"] == "sample":
-                elbo = elbo + site["log_prob_sum"]
-        for site in guide_trace.nodes.values():
-            if site["type"] == "sample":
-                _require_reparameterised(site)
-                assert is_identically_zero(site["score_parts"].score_function)
-                elbo = elbo - site["score_parts"].entropy_term.sum()
+        for site in model_sites.values():
+            elbo = elbo + site["log_prob_sum"]
+        for site in guide_sites.values():
+            elbo = elbo - site["log_prob_sum"]
         return elbo
 
 
@@ -69,22 +101,23 @@ class RelaxedMeanFieldELBO(_DeviceLoss, TraceMeanField_ELBO):
     r"""``TraceMeanField_ELBO`` for fully reparameterised guides, loss kept on the device.
 
     Per particle, :math:`\sum_{\text{observed}} \log p - \sum_{\text{latent}} \mathrm{KL}(q \| p)`
-    with the registered KL (for the relaxed chain: the exact categorical KL per step).
+    with the registered KL (for the relaxed chain: the exact categorical KL per step),
+    scaled and masked by the guide site's plates.
     """
 
     @staticmethod
     def _particle_elbo(model_trace, guide_trace) -> torch.Tensor:
+        model_sites, guide_sites = _sample_sites(model_trace), _sample_sites(guide_trace)
+        _check_sites(model_sites, guide_sites)
+        model_trace.compute_log_prob(_observed)
         elbo = 0.0
-        for name, site in model_trace.nodes.items():
-            if site["type"] != "sample":
-                continue
+        for name, site in model_sites.items():
             if site["is_observed"]:
                 elbo = elbo + site["log_prob_sum"]
                 continue
-            guide_site = guide_trace.nodes[name]
-            _require_reparameterised(guide_site)
+            guide_site = guide_sites[name]
             kl = kl_divergence(guide_site["fn"], site["fn"])
-            elbo = elbo - scale_and_mask(kl, scale=guide_site["scale"], mask=guide_site["mask"]).sum()
+            elbo = elbo - scale_and_mask(kl, guide_site["scale"], guide_site["mask"]).sum()
         return elbo
 
 

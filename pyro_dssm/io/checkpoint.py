@@ -18,9 +18,9 @@ import torch
 
 from pyro_dssm.io.outputs import atomic_write
 
-# 2: a checkpoint may stop mid-epoch ("progress"); skipped-step counts
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+# 2: a checkpoint may stop mid-epoch ("progress"); skipped-step counts. 3: the learning-rate scheduler's state
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 REQUIRED_KEYS = ("model", "model_config", "optimizer", "epoch", "step", "n_epochs", "rng", "best_val_elbo", "history",
                  "train_seconds")
 
@@ -78,14 +78,30 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return payload
 
 
-def resolve_checkpoint(path_or_run_dir: str | os.PathLike) -> Path:
-    """A checkpoint file, or a run directory -> its ``checkpoints/last.pt``."""
+CHECKPOINT_CHOICES = ("best", "last")
+
+
+def resolve_checkpoint(path_or_run_dir: str | os.PathLike, prefer: str, key: str = "checkpoint") -> Path:
+    """A checkpoint file as given, or a run directory -> the checkpoint of that run that ``prefer`` names.
+
+    ``prefer="best"`` (decoding, the Python API): ``checkpoints/best.pt``, the
+    weights kept at the best validation ELBO, else ``last.pt``. ``prefer="last"``
+    (``trainer.resume``): ``checkpoints/last.pt`` only, where training stopped;
+    ``best.pt`` is never taken in its place, since resuming from it would
+    silently rewind the run. ``key`` names the setting in the error message.
+    """
+    if prefer not in CHECKPOINT_CHOICES:
+        raise ValueError(f"prefer must be one of {CHECKPOINT_CHOICES}, got {prefer!r}")
     path = Path(path_or_run_dir)
-    if path.is_dir():
-        path = path / "checkpoints" / "last.pt"
-    if not path.is_file():
-        raise ValueError(f"trainer.resume={str(path_or_run_dir)!r}: no checkpoint at {str(path)!r}")
-    return path
+    if not path.is_dir():
+        if not path.is_file():
+            raise ValueError(f"{key}={str(path)!r} does not exist; expected a .pt file or a run directory")
+        return path
+    names = ("best.pt", "last.pt") if prefer == "best" else ("last.pt",)
+    for name in names:
+        if (path / "checkpoints" / name).is_file():
+            return path / "checkpoints" / name
+    raise ValueError(f"{key}={str(path)!r} is a directory without {' or '.join(f'checkpoints/{n}' for n in names)}")
 
 
 def rng_state(generator: torch.Generator) -> dict[str, torch.Tensor]:

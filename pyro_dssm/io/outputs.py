@@ -63,6 +63,36 @@ def check_writable_dir(path: str | os.PathLike, key: str) -> Path:
         raise ValueError(f"{key}={str(path)!r} {where}; expected a writable directory")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"{key}={str(path)!r} is not writable (no write permission on {str(existing)!r})")
+    if existing != path:
+        _probe_mkdir(existing, path, key)
+    return path
+
+
+def _probe_mkdir(parent: Path, path: Path, key: str) -> None:
+    """Create and remove an empty directory in ``parent``: ``os.access`` says yes to root on /proc or /sys,
+    where only creating something tells. ValueError naming ``key`` if it cannot be created."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".probe.", dir=parent))
+    except OSError as exc:
+        raise ValueError(f"{key}={str(path)!r} cannot be created ({exc.strerror} in {str(parent)!r}); "
+                         "expected a writable directory") from None
+
+
+def check_run_dir(path: str | os.PathLike, resume: bool, overwrite: object) -> Path:
+    """:func:`check_writable_dir` for a training run, which must not replace another run's results.
+
+    A directory holding ``checkpoints/`` or ``metrics.json`` is a finished or
+    interrupted run: training into it is a ValueError unless it resumes a run
+    (``resume``) or ``overwrite`` is true.
+    """
+    if not isinstance(overwrite, bool):
+        raise ValueError(f"overwrite must be true or false, got {overwrite!r}")
+    path = check_writable_dir(path, "run directory")
+    results = [name for name in ("checkpoints", "metrics.json") if (path / name).exists()]
+    if results and not resume and not overwrite:
+        raise ValueError(f"run directory {str(path)!r} already holds a run ({' and '.join(results)}); continue it "
+                         f"with trainer.resume={path}, or replace it with overwrite=true (or choose another "
+                         "hydra.run.dir)")
     return path
 
 

@@ -14,6 +14,22 @@ from pyro_dssm.io.outputs import atomic_write
 log = logging.getLogger(__name__)
 
 
+def finite_or_none(value):
+    """``value`` with every non-finite float (NaN, +-inf), also inside lists and dicts, replaced by None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    return value
+
+
+def strict_json(metrics: dict) -> str:
+    """``metrics`` as standard JSON (RFC 8259 has no NaN or Infinity): a non-finite number becomes ``null``."""
+    return json.dumps(finite_or_none(metrics), indent=2, sort_keys=True, allow_nan=False)
+
+
 class Tracker:
     """Writes scalars to TensorBoard under ``run_dir/tb`` and the final metrics to ``run_dir/metrics.json``."""
 
@@ -52,7 +68,7 @@ class Tracker:
         if self.enabled:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             with atomic_write(self.run_dir / "metrics.json", "w") as f:
-                f.write(json.dumps(metrics, indent=2, sort_keys=True))
+                f.write(strict_json(metrics))
 
     def close(self) -> None:
         if self.writer is not None:

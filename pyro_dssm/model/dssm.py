@@ -2,41 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pyro
 import pyro.distributions as dist
 import torch
 from torch import nn
 
 from pyro_dssm.model import hmm
-from pyro_dssm.config.checks import is_int, is_number
+from pyro_dssm.config import ModelConfig  # noqa: F401 (re-exported: the model's settings)
 from pyro_dssm.model.relaxed import RelaxedChainPosterior, RelaxedChainPrior
 from pyro_dssm.model.networks import Emitter, PosteriorNet, Transition
 
 
-@dataclass
-class ModelConfig:
-    """Sizes of the networks. ``noise_std`` is the fixed emission sigma."""
+def check_batch(x: torch.Tensor, mask: torch.Tensor | None, obs_dim: int) -> torch.Tensor:
+    """Validate a batch for the models of this package and return its (B, T) bool mask.
 
-    n_states: int = 5
-    obs_dim: int = 10
-    transition_hidden: int = 32
-    emitter_hidden: int = 32
-    rnn_hidden: int = 32
-    noise_std: float = 1.0
-
-    def __post_init__(self):
-        for name in ("n_states", "obs_dim", "transition_hidden", "emitter_hidden", "rnn_hidden"):
-            value = getattr(self, name)
-            least = 2 if name == "n_states" else 1
-            if not is_int(value, least):
-                raise ValueError(f"model.{name} must be an integer >= {least}, got {value!r}")
-        if not (is_number(self.noise_std) and self.noise_std > 0):
-            raise ValueError(f"model.noise_std must be a number > 0, got {self.noise_std!r}")
-
-
-def _check_batch(x: torch.Tensor, mask: torch.Tensor | None, obs_dim: int) -> torch.Tensor:
+    Args:
+        x: (B, T, D) observations, D = ``obs_dim``.
+        mask: (B, T) valid steps (any dtype, read as bool), or None for all valid.
+    Raises:
+        ValueError: naming the shape of ``x`` or ``mask`` if it is not the expected one.
+    """
     if x.dim() != 3 or x.shape[-1] != obs_dim:
         raise ValueError(f"expected x of shape (B, T, {obs_dim}), got {tuple(x.shape)}")
     if mask is None:
@@ -71,7 +56,8 @@ class NeuralHMM(nn.Module):
             means (K, D): emission means.
         """
         K = self.n_states
-        eye = torch.eye(K, device=self.emitter.net[0].weight.device)
+        weight = self.emitter.net[0].weight
+        eye = torch.eye(K, dtype=weight.dtype, device=weight.device)  # one-hot states in the networks' dtype
         log_init = hmm.uniform_log_init(K, eye)
         return log_init, self.transition(eye).log_softmax(-1), self.emitter(eye)
 
@@ -100,7 +86,7 @@ class DSSM(NeuralHMM):
     # p(x_{1:T} | c_{1:T}) p(c_{1:T})
     def model(self, x: torch.Tensor, mask: torch.Tensor | None = None, tau: float = 1.0) -> None:
         """x (B, T, D); mask (B, T) bool of valid steps; tau the relaxation temperature."""
-        mask = _check_batch(x, mask, self.config.obs_dim)
+        mask = check_batch(x, mask, self.config.obs_dim)
         with pyro.plate("sequences", x.shape[0]):
             y = pyro.sample("c", RelaxedChainPrior(self.transition, tau, mask, self.n_states))
             mean = self.emitter(y.exp())  # (B, T, D), every step in one call
@@ -113,7 +99,7 @@ class DSSM(NeuralHMM):
     def guide(self, x: torch.Tensor, mask: torch.Tensor | None = None, tau: float = 1.0) -> None:
         """Same arguments as :meth:`model`; samples the site ``c`` (B, T, K) in log space."""
         lengths = None if mask is None else mask.sum(-1)
-        mask = _check_batch(x, mask, self.config.obs_dim)
+        mask = check_batch(x, mask, self.config.obs_dim)
         features = self.posterior.encode(x, lengths)
         with pyro.plate("sequences", x.shape[0]):
             pyro.sample("c", RelaxedChainPosterior(self.posterior, features, tau, mask))
@@ -124,12 +110,9 @@ class DSSM(NeuralHMM):
         The GRU cell is fed the one-hot argmax of the previous step (the
         zero-temperature limit of the relaxed sample).
         """
-        mask = _check_batch(x, mask, self.config.obs_dim)
+        mask = check_batch(x, mask, self.config.obs_dim)
         features = self.posterior.encode(x, mask.sum(-1))
-        prev, hidden = self.posterior.initial(features)
-        out = []
-        for t in range(x.shape[1]):
-            logits, hidden = self.posterior.step(features[:, t], prev, hidden)
-            prev = nn.functional.one_hot(logits.argmax(-1), self.n_states).to(logits.dtype)
-            out.append(logits)
-        return torch.stack(out, 1)
+
+        def argmax_one_hot(t, logits):
+            return nn.functional.one_hot(logits.argmax(-1), self.n_states).to(logits.dtype)
+        return self.posterior.unroll(features, argmax_one_hot)[0]

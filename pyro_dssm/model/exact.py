@@ -26,7 +26,7 @@ import torch
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO, config_enumerate, infer_discrete
 
 from pyro_dssm.model import hmm
-from pyro_dssm.model.dssm import NeuralHMM, _check_batch
+from pyro_dssm.model.dssm import NeuralHMM, check_batch
 
 
 class ExactBaseline(NeuralHMM):
@@ -39,7 +39,7 @@ class ExactBaseline(NeuralHMM):
     # p(x_{1:T}) = sum_{c_{1:T}} p(x_{1:T}, c_{1:T})
     def model(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> None:
         """x (B, T, D), mask (B, T): log p(X) of each sequence as a factor."""
-        mask = _check_batch(x, mask, self.config.obs_dim)
+        mask = check_batch(x, mask, self.config.obs_dim)
         log_init, log_trans, ll = self._log_lik(x)
         with pyro.plate("sequences", x.shape[0]):
             pyro.factor("log_px", hmm.log_likelihood(log_init, log_trans, ll, mask))
@@ -47,7 +47,7 @@ class ExactBaseline(NeuralHMM):
     @config_enumerate
     def enum_model(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> list[torch.Tensor]:
         """The same model with explicit discrete sites ``c_t``, summed out by enumeration."""
-        mask = _check_batch(x, mask, self.config.obs_dim)
+        mask = check_batch(x, mask, self.config.obs_dim)
         log_init, log_trans, means = self.hmm_parameters()
         states = []
         c = None
@@ -77,7 +77,7 @@ class ExactBaseline(NeuralHMM):
     @torch.no_grad()
     def viterbi(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T) most probable states (:func:`pyro_dssm.model.hmm.viterbi`)."""
-        mask = _check_batch(x, mask, self.config.obs_dim)
+        mask = check_batch(x, mask, self.config.obs_dim)
         return hmm.viterbi(*self._log_lik(x), mask)[0]
 
     @torch.no_grad()
@@ -89,5 +89,5 @@ class ExactBaseline(NeuralHMM):
     @torch.no_grad()
     def marginals(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T, K) exact posterior marginals p(c_t | X)."""
-        mask = _check_batch(x, mask, self.config.obs_dim)
+        mask = check_batch(x, mask, self.config.obs_dim)
         return hmm.posterior_marginals(*self._log_lik(x), mask)

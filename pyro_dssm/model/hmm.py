@@ -11,6 +11,7 @@ Notation: ``log_init`` (K,) is :math:`\log p(c_1)`; ``log_trans`` (K, K) is
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -54,13 +55,40 @@ def log_likelihood(
     :math:`\hat\alpha_t = (\hat\alpha_{t-1} A) \odot e^{\ell_t - s_t} / n_t`, and
     :math:`\log p(X) = \sum_t (\log n_t + s_t)` with :math:`s_t = \max_k \ell_t(k)`.
     Cheaper than log-space ``logsumexp`` over (B, K, K) and differentiable
-    (the exact Baum-Welch statistics are its gradients, see :mod:`pyro_dssm.inference.init`);
-    :func:`forward` gives the same number in log space.
+    (the exact Baum-Welch statistics are its gradients, see :mod:`pyro_dssm.inference.init`).
 
+    Where the product underflows (:math:`n_t` below the dtype's smallest normal
+    number, on any step: the data force a transition whose probability is
+    smaller, as with transition logits of +-200 in float32), that sequence is
+    recomputed in log space by :func:`forward`; so the value (and its gradient)
+    is finite wherever :func:`forward`'s is. The check costs one host
+    synchronisation per call.
+
+    Args:
+        log_init: (K,); log_trans: (K, K); log_lik: (B, T, K); mask: (B, T) or None.
     Returns:
         (B,) log p(X) of each sequence (padding excluded).
     """
     mask = _full_mask(log_lik, mask)
+    log_px, smallest = _scaled_forward(log_init, log_trans, log_lik, mask)
+    bad = (smallest < torch.finfo(smallest.dtype).tiny) | ~torch.isfinite(log_px)
+    if not bool(bad.any()):
+        return log_px
+    # Recompute the good sequences apart: the graph of the first pass divides by ~0 in the
+    # bad rows, whose zero gradients would turn into NaN in the shared log_trans gradient.
+    good = ~bad
+    values = torch.cat([
+        _scaled_forward(log_init, log_trans, log_lik[good], mask[good])[0],
+        forward(log_init, log_trans, log_lik[bad], mask[bad])[1],
+    ])
+    order = torch.cat([good.nonzero().squeeze(-1), bad.nonzero().squeeze(-1)])
+    return values[order.argsort()]
+
+
+def _scaled_forward(
+    log_init: torch.Tensor, log_trans: torch.Tensor, log_lik: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The scaled forward pass of :func:`log_likelihood`: (B,) log p(X), and (B,) the smallest n_t (padding included)."""
     trans = log_trans.exp()
     # Any constant shift gives the same value; detached, it also gives the same gradient.
     shift = log_lik.detach().max(-1, keepdim=True).values  # (B, T, 1)
@@ -69,13 +97,16 @@ def log_likelihood(
     norm = alpha.sum(-1, keepdim=True)
     alpha = alpha / norm
     log_px = norm.squeeze(-1).log() + shift[:, 0, 0]
-    for t in range(1, log_lik.shape[1]):
-        new = (alpha @ trans) * probs[:, t]
+    norms = [norm]
+    # unbind: one call for all the per-step views instead of three indexing ops per step
+    steps = zip(probs.unbind(1), mask.unbind(1), shift[..., 0].unbind(1))
+    for probs_t, valid, shift_t in itertools.islice(steps, 1, None):
+        new = (alpha @ trans) * probs_t
         norm = new.sum(-1, keepdim=True)
-        valid = mask[:, t]
+        norms.append(norm)
         alpha = torch.where(valid[:, None], new / norm, alpha)
-        log_px = log_px + torch.where(valid, norm.squeeze(-1).log() + shift[:, t, 0], 0.0)
-    return log_px
+        log_px = log_px + torch.where(valid, norm.squeeze(-1).log() + shift_t, 0.0)
+    return log_px, torch.cat(norms, -1).detach().amin(-1)
 
 
 def forward(
@@ -125,6 +156,65 @@ def posterior_marginals(
     log_alpha, log_px = forward(log_init, log_trans, log_lik, mask)
     log_beta = backward(log_trans, log_lik, mask)
     return (log_alpha + log_beta - log_px[:, None, None]).softmax(-1)
+
+
+def posterior_chain(
+    log_init: torch.Tensor, log_trans: torch.Tensor, log_lik: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    r"""The exact posterior as a Markov chain, :math:`p(c_{1:T} \mid X) = p(c_1 \mid X) \prod_{t>1} p(c_t \mid c_{t-1}, X)`.
+
+    Given :math:`c_{t-1}`, the future observations depend on :math:`c_t` only
+    through the backward messages, so
+
+    .. math::
+        p(c_t = j \mid c_{t-1} = i, X) \propto A_{ij}\, p(x_t \mid c_t = j)\, \beta_t(j),
+        \qquad p(c_1 = j \mid X) \propto \pi_j\, p(x_1 \mid c_1 = j)\, \beta_1(j),
+
+    normalised over j (:math:`\beta` from :func:`backward`). On padded steps
+    the likelihood is left out: the rows are the prior transition.
+
+    Returns:
+        (B, T, K, K) log-probabilities, time 0-based: ``[b, t, i, j]`` is the log-probability
+        of state j at step t given state i at step t - 1 (t >= 1), and ``[b, 0, i, :]`` is
+        :math:`\log p(c_1 \mid X)` for every i, so that indexing by the previous state works
+        at every step (:func:`sample_chain`). A row i whose previous state has posterior
+        probability 0 may be NaN.
+    """
+    mask = _full_mask(log_lik, mask)
+    log_lik = log_lik.masked_fill(~mask[..., None], 0.0)
+    log_beta = backward(log_trans, log_lik, mask)
+    evidence = log_lik + log_beta  # (B, T, K): log p(x_t | c_t = j) beta_t(j)
+    B, T, K = log_lik.shape
+    first = (log_init + evidence[:, :1]).unsqueeze(-2).expand(B, 1, K, K)
+    rest = log_trans + evidence[:, 1:].unsqueeze(-2)  # (B, T-1, K_prev, K)
+    return torch.cat([first, rest], 1).log_softmax(-1)
+
+
+def sample_chain(log_chain: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    r"""Draw one path per sequence from a Markov chain given by its step conditionals.
+
+    Ancestral sampling forwards in time, by inverse CDF: one uniform per step,
+    all drawn at once (``torch.rand`` with ``generator``, on the generator's
+    device), then :math:`c_t = \min\{j : F_t(j \mid c_{t-1}) > u_t\}`.
+
+    Args:
+        log_chain: (B, T, K, K) as returned by :func:`posterior_chain`.
+        generator: the random source; its device may differ from ``log_chain``'s.
+    Returns:
+        (B, T) int64 states.
+    """
+    B, T, K, _ = log_chain.shape
+    device = log_chain.device if generator is None else generator.device
+    uniforms = torch.rand(B, T, 1, generator=generator, dtype=log_chain.dtype, device=device).to(log_chain.device)
+    cdf = log_chain.exp().cumsum(-1)  # (B, T, K_prev, K)
+    state = torch.zeros(B, 1, 1, dtype=torch.long, device=log_chain.device)  # any row at t = 0
+    path = []
+    for cdf_t, u_t in zip(cdf.unbind(1), uniforms.unbind(1)):
+        row = cdf_t.gather(1, state.expand(B, 1, K)).squeeze(1)  # (B, K): F(. | c_{t-1})
+        # clamp: rounding can leave the last cdf value just under u
+        state = (row <= u_t).sum(-1).clamp_max(K - 1).view(B, 1, 1)
+        path.append(state.view(B))
+    return torch.stack(path, 1)
 
 
 def viterbi(

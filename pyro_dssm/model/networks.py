@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -79,3 +81,34 @@ class PosteriorNet(nn.Module):
         """One step: h_t (B, 2H), prev_state (B, K), hidden (B, H) -> logits (B, K), new hidden (B, H)."""
         hidden = self.cell(torch.cat([h_t, prev_state], dim=-1), hidden)
         return self.readout(hidden), hidden
+
+    def unroll(
+        self, features: torch.Tensor, feed: Callable[[int, torch.Tensor], torch.Tensor], log_space: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""The recursion :math:`q(c_t \mid c_{t-1}, X)` over all steps, t = 1..T.
+
+        Step t reads h_t and the previous state (zero at t = 1) and gives the
+        logits of :math:`q(c_t \mid c_{t-1}, X)`; ``feed(t, logits)`` (t from 0)
+        returns the state c_t fed to step t + 1: a relaxed sample, the one-hot
+        argmax, a categorical sample, or a given state. It is called in step
+        order, so a feed that draws random numbers draws them in that order.
+
+        Args:
+            features: (B, T, 2H) h_t from :meth:`encode`.
+            feed: ``(t, logits (B, K)) -> state (B, K)``, a point of the simplex,
+                or its log if ``log_space`` (the relaxed chain's value, fed as its exp).
+        Returns:
+            logits: (B, T, K) of every step.
+            states: (B, T, K) what ``feed`` returned.
+        """
+        prev, hidden = self.initial(features)
+        logits_all, states = [], []
+        # unbind, not features[:, t]: the backward of T indexing ops would scatter
+        # each step's gradient into its own zero (B, T, 2H) tensor, O(T^2) work
+        for t, h_t in enumerate(features.unbind(1)):
+            logits, hidden = self.step(h_t, prev, hidden)
+            state = feed(t, logits)
+            logits_all.append(logits)
+            states.append(state)
+            prev = state.exp() if log_space else state
+        return torch.stack(logits_all, 1), torch.stack(states, 1)

@@ -141,23 +141,19 @@ class RelaxedChainPosterior(RelaxedMarkovChain):
 
     def _run(self, value: torch.Tensor | None):
         """Run the recursion; teacher-forced by ``value`` if given, else sampling. Returns (sample, logits)."""
-        B, T, _ = self.features.shape
-        prev, hidden = self.net.initial(self.features)
-        # unbind, not features[:, t]: the backward of T indexing ops would scatter
-        # each step's gradient into its own zero (B, T, 2H) tensor, O(T^2) work
-        features = self.features.unbind(1)
         if value is None:
+            B, T, _ = self.features.shape
             gumbels = gumbel_noise(torch.Size([B, T, self.net.n_states]), self.features).unbind(1)
+
+            def feed(t, logits):
+                return exp_relaxed_rsample(logits, self.temperature, gumbels[t])
         else:
             given = value.unbind(1)
-        steps, logits_all = [], []
-        for t in range(T):
-            logits, hidden = self.net.step(features[t], prev, hidden)
-            y = given[t] if value is not None else exp_relaxed_rsample(logits, self.temperature, gumbels[t])
-            steps.append(y)
-            logits_all.append(logits)
-            prev = y.exp()
-        return torch.stack(steps, 1), torch.stack(logits_all, 1)
+
+            def feed(t, logits):
+                return given[t]
+        logits, sample = self.net.unroll(self.features, feed, log_space=True)
+        return sample, logits
 
     def rsample(self, sample_shape=torch.Size()):
         if sample_shape:

@@ -1,0 +1,206 @@
+"""The schema of the Hydra configs: one dataclass per config group, registered with Hydra's ConfigStore.
+
+Hydra composes ``configs/config.yaml`` on top of these dataclasses, so a key
+that a group's dataclass lacks (``trainer.nonsense=3``) or a value of the
+wrong type (``trainer.lr=abc``, ``data.n_states=2.5``) fails before the
+program runs; the YAML files hold only values. The root config starts from
+``schema/config`` and each data source from ``schema/data/<source>``::
+
+    config.yaml        defaults: [schema/config@_here_, data: synthetic, model: dssm, trainer: default, ...]  -> Config
+    data/csv.yaml      defaults: [/schema/data/file@_here_]     -> FileDataConfig
+    data/npz.yaml      defaults: [/schema/data/file@_here_]     -> FileDataConfig
+    data/npy.yaml      defaults: [/schema/data/npy@_here_]      -> NpyDataConfig
+    data/synthetic.yaml, data/hard.yaml  -> /schema/data/synthetic -> SyntheticDataConfig
+    model/*.yaml -> ModelConfig, trainer/*.yaml -> TrainerConfig, baseline/*.yaml -> BaselineConfig (typed fields of Config)
+
+Each group maps one to one onto its dataclass: ``train()`` builds the
+dataclass from the group's keys (:func:`settings`), which runs the group's
+range checks (:mod:`pyro_dssm.config.checks`) and passes it down; library code
+never reads the composed config. Every data source also has ``n_states``,
+``obs_dim`` and ``noise_std``, the user-facing names the model group
+interpolates (``model.n_states: ${data.n_states}``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from pyro_dssm.config.checks import (baseline_checks, file_data_checks, model_checks, npy_data_checks, raise_first,
+                                     synthetic_checks, trainer_checks)
+
+
+@dataclass
+class ModelConfig:
+    """Group ``model``: sizes of the networks. ``noise_std`` is the fixed emission sigma.
+
+    In the config ``obs_dim: null`` means "the loaded data's feature count";
+    ``train()`` fills it in before building this, which needs an integer.
+    """
+
+    n_states: int = 5
+    obs_dim: int | None = 10
+    transition_hidden: int = 32
+    emitter_hidden: int = 32
+    rnn_hidden: int = 32
+    noise_std: float = 1.0
+
+    def __post_init__(self):
+        raise_first(model_checks(self))
+
+
+@dataclass
+class TrainerConfig:
+    """Group ``trainer``: optimisation settings (``configs/trainer/default.yaml`` explains each)."""
+
+    n_epochs: int = 20
+    batch_size: int = 64
+    lr: float = 3e-3
+    lr_final_fraction: float = 0.1
+    objective: str = "analytic"
+    tau_init: float = 1.0
+    tau_min: float = 0.1
+    tau_anneal_fraction: float = 0.5
+    grad_clip: float = 10.0
+    init: str = "em"
+    init_restarts: int = 4
+    init_em_iters: int = 20
+    init_max_sequences: int = 100
+    init_stay_prob: float = 0.8
+    guide_warmup_steps: int = 100
+    device: str = "auto"
+    validate_args: bool = True
+    figure_every: int = 5
+    keep_best: bool = True
+    resume: str | None = None
+    stop_after_epoch: int | None = None
+    max_consecutive_skips: int = 10
+    distributed: bool = False
+
+    def __post_init__(self):
+        raise_first(trainer_checks(self))
+
+
+@dataclass
+class BaselineConfig:
+    """Group ``baseline``: the exact baseline's (pyro_dssm/model/exact.py) overrides of the trainer settings."""
+
+    n_epochs: int = 5
+
+    def __post_init__(self):
+        raise_first(baseline_checks(self))
+
+
+@dataclass
+class SyntheticDataConfig:
+    """Groups ``data=synthetic`` and ``data=hard``: K states, D dims, T steps drawn from a Gaussian HMM."""
+
+    name: str = "synthetic"
+    n_states: int = 5
+    obs_dim: int = 10
+    seq_len: int = 100
+    n_train: int = 1000
+    n_val: int = 200
+    transition_bias: float = 0.9
+    noise_std: float = 1.0
+
+    def __post_init__(self):
+        raise_first(synthetic_checks(self))
+
+
+@dataclass
+class FileDataConfig:
+    """Groups ``data=csv`` and ``data=npz``: how to read and prepare sequences from a file."""
+
+    name: str = "csv"
+    path: str | None = None
+    id_column: str = "sequence"
+    time_column: str | None = None
+    feature_columns: list[str] | None = None
+    label_column: str | None = None
+    features: list[str] = field(default_factory=lambda: ["raw"])
+    smooth: int = 1
+    window: int | None = None
+    stride: int | None = None
+    val_fraction: float = 0.2
+    val_path: str | None = None
+    n_states: int = 3
+    obs_dim: int | None = None
+    noise_std: float = 0.5
+
+    def __post_init__(self):
+        self.features = list(self.features)  # a ListConfig or tuple from the caller
+        raise_first(file_data_checks(self))
+
+
+@dataclass
+class NpyDataConfig:
+    """Group ``data=npy``: an (N, T, D) ``.npy`` file streamed from disk."""
+
+    name: str = "npy"
+    path: str | None = None
+    val_path: str | None = None
+    n_val: int = 200
+    standardize: bool = True
+    n_states: int = 3
+    obs_dim: int | None = None
+    noise_std: float = 0.5
+
+    def __post_init__(self):
+        raise_first(npy_data_checks(self))
+
+
+@dataclass
+class Config:
+    """The root config: the four groups, the seed of everything, and ``overwrite``."""
+
+    data: Any = MISSING  # one of DATA_CONFIGS, chosen by the data/*.yaml file's schema
+    model: ModelConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    baseline: BaselineConfig = MISSING
+    seed: int = 0
+    # allow training into a run directory that already holds a run (otherwise refused without trainer.resume)
+    overwrite: bool = False
+
+
+DataConfig = SyntheticDataConfig | FileDataConfig | NpyDataConfig  # the data group, whichever the source
+# data.name -> the dataclass of that source
+DATA_CONFIGS = {"synthetic": SyntheticDataConfig, "csv": FileDataConfig, "npz": FileDataConfig,
+                "npy": NpyDataConfig}
+
+
+def settings(cls, values: dict, group: str):
+    """``cls(**values)`` for a settings dataclass; a key it does not have is a ValueError naming it.
+
+    ``values`` is a whole group (e.g. ``OmegaConf.to_container(cfg.trainer, resolve=True)``);
+    building the dataclass runs the group's range checks.
+    """
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in values if k not in known]
+    if unknown:
+        raise ValueError(f"{group}.{unknown[0]} is not a {group} setting (expected one of {known})")
+    return cls(**values)
+
+
+def data_settings(values: dict):
+    """The data group as the dataclass of its source (``values["name"]``, see :data:`DATA_CONFIGS`)."""
+    name = values.get("name")
+    if name not in DATA_CONFIGS:
+        raise ValueError(f"data.name must be one of {tuple(DATA_CONFIGS)}, got {name!r}")
+    return settings(DATA_CONFIGS[name], values, "data")
+
+
+def register(store: ConfigStore | None = None) -> None:
+    """Store the schema under the names the YAML files' defaults lists use (done once, at import)."""
+    store = store or ConfigStore.instance()
+    store.store(group="schema", name="config", node=Config)
+    store.store(group="schema/data", name="synthetic", node=SyntheticDataConfig)
+    store.store(group="schema/data", name="file", node=FileDataConfig)
+    store.store(group="schema/data", name="npy", node=NpyDataConfig)
+
+
+register()

@@ -1,0 +1,271 @@
+r"""A trained model as a Python object: exact HMM inference on new sequences in the user's units.
+
+With hard one-hot states the networks of a trained DSSM define exactly a
+K-state Gaussian HMM (:meth:`~pyro_dssm.model.dssm.NeuralHMM.hmm_parameters`):
+uniform :math:`p(c_1)`, :math:`A_{ij} = p(c_t = j \mid c_{t-1} = i)` and means
+:math:`\mu_k` with the fixed :math:`\sigma`. :class:`FittedDSSM` answers the
+usual questions with the exact algorithms of :mod:`pyro_dssm.model.hmm`
+(Viterbi, forward-backward, the forward log-likelihood) after the feature
+transform stored in the checkpoint (:class:`~pyro_dssm.data.features.Preprocessing`).
+
+The checkpoint helpers (:func:`find_checkpoint`, :func:`load_model`,
+:func:`preprocessing_of`, :func:`decode`) are shared with
+``python -m pyro_dssm.decode``, so the Python API and the CLI decode alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from pyro_dssm.data.features import Preprocessing
+from pyro_dssm.data.files import pad_sequences
+from pyro_dssm.data.synthetic import HMMParams, sample_hmm
+from pyro_dssm.io.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from pyro_dssm.model import hmm
+from pyro_dssm.model.dssm import DSSM, ModelConfig
+
+
+@dataclasses.dataclass
+class Decoded:
+    """States of one sequence of length T: ``guide`` (T,) and ``viterbi`` (T,) int64, ``probs`` (T, K)."""
+
+    guide: np.ndarray
+    viterbi: np.ndarray
+    probs: np.ndarray
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a run directory -> ``checkpoints/best.pt`` (else ``last.pt``): the kept model,
+    where ``trainer.resume`` takes ``last.pt`` (:func:`~pyro_dssm.io.checkpoint.resolve_checkpoint`)."""
+    return resolve_checkpoint(path, prefer="best", key="checkpoint")
+
+
+def load_model(path: str | Path) -> tuple[DSSM, dict]:
+    """The trained DSSM (on CPU, eval mode) and the checkpoint's payload (loaded ``weights_only``)."""
+    path = find_checkpoint(path)
+    payload = load_checkpoint(path)
+    try:
+        model = DSSM(ModelConfig(**payload["model_config"]))
+        model.load_state_dict(payload["model"])
+    except (TypeError, RuntimeError, ValueError) as exc:  # another version's config, or weights of another shape
+        lines = [line.strip() for line in str(exc).strip().splitlines()]
+        detail = next((line for line in lines[1:] if line), lines[0])[:300]  # torch's first line is a title
+        raise ValueError(f"checkpoint {str(path)!r}: its weights do not fit its model_config "
+                         f"{payload['model_config']} ({detail})") from None
+    return model.eval(), payload
+
+
+def preprocessing_of(payload: dict, n_columns: int) -> Preprocessing:
+    """The stored feature transform; identity for a model trained on synthetic data."""
+    if "preprocessing" in payload:
+        return Preprocessing.from_state_dict(payload["preprocessing"])
+    return Preprocessing(["raw"], np.zeros(n_columns), np.ones(n_columns), [f"x{j}" for j in range(n_columns)])
+
+
+def exact_batches(model: DSSM, xs: list[np.ndarray], batch_size: int = 64) -> Iterator[tuple]:
+    """The exact HMM of ``model`` and the log-likelihoods of ``xs`` (model inputs, (T_i, D)), batch by batch.
+
+    Yields ``(batch, log_init (K,), log_trans (K, K), log_lik (B, T, K))`` with ``batch`` the padded
+    :class:`~pyro_dssm.data.sequences.SequenceData` (``x`` (B, T, D), ``mask`` (B, T), ``lengths`` (B,)).
+    """
+    log_init, log_trans, means = model.hmm_parameters()
+    for start in range(0, len(xs), batch_size):
+        batch = pad_sequences(xs[start: start + batch_size])
+        yield batch, log_init, log_trans, hmm.gaussian_log_likelihood(batch.x, means, model.config.noise_std)
+
+
+@torch.no_grad()
+def decode(model: DSSM, xs: list[np.ndarray], batch_size: int = 64) -> list[Decoded]:
+    """Guide states, Viterbi path and exact posterior marginals of each (T_i, D) sequence (model inputs)."""
+    out = []
+    for batch, log_init, log_trans, ll in exact_batches(model, xs, batch_size):
+        guide = model.guide_logits(batch.x, batch.mask).argmax(-1)
+        path, _ = hmm.viterbi(log_init, log_trans, ll, batch.mask)
+        probs = hmm.posterior_marginals(log_init, log_trans, ll, batch.mask)
+        for i, n in enumerate(batch.lengths.tolist()):
+            out.append(Decoded(guide[i, :n].numpy(), path[i, :n].numpy(), probs[i, :n].double().numpy()))
+    return out
+
+
+@torch.no_grad()
+def exact_log_px(model: DSSM, xs: list[np.ndarray]) -> tuple[float, int]:
+    r"""Exact :math:`\sum_i \log p(X_i)` of model inputs ``xs`` ((T_i, D) arrays; forward algorithm,
+    :func:`pyro_dssm.model.hmm.log_likelihood`) and their total number of time steps."""
+    total = 0.0
+    for batch, log_init, log_trans, ll in exact_batches(model, xs):
+        total += float(hmm.log_likelihood(log_init, log_trans, ll, batch.mask).double().sum())
+    return total, sum(len(s) for s in xs)
+
+
+def n_hmm_parameters(n_states: int, obs_dim: int) -> int:
+    """K(K-1) + KD: the free parameters of a K-state Gaussian HMM with uniform p(c_1) and fixed sigma
+    (see :meth:`FittedDSSM.n_parameters`)."""
+    return n_states * (n_states - 1) + n_states * obs_dim
+
+
+def check_sequences(x, name: str = "x", columns: list[str] | None = None) -> tuple[list[np.ndarray], bool]:
+    """One (T, D) array or a non-empty list of them -> (list of float64 arrays, whether one array was given).
+
+    ValueError naming the bad element: not 2-D, no time step, not real numbers, NaN / inf, D differing
+    between sequences or from the expected ``columns`` (their names).
+    """
+    single = not isinstance(x, (list, tuple))
+    seqs = [x] if single else list(x)
+    if not seqs:
+        raise ValueError(f"{name} is an empty list; expected (T, D) arrays, one per sequence")
+    out = []
+    for i, seq in enumerate(seqs):
+        where = name if single else f"{name}[{i}]"
+        arr = np.asarray(seq.detach().cpu() if isinstance(seq, torch.Tensor) else seq)
+        if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
+            raise ValueError(f"{where} must be a (T, D) array with T >= 1 and D >= 1, got shape {arr.shape}"
+                             + (" (give a list of (T_i, D) arrays for several sequences)" if arr.ndim == 3 else ""))
+        if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+            raise ValueError(f"{where} must hold real numbers, got dtype {arr.dtype}")
+        bad = np.argwhere(~np.isfinite(arr))
+        if len(bad):
+            t, j = bad[0]
+            raise ValueError(f"{where} holds {arr[t, j]} at time step {t} (column {j}); expected finite numbers")
+        if columns is not None and arr.shape[1] != len(columns):
+            raise ValueError(f"{where} has D={arr.shape[1]} columns; the model expects D={len(columns)} ({columns})")
+        if out and arr.shape[1] != out[0].shape[1]:
+            raise ValueError(f"{where} has D={arr.shape[1]} columns, the first sequence D={out[0].shape[1]}")
+        out.append(arr.astype(np.float64))
+    return out, single
+
+
+class FittedDSSM:
+    """A trained DSSM with its feature transform (scikit-learn style; see the module docstring).
+
+    Inputs ``x`` are one (T, D0) array or a list of (T_i, D0) arrays in the user's units
+    (the D0 columns the model was trained on); they go through the stored features and
+    standardisation before inference. Likelihoods are densities of those model inputs:
+    the (T, D) standardised features.
+    """
+
+    def __init__(self, model: DSSM, payload: dict, metrics: dict | None = None, run_dir: Path | None = None):
+        self.model = model.eval()
+        self.payload = payload
+        self.preprocessing = preprocessing_of(payload, model.config.obs_dim)
+        self.metrics = dict(metrics if metrics is not None else payload.get("metrics", {}))
+        self.run_dir = run_dir
+
+    @classmethod
+    def load(cls, path: str | Path) -> "FittedDSSM":
+        """A run directory (its ``checkpoints/best.pt``, else ``last.pt``) or a ``.pt`` file written by the CLI
+        or :meth:`save`; ``metrics`` from the checkpoint, else the run's ``metrics.json``."""
+        file = find_checkpoint(path)
+        model, payload = load_model(file)
+        run_dir = file.parent.parent if file.parent.name == "checkpoints" else None
+        metrics = payload.get("metrics")
+        if metrics is None and run_dir is not None and (run_dir / "metrics.json").is_file():
+            metrics = json.loads((run_dir / "metrics.json").read_text())
+        return cls(model, payload, metrics, run_dir)
+
+    @property
+    def n_states(self) -> int:
+        """K."""
+        return self.model.n_states
+
+    @property
+    def feature_names(self) -> list[str]:
+        """The D0 input columns ``x`` must have."""
+        return list(self.preprocessing.feature_names)
+
+    def _inputs(self, x) -> tuple[list[np.ndarray], bool]:
+        """Validated user arrays -> model inputs (T_i, D) float32, and whether one array was given."""
+        seqs, single = check_sequences(x, "x", self.feature_names)
+        return [self.preprocessing.apply(s) for s in seqs], single
+
+    @torch.no_grad()
+    def predict(self, x):
+        """Most probable state path :math:`\\arg\\max_c p(c_{1:T} \\mid x_{1:T})` (Viterbi) of each sequence.
+
+        Returns (T,) int64 for one (T, D0) array, else a list of (T_i,) arrays.
+        """
+        xs, single = self._inputs(x)
+        out = []
+        for batch, log_init, log_trans, ll in exact_batches(self.model, xs):
+            path, _ = hmm.viterbi(log_init, log_trans, ll, batch.mask)
+            out += [path[i, :n].numpy() for i, n in enumerate(batch.lengths.tolist())]
+        return out[0] if single else out
+
+    @torch.no_grad()
+    def predict_proba(self, x):
+        """Exact posterior marginals :math:`p(c_t = k \\mid x_{1:T})` (forward-backward).
+
+        Returns (T, K) float64 rows summing to one, or a list of (T_i, K) arrays.
+        """
+        xs, single = self._inputs(x)
+        out = []
+        for batch, log_init, log_trans, ll in exact_batches(self.model, xs):
+            probs = hmm.posterior_marginals(log_init, log_trans, ll, batch.mask)
+            out += [probs[i, :n].double().numpy() for i, n in enumerate(batch.lengths.tolist())]
+        return out[0] if single else out
+
+    def score(self, x, per_step: bool = False) -> float:
+        """Exact :math:`\\sum_i \\log p(X_i)` of the model inputs (standardised features), summed over
+        sequences; ``per_step`` divides by the number of time steps (nats per step, comparable across sizes)."""
+        total, n = exact_log_px(self.model, self._inputs(x)[0])
+        return total / n if per_step else total
+
+    def n_parameters(self) -> int:
+        """Free parameters of the HMM the networks define: :math:`K(K-1) + KD`.
+
+        With one-hot states the transition network is only ever evaluated at K
+        inputs, giving K rows of a stochastic matrix (K - 1 free numbers each), and
+        the emitter at K inputs, giving K means in D dimensions; p(c_1) is uniform
+        and sigma fixed, so they add nothing. The networks' weight count (hidden
+        layers, the guide's GRU) is larger, but the likelihood depends on the
+        weights only through these K(K-1) + KD numbers, so only they are
+        identifiable and only they count in BIC / AIC.
+        """
+        return n_hmm_parameters(self.n_states, self.model.config.obs_dim)
+
+    def bic(self, x) -> float:
+        """Bayesian information criterion :math:`-2 \\log p(X) + p \\log n` (lower is better).
+
+        p = :meth:`n_parameters`, n = the number of time steps in ``x`` (as hmmlearn counts).
+        """
+        total, n = exact_log_px(self.model, self._inputs(x)[0])
+        return -2.0 * total + self.n_parameters() * math.log(n)
+
+    def aic(self, x) -> float:
+        """Akaike information criterion :math:`-2 \\log p(X) + 2p`, p = :meth:`n_parameters` (lower is better)."""
+        total, _ = exact_log_px(self.model, self._inputs(x)[0])
+        return -2.0 * total + 2.0 * self.n_parameters()
+
+    @torch.no_grad()
+    def sample(self, n: int, T: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Draw n sequences of T steps from the learned HMM (:func:`pyro_dssm.data.synthetic.sample_hmm`).
+
+        Returns states (n, T) int64 and observations (n, T, D) float64 in the user's units: the
+        standardisation undone, ``x * std + mean``. With the default features (``[raw]``, no smoothing)
+        these are the input columns; with ``diff`` / ``absdiff`` they are the feature columns.
+        """
+        for key, value in (("n", n), ("T", T)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
+        log_init, log_trans, means = self.model.hmm_parameters()
+        params = HMMParams(log_init.exp(), log_trans.exp(), means, self.model.config.noise_std)
+        data = sample_hmm(params, int(n), int(T), torch.Generator().manual_seed(seed))
+        x = data.x.double().numpy() * self.preprocessing.std + self.preprocessing.mean
+        return data.states.numpy(), x
+
+    def save(self, path: str | Path) -> Path:
+        """Write the checkpoint (the CLI's format, loadable with ``weights_only``; ``python -m pyro_dssm.decode
+        checkpoint=PATH`` reads it), with :attr:`metrics`' numbers added."""
+        payload = {k: v for k, v in self.payload.items() if k != "format_version"}
+        payload["model"] = self.model.state_dict()
+        payload["metrics"] = {k: v for k, v in self.metrics.items() if isinstance(v, (int, float))}
+        return save_checkpoint(path, payload)
+
+    def __repr__(self) -> str:
+        return f"FittedDSSM(n_states={self.n_states}, features={self.feature_names})"

@@ -1,0 +1,59 @@
+"""The guide's warm start: both kinds of targets train, and the exact-chain targets approach the exact posterior."""
+
+import pytest
+import torch
+
+from pyro_dssm.inference.init import warm_start_guide
+from pyro_dssm.model import hmm
+from pyro_dssm.model.dssm import DSSM, ModelConfig
+
+B, T, K, D = 16, 6, 3, 2
+
+
+@pytest.fixture
+def model_and_batch():
+    torch.manual_seed(0)
+    model = DSSM(ModelConfig(n_states=K, obs_dim=D, transition_hidden=8, emitter_hidden=8, rnn_hidden=16))
+    x = 2 * torch.randn(B, T, D)
+    mask = torch.ones(B, T, dtype=torch.bool)
+    mask[3, 4:] = False
+    return model, x, mask
+
+
+def kl_to_exact_chain(model, x, mask, n_paths=200):
+    """Monte Carlo KL(p(C | X) || q(C | X)) per sequence, averaged, along exact posterior paths."""
+    log_init, log_trans, means = model.hmm_parameters()
+    log_chain = hmm.posterior_chain(log_init, log_trans, hmm.gaussian_log_likelihood(x, means, model.config.noise_std), mask)
+    chain = log_chain.repeat(n_paths, 1, 1, 1)
+    path = hmm.sample_chain(chain, torch.Generator().manual_seed(1))
+    rows = torch.cat([path[:, :1], path[:, :-1]], 1)
+    log_p = log_chain.repeat(n_paths, 1, 1, 1)[torch.arange(len(path))[:, None], torch.arange(T), rows, path]
+    given = torch.nn.functional.one_hot(path, K).float().unbind(1)
+    features = model.posterior.encode(x.repeat(n_paths, 1, 1), mask.repeat(n_paths, 1).sum(-1))
+    q = model.posterior.unroll(features, lambda t, _: given[t])[0].log_softmax(-1)
+    log_q = q.gather(-1, path[..., None]).squeeze(-1)
+    return float(((log_p - log_q) * mask.repeat(n_paths, 1)).sum(-1).mean())
+
+
+@pytest.mark.parametrize("targets", ["marginals", "chain"])
+def test_warm_start_runs_with_finite_loss(model_and_batch, targets):
+    model, x, mask = model_and_batch
+    loss = warm_start_guide(model, x, mask, torch.Generator().manual_seed(0), steps=3, batch_size=8, targets=targets)
+    assert torch.isfinite(torch.tensor(loss))
+
+
+def test_chain_targets_bring_the_guide_to_the_exact_posterior(model_and_batch):
+    model, x, mask = model_and_batch
+    with torch.no_grad():
+        before = kl_to_exact_chain(model, x, mask)
+    warm_start_guide(model, x, mask, torch.Generator().manual_seed(0), steps=150, batch_size=B, targets="chain")
+    with torch.no_grad():
+        after = kl_to_exact_chain(model, x, mask)
+    # measured 0.31 -> 1e-4; the marginal targets (previous state ignored) stop at 0.017
+    assert after < 0.02 * before, (before, after)
+
+
+def test_unknown_targets_raise(model_and_batch):
+    model, x, mask = model_and_batch
+    with pytest.raises(ValueError, match="'exact'"):
+        warm_start_guide(model, x, mask, torch.Generator(), steps=1, targets="exact")
