@@ -3,8 +3,10 @@ another folder, without the repository on the path.
 
 The wheel is built from a copy of the sources (``pip wheel`` reuses ``build/`` beside pyproject.toml,
 where a module deleted since the last build would linger), installed with ``--no-deps`` into a venv
-with ``--system-site-packages`` (torch and co. come from this machine, nothing is downloaded), and run
-with ``cwd`` and ``PYTHONPATH`` away from the repository.
+that sees the test's own site-packages through a ``.pth`` line (torch and co. come from the environment
+running the tests, a venv or not, and nothing is downloaded; the repository's editable install stays
+invisible, as a path line in a ``.pth`` file runs no further ``.pth`` hooks), and run with ``cwd`` and
+``PYTHONPATH`` away from the repository.
 """
 
 import json
@@ -46,9 +48,12 @@ def installed(tmp_path_factory):
     run([sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation", "-q", "-w", root / "dist"],
         cwd=root / "src")
     wheel, = (root / "dist").glob("pyro_dssm-*.whl")
-    venv.create(root / "venv", system_site_packages=True, with_pip=False)  # pip, too, comes from the system
+    venv.create(root / "venv", with_pip=False)  # pip, too, comes from the test's environment
     python = root / "venv" / "bin" / "python"
-    # --force-reinstall: the repository's editable install is visible through the system site-packages
+    inner = run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], cwd=root).stdout.strip()
+    outer = [p for p in sys.path if p.endswith("site-packages")]
+    (Path(inner) / "outer_environment.pth").write_text("\n".join(outer) + "\n")
+    # --force-reinstall: pip sees the outer environment, where pyro_dssm is installed (editable) already
     run([python, "-m", "pip", "install", "--no-deps", "--force-reinstall", "-q", wheel], cwd=root)
     return python, wheel
 
