@@ -1,9 +1,10 @@
 r"""A trained model as a Python object: exact HMM inference on new sequences in the user's units.
 
 With hard one-hot states the networks of a trained DSSM define exactly a
-K-state Gaussian HMM (:meth:`~pyro_dssm.model.dssm.NeuralHMM.hmm_parameters`):
-uniform :math:`p(c_1)`, :math:`A_{ij} = p(c_t = j \mid c_{t-1} = i)` and means
-:math:`\mu_k` with the fixed :math:`\sigma`. :class:`FittedDSSM` answers the
+K-state HMM (:meth:`~pyro_dssm.model.dssm.NeuralHMM.exact_hmm`): uniform
+:math:`p(c_1)`, :math:`A_{ij} = p(c_t = j \mid c_{t-1} = i)` and the emission
+family's table :math:`\log p(x_t \mid c_t = k, x_{<t})` (means with a fixed
+:math:`\sigma` for ``gaussian``). :class:`FittedDSSM` answers the
 usual questions with the exact algorithms of :mod:`pyro_dssm.model.hmm`
 (Viterbi, forward-backward, the forward log-likelihood) after the feature
 transform stored in the checkpoint (:class:`~pyro_dssm.data.features.Preprocessing`).
@@ -26,7 +27,6 @@ import torch
 
 from pyro_dssm.data.features import Preprocessing
 from pyro_dssm.data.files import pad_sequences
-from pyro_dssm.data.synthetic import HMMParams, sample_hmm
 from pyro_dssm.io.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from pyro_dssm.model import hmm
 from pyro_dssm.model.dssm import DSSM, ModelConfig
@@ -75,10 +75,10 @@ def exact_batches(model: DSSM, xs: list[np.ndarray], batch_size: int = 64) -> It
     Yields ``(batch, log_init (K,), log_trans (K, K), log_lik (B, T, K))`` with ``batch`` the padded
     :class:`~pyro_dssm.data.sequences.SequenceData` (``x`` (B, T, D), ``mask`` (B, T), ``lengths`` (B,)).
     """
-    log_init, log_trans, means = model.hmm_parameters()
     for start in range(0, len(xs), batch_size):
         batch = pad_sequences(xs[start: start + batch_size])
-        yield batch, log_init, log_trans, hmm.gaussian_log_likelihood(batch.x, means, model.config.noise_std)
+        model.emitter.check_data(batch.x, batch.mask)
+        yield batch, *model.exact_hmm(batch.x)
 
 
 @torch.no_grad()
@@ -217,7 +217,8 @@ class FittedDSSM:
         return total / n if per_step else total
 
     def n_parameters(self) -> int:
-        """Free parameters of the HMM the networks define: :math:`K(K-1) + KD`.
+        """Free parameters of the HMM the networks define: :math:`K(K-1) + KD` for ``gaussian``
+        (K(K-1) plus the family's ``n_parameters()`` in general).
 
         With one-hot states the transition network is only ever evaluated at K
         inputs, giving K rows of a stochastic matrix (K - 1 free numbers each), and
@@ -227,7 +228,8 @@ class FittedDSSM:
         weights only through these K(K-1) + KD numbers, so only they are
         identifiable and only they count in BIC / AIC.
         """
-        return n_hmm_parameters(self.n_states, self.model.config.obs_dim)
+        K = self.n_states
+        return K * (K - 1) + self.model.emitter.n_parameters()
 
     def bic(self, x) -> float:
         """Bayesian information criterion :math:`-2 \\log p(X) + p \\log n` (lower is better).
@@ -244,7 +246,8 @@ class FittedDSSM:
 
     @torch.no_grad()
     def sample(self, n: int, T: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Draw n sequences of T steps from the learned HMM (:func:`pyro_dssm.data.synthetic.sample_hmm`).
+        """Draw n sequences of T steps from the learned HMM: states (:func:`pyro_dssm.model.hmm.sample_states`), then
+        observations from the emission family (``emitter.sample``).
 
         Returns states (n, T) int64 and observations (n, T, D) float64 in the user's units: the
         standardisation undone, ``x * std + mean``. With the default features (``[raw]``, no smoothing)
@@ -253,11 +256,11 @@ class FittedDSSM:
         for key, value in (("n", n), ("T", T)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
-        log_init, log_trans, means = self.model.hmm_parameters()
-        params = HMMParams(log_init.exp(), log_trans.exp(), means, self.model.config.noise_std)
-        data = sample_hmm(params, int(n), int(T), torch.Generator().manual_seed(seed))
-        x = data.x.double().numpy() * self.preprocessing.std + self.preprocessing.mean
-        return data.states.numpy(), x
+        gen = torch.Generator().manual_seed(seed)
+        log_init, log_trans = self.model.transition_parameters()
+        states = hmm.sample_states(log_init.exp(), log_trans.exp(), int(n), int(T), gen)
+        x = self.model.emitter.sample(states, gen).float()  # the emission family's draws, step by step for AR
+        return states.numpy(), x.double().numpy() * self.preprocessing.std + self.preprocessing.mean
 
     def save(self, path: str | Path) -> Path:
         """Write the checkpoint (the CLI's format, loadable with ``weights_only``; ``python -m pyro_dssm.decode

@@ -15,6 +15,7 @@ import math
 # The allowed values of the settings that name a choice; the modules that implement them import these.
 OBJECTIVES = ("trace", "analytic")  # trainer.objective: pyro_dssm/inference/objectives.py
 INITS = ("em", "kmeans", "random")  # trainer.init: pyro_dssm/inference/init.py
+EMISSIONS = ("gaussian", "gaussian_scale", "autoregressive", "poisson")  # model.emission: pyro_dssm/model/emissions/
 FEATURES = ("raw", "diff", "absdiff")  # data.features: pyro_dssm/data/features.py
 SOURCES = ("csv", "npz")  # data.name of the file readers: pyro_dssm/data/files.py
 
@@ -42,12 +43,14 @@ def seed_checks(seed) -> list[tuple[bool, str]]:
 
 
 def model_checks(c) -> list[tuple[bool, str]]:
-    """Group ``model`` (:class:`~pyro_dssm.config.schema.ModelConfig`): K >= 2, sizes >= 1, sigma > 0."""
+    """Group ``model`` (:class:`~pyro_dssm.config.schema.ModelConfig`): K >= 2, sizes >= 1, sigma > 0, a known family."""
     sizes = [(name, 2 if name == "n_states" else 1)
              for name in ("n_states", "obs_dim", "transition_hidden", "emitter_hidden", "rnn_hidden")]
     return [*((is_int(getattr(c, name), least), f"model.{name} must be an integer >= {least}, got {getattr(c, name)!r}")
               for name, least in sizes),
-            (is_number(c.noise_std) and c.noise_std > 0, f"model.noise_std must be a number > 0, got {c.noise_std!r}")]
+            (is_number(c.noise_std) and c.noise_std > 0, f"model.noise_std must be a number > 0, got {c.noise_std!r}"),
+            (c.emission in EMISSIONS, f"model.emission must be one of {EMISSIONS}, got {c.emission!r}"),
+            (is_int(c.ar_order, 1), f"model.ar_order must be an integer >= 1, got {c.ar_order!r}")]
 
 
 def trainer_checks(c) -> list[tuple[bool, str]]:
@@ -104,11 +107,11 @@ def _shared_data_checks(c, obs_dim_optional: bool) -> list[tuple[bool, str]]:
     ]
 
 
-def synthetic_checks(c) -> list[tuple[bool, str]]:
-    """Group ``data=synthetic`` / ``data=hard`` (:class:`~pyro_dssm.config.schema.SyntheticDataConfig`)."""
+def _generated_data_checks(c, name: str, what: str) -> list[tuple[bool, str]]:
+    """The keys of every source drawn from a known HMM: its name, K, D, T, the sizes, stickiness and sigma."""
     shared = _shared_data_checks(c, obs_dim_optional=False)
     return [
-        (c.name == "synthetic", f"data.name must be 'synthetic' for synthetic data, got {c.name!r}"),
+        (c.name == name, f"data.name must be {name!r} for {what}, got {c.name!r}"),
         *shared[:2],
         (is_int(c.seq_len, 2), f"data.seq_len must be an integer >= 2, got {c.seq_len!r}"),
         (is_int(c.n_train, 1), f"data.n_train must be an integer >= 1, got {c.n_train!r}"),
@@ -116,6 +119,37 @@ def synthetic_checks(c) -> list[tuple[bool, str]]:
         (is_number(c.transition_bias) and 0.0 < c.transition_bias < 1.0,
          f"data.transition_bias must be in (0, 1), got {c.transition_bias!r}"),
         shared[2],
+    ]
+
+
+def synthetic_checks(c) -> list[tuple[bool, str]]:
+    """Group ``data=synthetic`` / ``data=hard`` (:class:`~pyro_dssm.config.schema.SyntheticDataConfig`)."""
+    return _generated_data_checks(c, "synthetic", "synthetic data")
+
+
+def switching_ar_checks(c) -> list[tuple[bool, str]]:
+    """Group ``data=switching_ar`` (:class:`~pyro_dssm.config.schema.SwitchingARDataConfig`)."""
+    return [
+        *_generated_data_checks(c, "switching_ar", "switching AR data"),
+        (is_int(c.obs_dim, 2), f"data.obs_dim must be an integer >= 2 for data=switching_ar (the states differ by "
+                               f"a rotation), got {c.obs_dim!r}"),
+        (is_number(c.damping) and 0.0 < c.damping < 1.0, f"data.damping must be in (0, 1), got {c.damping!r}"),
+        (is_number(c.max_angle) and 0.0 < c.max_angle <= math.pi,
+         f"data.max_angle must be in (0, pi], got {c.max_angle!r}"),
+        (is_number(c.noise_spread) and c.noise_spread >= 1.0,
+         f"data.noise_spread must be a number >= 1, got {c.noise_spread!r}"),
+        (c.emission in EMISSIONS, f"data.emission must be one of {EMISSIONS}, got {c.emission!r}"),
+    ]
+
+
+def counts_checks(c) -> list[tuple[bool, str]]:
+    """Group ``data=counts`` (:class:`~pyro_dssm.config.schema.CountsDataConfig`)."""
+    return [
+        *_generated_data_checks(c, "counts", "count data"),
+        (is_number(c.mean_rate) and c.mean_rate > 0.0, f"data.mean_rate must be a number > 0, got {c.mean_rate!r}"),
+        (is_number(c.rate_spread) and c.rate_spread >= 0.0,
+         f"data.rate_spread must be a number >= 0, got {c.rate_spread!r}"),
+        (c.emission in EMISSIONS, f"data.emission must be one of {EMISSIONS}, got {c.emission!r}"),
     ]
 
 

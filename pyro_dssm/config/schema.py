@@ -11,6 +11,8 @@ program runs; the YAML files hold only values. The root config starts from
     data/npz.yaml      defaults: [/schema/data/file@_here_]     -> FileDataConfig
     data/npy.yaml      defaults: [/schema/data/npy@_here_]      -> NpyDataConfig
     data/synthetic.yaml, data/hard.yaml  -> /schema/data/synthetic -> SyntheticDataConfig
+    data/switching_ar.yaml -> /schema/data/switching_ar -> SwitchingARDataConfig
+    data/counts.yaml       -> /schema/data/counts       -> CountsDataConfig
     model/*.yaml -> ModelConfig, trainer/*.yaml -> TrainerConfig, baseline/*.yaml -> BaselineConfig (typed fields of Config)
 
 Each group maps one to one onto its dataclass: ``train()`` builds the
@@ -30,13 +32,16 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from pyro_dssm.config.checks import (baseline_checks, file_data_checks, model_checks, npy_data_checks, raise_first,
-                                     synthetic_checks, trainer_checks)
+from pyro_dssm.config.checks import (baseline_checks, counts_checks, file_data_checks, model_checks, npy_data_checks,
+                                     raise_first, switching_ar_checks, synthetic_checks, trainer_checks)
 
 
 @dataclass
 class ModelConfig:
     """Group ``model``: sizes of the networks. ``noise_std`` is the fixed emission sigma.
+
+    ``emission`` names the family of p(x_t | c_t, past) (:data:`~pyro_dssm.config.checks.EMISSIONS`,
+    :mod:`pyro_dssm.model.emissions`); ``ar_order`` is p of ``emission=autoregressive``.
 
     In the config ``obs_dim: null`` means "the loaded data's feature count";
     ``train()`` fills it in before building this, which needs an integer.
@@ -48,6 +53,8 @@ class ModelConfig:
     emitter_hidden: int = 32
     rnn_hidden: int = 32
     noise_std: float = 1.0
+    emission: str = "gaussian"
+    ar_order: int = 1
 
     def __post_init__(self):
         raise_first(model_checks(self))
@@ -113,6 +120,54 @@ class SyntheticDataConfig:
 
 
 @dataclass
+class SwitchingARDataConfig:
+    """Group ``data=switching_ar``: a switching linear AR(1) process (pyro_dssm/data/switching_ar.py).
+
+    ``emission`` is the family the model group takes by default (``model.emission``).
+    """
+
+    name: str = "switching_ar"
+    n_states: int = 3
+    obs_dim: int = 2
+    seq_len: int = 200
+    n_train: int = 300
+    n_val: int = 100
+    transition_bias: float = 0.95
+    noise_std: float = 0.3
+    damping: float = 0.95
+    max_angle: float = 0.5
+    noise_spread: float = 1.5
+    emission: str = "autoregressive"
+
+    def __post_init__(self):
+        raise_first(switching_ar_checks(self))
+
+
+@dataclass
+class CountsDataConfig:
+    """Group ``data=counts``: a Poisson HMM (pyro_dssm/data/counts.py).
+
+    ``noise_std`` is only the sigma of ``model.emission=gaussian`` (the counts have none);
+    ``emission`` is the family the model group takes by default (``model.emission``).
+    """
+
+    name: str = "counts"
+    n_states: int = 4
+    obs_dim: int = 8
+    seq_len: int = 100
+    n_train: int = 300
+    n_val: int = 100
+    transition_bias: float = 0.9
+    mean_rate: float = 1.0
+    rate_spread: float = 0.7
+    noise_std: float = 1.0
+    emission: str = "poisson"
+
+    def __post_init__(self):
+        raise_first(counts_checks(self))
+
+
+@dataclass
 class FileDataConfig:
     """Groups ``data=csv`` and ``data=npz``: how to read and prepare sequences from a file."""
 
@@ -167,10 +222,11 @@ class Config:
     overwrite: bool = False
 
 
-DataConfig = SyntheticDataConfig | FileDataConfig | NpyDataConfig  # the data group, whichever the source
+# the data group, whichever the source
+DataConfig = SyntheticDataConfig | SwitchingARDataConfig | CountsDataConfig | FileDataConfig | NpyDataConfig
 # data.name -> the dataclass of that source
-DATA_CONFIGS = {"synthetic": SyntheticDataConfig, "csv": FileDataConfig, "npz": FileDataConfig,
-                "npy": NpyDataConfig}
+DATA_CONFIGS = {"synthetic": SyntheticDataConfig, "switching_ar": SwitchingARDataConfig, "counts": CountsDataConfig,
+                "csv": FileDataConfig, "npz": FileDataConfig, "npy": NpyDataConfig}
 
 
 def settings(cls, values: dict, group: str):
@@ -199,6 +255,8 @@ def register(store: ConfigStore | None = None) -> None:
     store = store or ConfigStore.instance()
     store.store(group="schema", name="config", node=Config)
     store.store(group="schema/data", name="synthetic", node=SyntheticDataConfig)
+    store.store(group="schema/data", name="switching_ar", node=SwitchingARDataConfig)
+    store.store(group="schema/data", name="counts", node=CountsDataConfig)
     store.store(group="schema/data", name="file", node=FileDataConfig)
     store.store(group="schema/data", name="npy", node=NpyDataConfig)
 

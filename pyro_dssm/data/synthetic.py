@@ -12,6 +12,7 @@ for ``j != i``. Train and validation sequences share one set of parameters
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +40,22 @@ class HMMParams:
     @property
     def n_states(self) -> int:
         return self.means.shape[0]
+
+    def log_likelihoods(self, x: torch.Tensor) -> torch.Tensor:
+        r"""x (B, T, D) -> (B, T, K): :math:`\log \mathcal N(x_t; \mu_k, \sigma^2 I)` under these parameters.
+
+        The same floating-point steps as :func:`pyro_dssm.model.hmm.gaussian_log_likelihood`
+        (the data layer cannot import the model layer), so the oracle's numbers do not move.
+        """
+        means = self.means.to(x)
+        D = x.shape[-1]
+        # |x - mu|^2 = |x|^2 - 2 x.mu + |mu|^2: one matrix product instead of a (B, T, K, D) tensor
+        sq = (x.pow(2).sum(-1, keepdim=True) - 2 * x @ means.T + means.pow(2).sum(-1)).clamp_min(0.0)
+        return -0.5 * sq / self.noise_std**2 - D * (math.log(self.noise_std) + 0.5 * math.log(2 * math.pi))
+
+    def sample(self, n_seqs: int, seq_len: int, generator: torch.Generator) -> SequenceData:
+        """:func:`sample_hmm` of these parameters."""
+        return sample_hmm(self, n_seqs, seq_len, generator)
 
 
 def make_hmm_params(

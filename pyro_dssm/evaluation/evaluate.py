@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
 from pyro_dssm.model import hmm
-from pyro_dssm.data.synthetic import HMMParams
 from pyro_dssm.data.sequences import SequenceData
 from pyro_dssm.model.relaxed import categorical_kl
 from pyro_dssm.evaluation.metrics import clustering_scores, hungarian_accuracy
@@ -14,10 +15,13 @@ from pyro_dssm.model.dssm import DSSM, NeuralHMM
 
 
 def exact_decode(
-    log_init: torch.Tensor, log_trans: torch.Tensor, means: torch.Tensor, noise_std: float,
+    log_init: torch.Tensor, log_trans: torch.Tensor, log_likelihoods: Callable[[torch.Tensor], torch.Tensor],
     data: SequenceData, batch_size: int = 512,
 ) -> tuple[float, torch.Tensor, torch.Tensor]:
-    """Exact inference in a Gaussian HMM over ``data``, batch by batch.
+    """Exact inference in the HMM (log_init (K,), log_trans (K, K), ``log_likelihoods``) over ``data``, batch by batch.
+
+    ``log_likelihoods``: x (B, T, D) -> (B, T, K) table of log p(x_t | c_t = k, x_{<t})
+    (an emission family's ``table``, or a ground truth's ``log_likelihoods``).
 
     Returns:
         log p(X) summed over sequences, the (N, T) Viterbi paths and the (N, T)
@@ -26,26 +30,26 @@ def exact_decode(
     loglik, vit, marg = 0.0, [], []
     for start in range(0, len(data), batch_size):
         batch = data.subset(torch.arange(start, min(start + batch_size, len(data))))
-        x, mask = batch.x.to(means.device), batch.mask.to(means.device)
-        ll = hmm.gaussian_log_likelihood(x, means, noise_std)
+        x, mask = batch.x.to(log_init.device), batch.mask.to(log_init.device)
+        ll = log_likelihoods(x)
         loglik += float(hmm.log_likelihood(log_init, log_trans, ll, mask).sum())
         vit.append(hmm.viterbi(log_init, log_trans, ll, mask)[0].cpu())
         marg.append(hmm.posterior_marginals(log_init, log_trans, ll, mask).argmax(-1).cpu())
     return loglik, torch.cat(vit), torch.cat(marg)
 
 
-def _true_hmm(params: HMMParams):
-    return params.initial.log(), params.transition.log(), params.means, params.noise_std
-
-
-def oracle_metrics(params: HMMParams, data: SequenceData) -> dict[str, float]:
+def oracle_metrics(params, data: SequenceData) -> dict[str, float]:
     """The ceiling for this data: decoding with the true HMM parameters.
+
+    ``params``: the ground truth, any object with ``n_states``, ``initial`` (K,),
+    ``transition`` (K, K) and ``log_likelihoods(x (B, T, D)) -> (B, T, K)``
+    (e.g. :class:`~pyro_dssm.data.synthetic.HMMParams`).
 
     ``oracle_accuracy``: Hungarian accuracy of argmax_k p(c_t = k | X) (posterior
     marginals, which maximise expected per-step accuracy); ``oracle_loglik_per_step``:
     log p(X) per valid step under the true parameters.
     """
-    loglik, _, marg = exact_decode(*_true_hmm(params), data)
+    loglik, _, marg = exact_decode(params.initial.log(), params.transition.log(), params.log_likelihoods, data)
     return {
         "oracle_accuracy": hungarian_accuracy(data.states, marg, params.n_states, data.mask),
         "oracle_loglik_per_step": loglik / float(data.mask.sum()),
@@ -59,8 +63,8 @@ def evaluate_hmm(net: NeuralHMM, data: SequenceData) -> dict[str, float]:
     Keys: ``val_loglik_per_step`` (exact log p(X) per valid step) and, with
     labels, ``viterbi_accuracy`` and ``marginal_accuracy`` (Hungarian-matched).
     """
-    log_init, log_trans, means = net.hmm_parameters()
-    loglik, vit, marg = exact_decode(log_init, log_trans, means, net.config.noise_std, data)
+    log_init, log_trans = net.transition_parameters()
+    loglik, vit, marg = exact_decode(log_init, log_trans, net.emitter.table, data)
     out = {"val_loglik_per_step": loglik / float(data.mask.sum())}
     if data.states is not None:
         out["viterbi_accuracy"] = hungarian_accuracy(data.states, vit, net.n_states, data.label_mask)
@@ -73,8 +77,8 @@ def discrete_elbo(model: DSSM, x: torch.Tensor, mask: torch.Tensor, generator: t
 
     A hard path is drawn from the guide's categorical conditionals (fed one-hot
     previous states), and
-    :math:`\mathrm{ELBO} = \sum_t \log N(x_t; \mu(c_t), \sigma^2) - \sum_t \mathrm{KL}(q(c_t|c_{<t},X) \| p(c_t|c_{t-1}))`.
-    Its expectation is a lower bound on the exact log p(X) of :meth:`DSSM.hmm_parameters`,
+    :math:`\mathrm{ELBO} = \sum_t \log p(x_t \mid c_t, x_{<t}) - \sum_t \mathrm{KL}(q(c_t|c_{<t},X) \| p(c_t|c_{t-1}))`.
+    Its expectation is a lower bound on the exact log p(X) of :meth:`DSSM.exact_hmm`,
     so it compares across temperatures and objectives.
     """
     B, K = x.shape[0], model.n_states
@@ -85,10 +89,9 @@ def discrete_elbo(model: DSSM, x: torch.Tensor, mask: torch.Tensor, generator: t
         return nn.functional.one_hot(state, K).to(x.dtype)
     q_logits, fed = model.posterior.unroll(features, sample)  # (B, T, K) each
     states = fed.argmax(-1)  # (B, T) the sampled path
-    log_init, log_trans, means = model.hmm_parameters()
+    log_init, log_trans, ll = model.exact_hmm(x)  # ll (B, T, K)
     # p(c_1) then p(c_t | c_{t-1}) at the sampled previous states
     p_logits = torch.cat([log_init.expand(B, 1, K), log_trans[states[:, :-1]]], 1)
-    ll = hmm.gaussian_log_likelihood(x, means, model.config.noise_std)  # (B, T, K)
     steps = ll.gather(-1, states[..., None]).squeeze(-1) - categorical_kl(q_logits, p_logits)
     total = x.new_zeros(B)
     for step in steps.masked_fill(~mask, 0.0).unbind(1):

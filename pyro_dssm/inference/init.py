@@ -25,37 +25,11 @@ import torch
 from torch import nn
 
 from pyro_dssm.model import hmm
+from pyro_dssm.inference.init_families import family_init
+from pyro_dssm.inference.init_start import kmeans, sticky_transition  # noqa: F401 (re-exported)
 from pyro_dssm.model.dssm import DSSM, NeuralHMM
 
 log = logging.getLogger(__name__)
-
-
-def kmeans(points: torch.Tensor, n_clusters: int, generator: torch.Generator, n_iter: int = 50) -> torch.Tensor:
-    """k-means++ seeding then Lloyd iterations. points (N, D) -> centres (K, D)."""
-    N = points.shape[0]
-    if N < n_clusters:
-        raise ValueError(f"k-means needs at least {n_clusters} points, got {N}")
-    centres = [points[torch.randint(N, (1,), generator=generator)].squeeze(0)]
-    for _ in range(1, n_clusters):
-        d2 = torch.cdist(points, torch.stack(centres)).pow(2).min(-1).values
-        weights = d2 / d2.sum() if d2.sum() > 0 else torch.ones_like(d2)
-        centres.append(points[torch.multinomial(weights, 1, generator=generator)].squeeze(0))
-    centres = torch.stack(centres)
-    for _ in range(n_iter):
-        assign = torch.cdist(points, centres).argmin(-1)
-        new = torch.zeros_like(centres).index_add_(0, assign, points)
-        counts = torch.bincount(assign, minlength=n_clusters).to(points.dtype)
-        new = torch.where(counts[:, None] == 0, centres, new / counts.clamp(min=1)[:, None])
-        if torch.allclose(new, centres):
-            break
-        centres = new
-    return centres
-
-
-def sticky_transition(n_states: int, stay_prob: float) -> torch.Tensor:
-    """(K, K) matrix with ``stay_prob`` on the diagonal and the rest spread evenly."""
-    trans = torch.full((n_states, n_states), (1 - stay_prob) / (n_states - 1))
-    return trans.fill_diagonal_(stay_prob)
 
 
 def baum_welch(
@@ -119,6 +93,9 @@ def data_driven_init(
 ) -> dict[str, float]:
     """Steps 1-4 of the module docstring. x (N, T, D), mask (N, T); ``method`` is ``kmeans`` or ``em``.
 
+    For ``model.emission`` other than ``gaussian``, steps 1-4 fit that family's classical HMM
+    instead (:mod:`pyro_dssm.inference.init_families`).
+
     Uses at most ``max_sequences`` randomly chosen sequences. Returns the chosen
     candidate's ``init_loglik_per_step`` and index ``init_restart``.
     """
@@ -127,6 +104,8 @@ def data_driven_init(
     if x.shape[0] > max_sequences:
         idx = torch.randperm(x.shape[0], generator=generator)[:max_sequences].to(x.device)
         x, mask = x[idx], mask[idx]
+    if net.config.emission != "gaussian":  # the other families: EM of their classical HMM, distilled
+        return family_init(net, x, mask, generator, method, restarts, em_iters, stay_prob)
     points = x[mask]
     noise_std = net.config.noise_std
     best = None
@@ -150,7 +129,7 @@ def warm_start_guide(
 ) -> float:
     r"""Train the guide's conditionals :math:`q(c_t \mid c_{t-1}, X)` towards the exact posterior of the current model.
 
-    The exact posterior is that of the HMM of :meth:`DSSM.hmm_parameters`. Each
+    The exact posterior is that of the HMM of :meth:`DSSM.exact_hmm`. Each
     step draws a minibatch of sequences, previous states :math:`\hat c_{1:T}` and
     targets :math:`p_t`, and minimises :math:`\sum_t \mathrm{CE}(p_t, q(c_t \mid \hat c_{t-1}, X))`
     with the guide fed :math:`\hat c_{t-1}` as its previous state:
@@ -176,8 +155,7 @@ def warm_start_guide(
     if targets not in ("marginals", "chain"):
         raise ValueError(f"warm-start targets must be 'marginals' or 'chain', got {targets!r}")
     with torch.no_grad():
-        log_init, log_trans, means = model.hmm_parameters()
-        ll = hmm.gaussian_log_likelihood(x, means, model.config.noise_std)
+        log_init, log_trans, ll = model.exact_hmm(x)
         if targets == "chain":
             posterior = hmm.posterior_chain(log_init, log_trans, ll, mask)  # (N, T, K, K)
         else:

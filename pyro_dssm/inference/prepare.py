@@ -29,8 +29,10 @@ def initialise(net, x: torch.Tensor, mask: torch.Tensor, cfg, gen: torch.Generat
     """Data-driven init of ``net``'s generative networks from x (N, T, D), mask (N, T) as ``cfg.init`` says.
 
     ``cfg``: the trainer settings (``init``, ``init_restarts``, ``init_em_iters``,
-    ``init_stay_prob``, ``init_max_sequences``); ``init=random`` does nothing.
+    ``init_stay_prob``, ``init_max_sequences``); ``init=random`` does nothing. Data outside the
+    emission family's support (e.g. non-integer counts for ``poisson``) is a ValueError first.
     """
+    net.emitter.check_data(x, mask)
     if cfg.init == "random":
         return
     info = data_driven_init(net, x, mask, gen, method=cfg.init, restarts=cfg.init_restarts,

@@ -145,7 +145,7 @@ def training_figures(model, val: SequenceData, true_transition: torch.Tensor | N
         cm = cm[: int(val.states.max()) + 1]
         figures["figures/confusion"] = confusion_figure(cm)
         order, colours = matched_order(cm), class_colours(cm)
-    learned = model.hmm_parameters()[1].exp().cpu().numpy()
+    learned = model.transition_parameters()[1].exp().cpu().numpy()
     true = None if true_transition is None else true_transition.cpu().numpy()
     figures["figures/transition"] = transition_figure(learned, true, order if true is not None else None)
     T = min(int(val.lengths[0]), max_steps)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pyro
-import pyro.distributions as dist
 import torch
 from torch import nn
 
 from pyro_dssm.model import hmm
 from pyro_dssm.config import ModelConfig  # noqa: F401 (re-exported: the model's settings)
 from pyro_dssm.model.relaxed import RelaxedChainPosterior, RelaxedChainPrior
-from pyro_dssm.model.networks import Emitter, PosteriorNet, Transition
+from pyro_dssm.model.emissions import make_emission
+from pyro_dssm.model.networks import PosteriorNet, Transition
 
 
 def check_batch(x: torch.Tensor, mask: torch.Tensor | None, obs_dim: int) -> torch.Tensor:
@@ -34,32 +34,42 @@ def check_batch(x: torch.Tensor, mask: torch.Tensor | None, obs_dim: int) -> tor
 class NeuralHMM(nn.Module):
     """The generative half shared by the DSSM and the exact baseline: transition and emission networks.
 
-    With hard one-hot states these define an exact Gaussian HMM (:meth:`hmm_parameters`).
+    ``emitter`` holds the emission family of ``config.emission``
+    (:mod:`pyro_dssm.model.emissions`). With hard one-hot states these define an
+    exact HMM (:meth:`exact_hmm`).
     """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
         self.transition = Transition(config.n_states, config.transition_hidden)
-        self.emitter = Emitter(config.n_states, config.obs_dim, config.emitter_hidden)
+        self.emitter = make_emission(config)
 
     @property
     def n_states(self) -> int:
         return self.config.n_states
 
-    def hmm_parameters(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The exact HMM of the generative model with hard one-hot states.
+    def transition_parameters(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """log_init (K,): uniform log p(c_1); log_trans (K, K): ``[i, j] = log p(c_t = j | c_{t-1} = i)``."""
+        weight = self.transition.net[0].weight
+        eye = torch.eye(self.n_states, dtype=weight.dtype, device=weight.device)  # one-hot states
+        return hmm.uniform_log_init(self.n_states, eye), self.transition(eye).log_softmax(-1)
+
+    def exact_hmm(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The exact HMM of the generative model with hard one-hot states, on x (B, T, D).
 
         Returns:
-            log_init (K,): uniform log p(c_1).
-            log_trans (K, K): ``[i, j] = log p(c_t = j | c_{t-1} = i)``.
-            means (K, D): emission means.
+            log_init (K,), log_trans (K, K) (:meth:`transition_parameters`) and
+            log_lik (B, T, K): ``log p(x_t | c_t = k, x_{<t})`` (the family's ``table``).
         """
-        K = self.n_states
-        weight = self.emitter.net[0].weight
-        eye = torch.eye(K, dtype=weight.dtype, device=weight.device)  # one-hot states in the networks' dtype
-        log_init = hmm.uniform_log_init(K, eye)
-        return log_init, self.transition(eye).log_softmax(-1), self.emitter(eye)
+        return (*self.transition_parameters(), self.emitter.table(x))
+
+    def hmm_parameters(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``emission=gaussian`` only: log_init (K,), log_trans (K, K) and the (K, D) emission means."""
+        if self.config.emission != "gaussian":
+            raise ValueError(f"hmm_parameters() gives the means of emission=gaussian, this model has "
+                             f"emission={self.config.emission!r}; use exact_hmm(x)")
+        return (*self.transition_parameters(), self.emitter.means())
 
 
 class DSSM(NeuralHMM):
@@ -67,7 +77,7 @@ class DSSM(NeuralHMM):
 
     Generative model (:meth:`model`)::
 
-        p(X, C) = p(c_1) prod_{t>1} p(c_t | c_{t-1}) prod_t N(x_t; emitter(c_t), sigma^2 I)
+        p(X, C) = p(c_1) prod_{t>1} p(c_t | c_{t-1}) prod_t p(x_t | c_t, x_{t-p:t-1})
 
     with p(c_1) uniform and p(c_t | c_{t-1}) = Cat(softmax(transition(c_{t-1}))).
     Guide (:meth:`guide`)::
@@ -76,7 +86,7 @@ class DSSM(NeuralHMM):
 
     States are relaxed (Gumbel-Softmax at temperature tau) during training;
     with hard one-hot states the same networks define an exact HMM
-    (:meth:`hmm_parameters`).
+    (:meth:`exact_hmm`). The emission family is ``config.emission``.
     """
 
     def __init__(self, config: ModelConfig):
@@ -89,11 +99,8 @@ class DSSM(NeuralHMM):
         mask = check_batch(x, mask, self.config.obs_dim)
         with pyro.plate("sequences", x.shape[0]):
             y = pyro.sample("c", RelaxedChainPrior(self.transition, tau, mask, self.n_states))
-            mean = self.emitter(y.exp())  # (B, T, D), every step in one call
-            # sigma as a device tensor filled in place: a Python float would be copied to the device every step
-            scale = mean.new_full((), self.config.noise_std)
-            obs = dist.Normal(mean, scale).to_event(1).mask(mask).to_event(1)
-            pyro.sample("x", obs, obs=x)
+            # log p(x_t | c_t, past) of every step in one call, (B, T); padding contributes nothing
+            pyro.factor("x", self.emitter.log_prob(x, y.exp()).masked_fill(~mask, 0.0).sum(-1))
 
     # q(c_{1:T} | x_{1:T})
     def guide(self, x: torch.Tensor, mask: torch.Tensor | None = None, tau: float = 1.0) -> None:

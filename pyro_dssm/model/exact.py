@@ -2,7 +2,7 @@ r"""Exact baseline: the same generative networks with the states summed out exac
 
 Maximum likelihood of the transition and emission weights,
 
-    log p(X) = log sum_{c_{1:T}} p(c_1) prod_t p(c_t | c_{t-1}) prod_t N(x_t; mu(c_t), sigma^2 I),
+    log p(X) = log sum_{c_{1:T}} p(c_1) prod_t p(c_t | c_{t-1}) prod_t p(x_t | c_t, x_{t-p:t-1}),
 
 with an empty guide (no latent site is left for a guide). Two equivalent Pyro
 models:
@@ -23,6 +23,7 @@ from __future__ import annotations
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro.ops.indexing import Vindex
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO, config_enumerate, infer_discrete
 
 from pyro_dssm.model import hmm
@@ -32,15 +33,11 @@ from pyro_dssm.model.dssm import NeuralHMM, check_batch
 class ExactBaseline(NeuralHMM):
     """Transition + emission networks (as in :class:`~pyro_dssm.model.dssm.DSSM`), no guide network."""
 
-    def _log_lik(self, x: torch.Tensor):
-        log_init, log_trans, means = self.hmm_parameters()
-        return log_init, log_trans, hmm.gaussian_log_likelihood(x, means, self.config.noise_std)
-
     # p(x_{1:T}) = sum_{c_{1:T}} p(x_{1:T}, c_{1:T})
     def model(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> None:
         """x (B, T, D), mask (B, T): log p(X) of each sequence as a factor."""
         mask = check_batch(x, mask, self.config.obs_dim)
-        log_init, log_trans, ll = self._log_lik(x)
+        log_init, log_trans, ll = self.exact_hmm(x)
         with pyro.plate("sequences", x.shape[0]):
             pyro.factor("log_px", hmm.log_likelihood(log_init, log_trans, ll, mask))
 
@@ -48,7 +45,7 @@ class ExactBaseline(NeuralHMM):
     def enum_model(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> list[torch.Tensor]:
         """The same model with explicit discrete sites ``c_t``, summed out by enumeration."""
         mask = check_batch(x, mask, self.config.obs_dim)
-        log_init, log_trans, means = self.hmm_parameters()
+        log_init, log_trans, log_lik = self.exact_hmm(x)  # log_lik (B, T, K): the family's table
         states = []
         c = None
         with pyro.plate("sequences", x.shape[0], dim=-1):
@@ -56,8 +53,8 @@ class ExactBaseline(NeuralHMM):
                 logits = log_init if c is None else log_trans[c]
                 # Not masked: a padded step's transition still sums to one over c_t.
                 c = pyro.sample(f"c_{t}", dist.Categorical(logits=logits))
-                obs = dist.Normal(means[c], self.config.noise_std).to_event(1).mask(mask[:, t])
-                pyro.sample(f"x_{t}", obs, obs=x[:, t])
+                # log p(x_t | c_t, x_{<t}) at the (enumerated) state: the table read at c, (..., B)
+                pyro.factor(f"x_{t}", Vindex(log_lik[:, t])[..., c].masked_fill(~mask[:, t], 0.0))
                 states.append(c)
         return states
 
@@ -78,7 +75,7 @@ class ExactBaseline(NeuralHMM):
     def viterbi(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T) most probable states (:func:`pyro_dssm.model.hmm.viterbi`)."""
         mask = check_batch(x, mask, self.config.obs_dim)
-        return hmm.viterbi(*self._log_lik(x), mask)[0]
+        return hmm.viterbi(*self.exact_hmm(x), mask)[0]
 
     @torch.no_grad()
     def viterbi_infer_discrete(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -90,4 +87,4 @@ class ExactBaseline(NeuralHMM):
     def marginals(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T, K) exact posterior marginals p(c_t | X)."""
         mask = check_batch(x, mask, self.config.obs_dim)
-        return hmm.posterior_marginals(*self._log_lik(x), mask)
+        return hmm.posterior_marginals(*self.exact_hmm(x), mask)

@@ -1,4 +1,4 @@
-"""The neural factors of the model and of the guide, one module each."""
+"""The neural factors of the model and of the guide, one module each (the emission: :mod:`pyro_dssm.model.emissions`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 
-def _mlp(n_in: int, n_hidden: int, n_out: int) -> nn.Sequential:
+def mlp(n_in: int, n_hidden: int, n_out: int) -> nn.Sequential:
+    """Linear -> ReLU -> Linear: the shape of the transition and emission networks."""
     return nn.Sequential(nn.Linear(n_in, n_hidden), nn.ReLU(), nn.Linear(n_hidden, n_out))
 
 
@@ -22,24 +23,10 @@ class Transition(nn.Module):
 
     def __init__(self, n_states: int, hidden_dim: int):
         super().__init__()
-        self.net = _mlp(n_states, hidden_dim, n_states)
+        self.net = mlp(n_states, hidden_dim, n_states)
 
     def forward(self, prev_state: torch.Tensor) -> torch.Tensor:
         return self.net(prev_state)
-
-
-class Emitter(nn.Module):
-    """Parameterizes the mean of p(x_t | c_t) = Normal(mean(c_t), sigma^2 I).
-
-    Input (..., K) point of the simplex; output (..., D) mean.
-    """
-
-    def __init__(self, n_states: int, obs_dim: int, hidden_dim: int):
-        super().__init__()
-        self.net = _mlp(n_states, hidden_dim, obs_dim)
-
-    def forward(self, state: torch.Tensor) -> torch.Tensor:
-        return self.net(state)
 
 
 class PosteriorNet(nn.Module):

@@ -1,0 +1,257 @@
+"""Emission families (pyro_dssm/model/emissions/): exact HMM tables against brute force and torch.distributions,
+relaxed log_prob against the table, ragged masking, sampling, data checks, init, and a CLI run per family."""
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+from pyro import poutine
+from torch.distributions import Normal, Poisson
+from torch.nn.functional import softplus
+
+from pyro_dssm.config import ModelConfig
+from pyro_dssm.data.synthetic import make_synthetic
+from pyro_dssm.inference.init import data_driven_init
+from pyro_dssm.inference.init_families import LinearARHMM, fit_classical
+from pyro_dssm.model import hmm
+from pyro_dssm.model.dssm import DSSM
+from pyro_dssm.model.emissions import EMISSIONS
+from pyro_dssm.model.emissions.gaussian_scale import SCALE_FLOOR
+from pyro_dssm.model.emissions.poisson import RATE_FLOOR
+from pyro_dssm.model.exact import ExactBaseline
+
+FAMILIES = sorted(EMISSIONS)
+K, D = 2, 2
+
+
+def make_model(family, order=1, cls=DSSM, seed=0):
+    """A small model with random weights; the AR family's zero-initialised MLP correction made non-zero."""
+    torch.manual_seed(seed)
+    net = cls(ModelConfig(n_states=K, obs_dim=D, transition_hidden=5, emitter_hidden=6, rnn_hidden=4,
+                          noise_std=0.7, emission=family, ar_order=order))
+    if family == "autoregressive":
+        with torch.no_grad():
+            for p in (net.emitter.weight, net.emitter.net[2].weight, net.emitter.net[2].bias):
+                p.normal_(0, 0.3)
+    return net
+
+
+def make_x(family, B, T, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    if family == "poisson":
+        return torch.poisson(torch.full((B, T, D), 2.0), generator=gen)
+    return torch.randn(B, T, D, generator=gen)
+
+
+def step_density(net, family, x_seq, t, k):
+    """log p(x_t | c_t = k, x_{<t}) of one sequence x_seq (T, D), written out from the parameters."""
+    em = net.emitter
+    e_k = torch.eye(K)[k]
+    if family == "gaussian":
+        return Normal(em.net(e_k), 0.7).log_prob(x_seq[t]).sum()
+    if family == "gaussian_scale":
+        mean, raw = em.net(e_k).split(D)
+        return Normal(mean, softplus(raw) + SCALE_FLOOR).log_prob(x_seq[t]).sum()
+    if family == "poisson":
+        return Poisson(softplus(em.net(e_k)) + RATE_FLOOR).log_prob(x_seq[t]).sum()
+    p = em.order
+    if t < p:  # the first p steps: the state's own initial Gaussian
+        return Normal(em.init_mean[k], softplus(em.init_raw_scale[k]) + SCALE_FLOOR).log_prob(x_seq[t]).sum()
+    h = torch.cat([x_seq[t - lag] for lag in range(1, p + 1)])  # [x_{t-1}, ..., x_{t-p}]
+    corr = em.net(torch.cat([e_k, h]))
+    mean = em.weight[k] @ h + em.bias[k] + corr[:D]
+    scale = softplus(em.raw_scale[k] + corr[D:]) + SCALE_FLOOR
+    return Normal(mean, scale).log_prob(x_seq[t]).sum()
+
+
+def brute_force_log_px(net, family, x_seq):
+    """log sum over all K^T paths of p(c_{1:T}) prod_t p(x_t | c_t, x_{<t})."""
+    eye = torch.eye(K)
+    log_trans = net.transition(eye).log_softmax(-1)
+    T = x_seq.shape[0]
+    dens = torch.tensor([[float(step_density(net, family, x_seq, t, k)) for k in range(K)] for t in range(T)])
+    joints = []
+    for path in itertools.product(range(K), repeat=T):
+        lp = -np.log(K) + sum(float(log_trans[path[t - 1], path[t]]) for t in range(1, T))
+        joints.append(lp + sum(float(dens[t, path[t]]) for t in range(T)))
+    return torch.tensor(joints, dtype=torch.float64).logsumexp(0)
+
+
+@pytest.mark.parametrize("family,order", [(f, 1) for f in FAMILIES] + [("autoregressive", 2)])
+@torch.no_grad()
+def test_exact_log_px_equals_brute_force_enumeration(family, order):
+    net = make_model(family, order)
+    x = make_x(family, 2, 5)
+    ours = hmm.log_likelihood(*net.exact_hmm(x))
+    for b in range(2):
+        assert float(ours[b]) == pytest.approx(float(brute_force_log_px(net, family, x[b])), abs=1e-4)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@torch.no_grad()
+def test_log_prob_at_one_hot_states_is_the_table(family):
+    net = make_model(family)
+    x = make_x(family, 3, 6)
+    table = net.emitter.table(x)  # (B, T, K)
+    assert table.shape == (3, 6, K)
+    states = torch.randint(K, (3, 6), generator=torch.Generator().manual_seed(0))
+    one_hot = torch.nn.functional.one_hot(states, K).float()
+    expected = table.gather(-1, states[..., None]).squeeze(-1)
+    assert torch.allclose(net.emitter.log_prob(x, one_hot), expected, atol=1e-5)
+    # a relaxed state is a different point: not read off the table (the network sees the mixture)
+    relaxed = torch.full((3, 6, K), 1.0 / K)
+    assert torch.isfinite(net.emitter.log_prob(x, relaxed)).all()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@torch.no_grad()
+def test_padding_changes_nothing(family):
+    """A ragged batch: exact log p(X) and the DSSM's emission factor equal those of the unpadded sequences,
+    whatever the padded values."""
+    net = make_model(family)
+    x = make_x(family, 2, 7)
+    lengths = torch.tensor([7, 4])
+    mask = torch.arange(7) < lengths[:, None]
+    garbage = x.clone()
+    garbage[1, 4:] = 50.0  # a padded value that would dominate any sum it entered
+    padded = hmm.log_likelihood(*net.exact_hmm(garbage), mask)
+    alone = hmm.log_likelihood(*net.exact_hmm(x[1:, :4]))
+    assert float(padded[1]) == pytest.approx(float(alone[0]), abs=1e-4)
+    # the DSSM's relaxed emission site ("x"): padded steps contribute nothing
+    y = poutine.trace(net.guide).get_trace(x, mask, 0.5).nodes["c"]["value"]
+    factors = []
+    for data in (x, garbage):
+        tr = poutine.trace(poutine.condition(net.model, {"c": y})).get_trace(data, mask, 0.5)
+        tr.compute_log_prob()
+        factors.append(tr.nodes["x"]["log_prob"])
+    assert torch.equal(factors[0], factors[1])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@torch.no_grad()
+def test_sample_shapes_and_statistics(family):
+    net = make_model(family)
+    if family == "autoregressive":
+        with torch.no_grad():  # a linear AR(1): x_t = a x_{t-1} + b + s eps per state, MLP correction off
+            net.emitter.net[2].weight.zero_()
+            net.emitter.net[2].bias.zero_()
+            net.emitter.weight.copy_(torch.stack([0.8 * torch.eye(D), -0.5 * torch.eye(D)]))
+    N, T = 400, 60
+    states = torch.randint(K, (N, T), generator=torch.Generator().manual_seed(0))
+    states[:, T // 2:] = 1  # long stretches of state 1 for the AR statistics
+    x = net.emitter.sample(states, torch.Generator().manual_seed(1))
+    assert x.shape == (N, T, D) and torch.isfinite(x).all()
+    eye = torch.eye(K)
+    sel = states == 1
+    if family == "gaussian":
+        assert torch.allclose(x[sel].mean(0), net.emitter.net(eye[1]), atol=0.03)
+        assert torch.allclose(x[sel].std(0), torch.tensor(0.7), atol=0.02)
+    elif family == "gaussian_scale":
+        mean, raw = net.emitter.net(eye[1]).split(D)
+        assert torch.allclose(x[sel].mean(0), mean, atol=0.03)
+        assert torch.allclose(x[sel].std(0), softplus(raw) + SCALE_FLOOR, rtol=0.03)
+    elif family == "poisson":
+        assert torch.equal(x, x.round()) and (x >= 0).all()
+        assert torch.allclose(x[sel].mean(0), softplus(net.emitter.net(eye[1])) + RATE_FLOOR, rtol=0.05)
+    else:  # least squares of x_t on [x_{t-1}, 1] within state 1 recovers A_1 = -0.5 I and b_1
+        prev, cur = x[:, T // 2: -1].reshape(-1, D), x[:, T // 2 + 1:].reshape(-1, D)
+        design = torch.cat([prev, torch.ones(len(prev), 1)], 1).double()
+        coef = torch.linalg.lstsq(design, cur.double()).solution.T.float()  # (D, D + 1)
+        assert torch.allclose(coef[:, :D], -0.5 * torch.eye(D), atol=0.03)
+        assert torch.allclose(coef[:, D], net.emitter.bias[1], atol=0.03)
+
+
+def test_poisson_check_data_names_the_bad_value():
+    net = make_model("poisson")
+    x = torch.poisson(torch.full((3, 5, D), 2.0))
+    mask = torch.ones(3, 5, dtype=torch.bool)
+    net.emitter.check_data(x, mask)
+    bad = x.clone()
+    bad[2, 3, 1] = 1.5
+    with pytest.raises(ValueError, match=r"sequence 2, step 3, channel 1 holds 1.5 \(not an integer\)"):
+        net.emitter.check_data(bad, mask)
+    bad[1, 0, 0] = -2.0
+    with pytest.raises(ValueError, match=r"sequence 1, step 0, channel 0 holds -2.0 \(negative\)"):
+        net.emitter.check_data(bad, mask)
+    mask[1:, :] = False  # padding is never read
+    net.emitter.check_data(bad, mask)
+    for family in ("gaussian", "autoregressive"):
+        make_model(family).emitter.check_data(bad, mask)  # real-valued families take any finite value
+        with pytest.raises(ValueError, match="NaN"):
+            make_model(family).emitter.check_data(torch.full((1, 2, D), float("nan")))
+
+
+def test_model_settings_are_checked():
+    with pytest.raises(ValueError, match="model.emission must be one of"):
+        ModelConfig(emission="student_t")
+    with pytest.raises(ValueError, match="model.ar_order must be an integer >= 1, got 0"):
+        ModelConfig(emission="autoregressive", ar_order=0)
+
+
+def test_gaussian_keeps_the_checkpoint_keys_of_before():
+    keys = [k for k in make_model("gaussian").state_dict() if k.startswith("emitter.")]
+    assert keys == ["emitter.net.0.weight", "emitter.net.0.bias", "emitter.net.2.weight", "emitter.net.2.bias"]
+
+
+@pytest.mark.parametrize("family", ["autoregressive", "poisson"])
+def test_enumerated_model_equals_forward_algorithm(family):
+    net = make_model(family, cls=ExactBaseline)
+    x = make_x(family, 3, 4)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 0, 0]], dtype=torch.bool)
+    enum = net.enum_elbo().differentiable_loss(net.enum_model, net.guide, x, mask)
+    fast = net.elbo().differentiable_loss(net.model, net.guide, x, mask)
+    assert float(enum.detach()) == pytest.approx(float(fast.detach()), rel=1e-5)
+
+
+def test_autoregressive_init_puts_the_linear_ar_hmm_into_the_network_exactly():
+    """After the init, the network's table is the fitted linear AR-HMM's (the distillation is exact)."""
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.cumsum(torch.randn(6, 40, D, generator=gen), 1) * 0.3
+    mask = torch.ones(6, 40, dtype=torch.bool)
+    net = make_model("autoregressive")
+    family, trans, _, _ = fit_classical("autoregressive", 1, x, mask, torch.Generator().manual_seed(0), K, "em",
+                                        1, 5, 0.8)
+    data_driven_init(net, x, mask, torch.Generator().manual_seed(0), "em", restarts=1, em_iters=5)
+    assert isinstance(family, LinearARHMM)
+    assert torch.allclose(net.emitter.table(x), family.log_lik(x), atol=1e-4)
+    assert torch.allclose(net.transition_parameters()[1].exp(), trans, atol=0.02)
+
+
+@pytest.mark.parametrize("family", ["gaussian_scale", "poisson"])
+def test_init_of_the_other_families_recovers_the_states(family):
+    """EM of the classical HMM, distilled: the network's exact HMM decodes well-separated states."""
+    torch.manual_seed(0)
+    data = make_synthetic(n_states=K, obs_dim=D, seq_len=40, n_train=30, n_val=5, noise_std=0.3, seed=3)
+    x, mask = data.train.x, data.train.mask
+    if family == "poisson":
+        x = torch.poisson(10 * softplus(3 * x) + 0.5, generator=torch.Generator().manual_seed(0))
+    net = make_model(family)
+    data_driven_init(net, x, mask, torch.Generator().manual_seed(0), "em", restarts=2, em_iters=10)
+    path = hmm.viterbi(*net.exact_hmm(x), mask)[0]
+    truth = data.train.states
+    accuracy = max(float((path == truth).float().mean()), float((path == 1 - truth).float().mean()))
+    assert accuracy > 0.9
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_cli_trains_writes_metrics_and_decodes(family, cli, tmp_path):
+    data = {"autoregressive": "switching_ar", "poisson": "counts"}.get(family, "synthetic")
+    run_dir = tmp_path / "run"
+    args = [f"data={data}", f"model.emission={family}", "data.n_states=2", "data.obs_dim=2", "data.seq_len=20",
+            "data.n_train=16", "data.n_val=8", "trainer.n_epochs=1", "trainer.batch_size=8", "trainer.init_restarts=1",
+            "trainer.init_em_iters=3", "trainer.guide_warmup_steps=2", "trainer.figure_every=0",
+            f"hydra.run.dir={run_dir}"]
+    proc = cli.run("pyro_dssm.train", args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0 <= metrics["viterbi_accuracy"] <= 1 and np.isfinite(metrics["val_loglik_per_step"])
+    x = np.abs(np.round(np.random.default_rng(0).normal(size=(2, 12, 2)) * 3))  # counts, valid for every family
+    np.savez(tmp_path / "in.npz", x_a=x[0], x_b=x[1, :7])
+    proc = cli.run("pyro_dssm.decode", [f"checkpoint={run_dir}", f"input={tmp_path / 'in.npz'}",
+                                        f"output={tmp_path / 'out.csv'}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = (tmp_path / "out.csv").read_text().splitlines()
+    assert len(rows) == 1 + 12 + 7 and "viterbi_state" in rows[0]
