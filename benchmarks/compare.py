@@ -1,15 +1,25 @@
-"""Compare methods on identical data: DSSM (each objective), exact baseline, oracle, hmmlearn.
+"""Compare methods on identical data and identical starts: DSSM (each objective), exact baseline, oracle, hmmlearn.
 
     python benchmarks/compare.py --seeds 0 1 2 --name default
+    python benchmarks/compare.py --seeds 0 1 --inits random kmeans em --name inits -- \
+        trainer.guide_warmup_steps=0 trainer.keep_best=false
     python benchmarks/compare.py --seeds 0 --name small -- data.n_train=200 trainer.n_epochs=3
     python benchmarks/compare.py --seeds 0 1 2 3 4 5 6 7 8 9 --name hard -- data=hard
     python benchmarks/compare.py --name hard --merge a.json b.json   # one table from runs split by seed
 
 Everything after ``--`` is a Hydra override of the training config (configs/).
-Writes ``benchmarks/results/NAME.md`` (table, printed too), ``NAME.json`` (one
-record per method and seed) and TensorBoard curves under ``--logdir/NAME``
-(one run per method/seed, so they overlay: accuracy against step, and against
-training wall time via ``compare/accuracy_vs_ms``).
+``--inits`` (default: ``trainer.init``) is an axis: per seed and init, the
+generative networks' start is made once (:func:`shared_start`) and loaded into
+every trained method, which then runs with ``trainer.init=random`` (keep the
+weights as they are). So the DSSMs and the exact baseline of a seed and init
+start from the same model, and the tables separate what the init gives (epoch
+0) from what each learning method adds (end - epoch 0). Only the DSSMs have a
+guide, so only they run the guide warm-up.
+
+Writes ``benchmarks/results/NAME.md`` (tables, printed too), ``NAME.json`` (one
+record per method, init and seed) and TensorBoard curves under ``--logdir/NAME``
+(one run per method/init/seed, so they overlay: accuracy against step, and
+against training wall time via ``compare/accuracy_vs_ms``).
 """
 
 from __future__ import annotations
@@ -18,7 +28,10 @@ import argparse
 import json
 import logging
 import math
+import os
 import platform
+import re
+import shlex
 import statistics
 import sys
 import time
@@ -35,9 +48,10 @@ sys.path.insert(0, str(REPO))
 from machine_info import cpu_model  # noqa: E402
 from pyro_dssm.model.exact import ExactBaseline  # noqa: E402
 from pyro_dssm.inference.mle import fit_baseline  # noqa: E402
-from pyro_dssm.evaluation.evaluate import oracle_metrics  # noqa: E402
+from pyro_dssm.inference.prepare import initialise  # noqa: E402
+from pyro_dssm.evaluation.evaluate import evaluate_hmm, oracle_metrics  # noqa: E402
 from pyro_dssm.evaluation.metrics import hungarian_accuracy  # noqa: E402
-from pyro_dssm.model.dssm import DSSM, ModelConfig  # noqa: E402
+from pyro_dssm.model.dssm import DSSM, ModelConfig, NeuralHMM  # noqa: E402
 from pyro_dssm.io.tracking import Tracker  # noqa: E402
 from pyro_dssm.train import load_data, seed_everything  # noqa: E402
 from pyro_dssm.inference.trainer import TrainerConfig, fit  # noqa: E402
@@ -45,6 +59,9 @@ from pyro_dssm.inference.trainer import TrainerConfig, fit  # noqa: E402
 log = logging.getLogger("compare")
 TARGET = 0.98  # fraction of the oracle accuracy that counts as "reached"
 METHODS = ("dssm-trace", "dssm-analytic", "exact", "oracle", "hmmlearn")
+TRAINED = METHODS[:3]  # the methods that start from the shared start of their seed and init
+INITS = ("random", "kmeans", "em")
+OWN_INIT = {"oracle": "-", "hmmlearn": "own"}  # the init column of the methods without a shared start
 
 
 def compose(overrides):
@@ -82,33 +99,68 @@ def log_curves(tracker: Tracker, history, key):
         tracker.scalars({"loglik_per_step": rec["val_loglik_per_step"]}, rec["step"], "compare/")
 
 
-def run_trained(cfg, data, seed, logdir, net_class, fit_fn, trainer_overrides, key, accuracy_key, elbo_key):
-    """Build ``net_class`` from the model config, train it with ``fit_fn`` and log its curves."""
+def model_config(cfg) -> ModelConfig:
+    return ModelConfig(**OmegaConf.to_container(cfg.model, resolve=True))
+
+
+def trainer_config(cfg, overrides) -> TrainerConfig:
+    return TrainerConfig(**{**OmegaConf.to_container(cfg.trainer, resolve=True), "device": "cpu", **overrides})
+
+
+def shared_start(cfg, data, seed: int, init: str) -> tuple[NeuralHMM, float]:
+    """The generative networks (transition, emission) every trained method of ``seed`` and ``init`` starts from.
+
+    ``random``: as constructed after ``seed_everything(seed)`` (the weights a DSSM or baseline built
+    under that seed has); ``kmeans`` / ``em``: then the data-driven init (pyro_dssm/inference/init.py)
+    with the trainer's ``init_*`` settings, run once on the training data with a generator seeded by ``seed``.
+    Returns the networks and the seconds the init took.
+    """
     seed_everything(seed)
-    trainer_cfg = TrainerConfig(**{**OmegaConf.to_container(cfg.trainer, resolve=True), "device": "cpu",
-                                   **trainer_overrides})
-    net = net_class(ModelConfig(**OmegaConf.to_container(cfg.model, resolve=True)))
+    net = NeuralHMM(model_config(cfg))
+    clock = time.perf_counter()
+    initialise(net, data.train.x, data.train.mask, trainer_config(cfg, {"init": init}),
+               torch.Generator().manual_seed(seed))
+    return net, time.perf_counter() - clock
+
+
+def run_trained(cfg, data, seed, start, logdir, net_class, fit_fn, trainer_overrides, key, accuracy_key, elbo_key):
+    """Build ``net_class``, load the generative weights of ``start``, train it with ``fit_fn``, log its curves.
+
+    ``start``: :func:`shared_start`'s (networks, seconds their init took); those seconds are added to the training times, as
+    when each method ran its own init.
+    """
+    start, init_seconds = start
+    seed_everything(seed)  # the guide's initial weights and the global noise stream: the same for every init
+    # trainer.init=random leaves the loaded start as it is; the DSSM's guide warm-up still runs
+    trainer_cfg = trainer_config(cfg, {**trainer_overrides, "init": "random"})
+    net = net_class(model_config(cfg))
+    missing, unexpected = net.load_state_dict(start.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("posterior.") for k in missing), (missing, unexpected)
     tracker = Tracker(logdir)
     try:
         m = fit_fn(net, data.train, data.val, trainer_cfg, tracker, seed=seed)
+        for rec in m["history"]:
+            rec["train_seconds"] += init_seconds
         log_curves(tracker, m["history"], key)
     finally:
         tracker.close()
+    # the model returned: with trainer.keep_best (DSSM only) the best-ELBO epoch's weights, else the last epoch's
+    kept = m["best_epoch"] if trainer_cfg.keep_best and "best_epoch" in m else m["epochs"]
     return {"accuracy": m[accuracy_key], "viterbi_accuracy": m["viterbi_accuracy"],
             "loglik_per_step": m["val_loglik_per_step"], "elbo_per_step": m[elbo_key],
-            "train_seconds": m["train_seconds"], "history": m["history"], "key": key, "score": m[key],
-            "best_epoch": m.get("best_epoch")}
+            "train_seconds": m["train_seconds"] + init_seconds, "init_seconds": init_seconds, "history": m["history"], "key": key, "score": m[key],
+            "best_epoch": m.get("best_epoch"), "kept_epoch": kept}
 
 
-def run_dssm(cfg, data, seed, objective, logdir):
+def run_dssm(cfg, data, seed, start, objective, logdir):
     """The DSSM; accuracy = guide argmax."""
-    return run_trained(cfg, data, seed, logdir, DSSM, fit, {"objective": objective}, "val_accuracy",
+    return run_trained(cfg, data, seed, start, logdir, DSSM, fit, {"objective": objective}, "val_accuracy",
                        "val_accuracy", "val_elbo_per_step")
 
 
-def run_exact(cfg, data, seed, logdir):
+def run_exact(cfg, data, seed, start, logdir):
     """The exact baseline (``baseline`` config group overrides the trainer); its ELBO is log p(X)."""
-    return run_trained(cfg, data, seed, logdir, ExactBaseline, fit_baseline,
+    return run_trained(cfg, data, seed, start, logdir, ExactBaseline, fit_baseline,
                        OmegaConf.to_container(cfg.baseline, resolve=True), "viterbi_accuracy",
                        "marginal_accuracy", "val_loglik_per_step")
 
@@ -137,64 +189,116 @@ def run_hmmlearn(data, seed, n_states, logdir):
     log_curves(tracker, history, "viterbi_accuracy")
     tracker.close()
     return {"accuracy": acc, "viterbi_accuracy": acc, "loglik_per_step": history[0]["val_loglik_per_step"],
-            "elbo_per_step": None, "train_seconds": seconds, "history": history, "key": "viterbi_accuracy", "score": acc,
-            "iterations": int(hmm.monitor_.iter)}
+            "elbo_per_step": None, "train_seconds": seconds, "history": history, "key": "viterbi_accuracy",
+            "score": acc, "iterations": int(hmm.monitor_.iter)}
+
+
+def from_start(rec):
+    """Add to a trained method's record its score at epoch 0 (the start) and what training added to it.
+
+    ``ratio_epoch0`` / ``ratio``: accuracy / oracle at epoch 0 and of the model returned; ``loglik_epoch0`` /
+    ``loglik_per_step``: exact validation log p(X) per step, the same two; ``d_ratio``, ``d_loglik``: end - epoch 0.
+    """
+    first = rec["history"][0]
+    rec["ratio_epoch0"] = first[rec["key"]] / rec["oracle_accuracy"]
+    rec["loglik_epoch0"] = first["val_loglik_per_step"]
+    rec["d_ratio"] = rec["ratio"] - rec["ratio_epoch0"]
+    rec["d_loglik"] = rec["loglik_per_step"] - rec["loglik_epoch0"]
+    return rec
 
 
 def fmt(v, spec=".4f"):
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
 
 
-def summarise(records, seeds, methods):
-    """Markdown: summary (median [min, max]) and per-seed accuracy / oracle ratios."""
-    def col(method, key):
-        vals = [r[key] for r in records if r["method"] == method and r.get(key) is not None]
-        return vals
+def mmm(vals, spec=".4f"):
+    """``median [min, max]`` of ``vals``, or "-" for none."""
+    if not vals:
+        return "-"
+    return f"{fmt(statistics.median(vals), spec)} [{fmt(min(vals), spec)}, {fmt(max(vals), spec)}]"
 
-    def mmm(vals, spec=".4f"):
-        if not vals:
-            return "-"
-        return f"{fmt(statistics.median(vals), spec)} [{fmt(min(vals), spec)}, {fmt(max(vals), spec)}]"
 
-    lines = ["| method | accuracy | Viterbi accuracy | accuracy / oracle (min) | log p(X)/step | ELBO/step | "
-             "train s | s to 0.98 x oracle | reached |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for method in methods:
-        recs = [r for r in records if r["method"] == method]
-        if recs and recs[0].get("status") == "not installed":
-            lines.append(f"| {method} | not installed | | | | | | | |")
+def table_rows(methods, inits):
+    """(method, init) of every row: each trained method under each init, then the oracle and hmmlearn once."""
+    return ([(m, i) for i in inits for m in TRAINED if m in methods]
+            + [(m, OWN_INIT[m]) for m in METHODS if m in OWN_INIT and m in methods])
+
+
+def summarise(records, seeds, rows):
+    """Markdown: summary, what training added to the start (median [min, max]) and per-seed accuracy / oracle."""
+    trained = [row for row in rows if row[0] in TRAINED]
+    return "\n".join(summary_table(records, rows) + learning_table(records, trained)
+                     + per_seed_table(records, seeds, [row for row in rows if row[0] != "oracle"])
+                     + kept_epochs(records, trained))
+
+
+def column(records, method, init, key):
+    """The non-missing values of ``key`` over the records (seeds) of ``method`` and ``init``."""
+    return [r[key] for r in records if (r["method"], r["init"]) == (method, init) and r.get(key) is not None]
+
+
+def summary_table(records, rows):
+    lines = ["| method | init | accuracy | Viterbi accuracy | accuracy / oracle (min) | log p(X)/step | ELBO/step | "
+             "train s | s to 0.98 x oracle | reached |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for method, init in rows:
+        mine = [r for r in records if (r["method"], r["init"]) == (method, init)]
+        if mine and mine[0].get("status") == "not installed":
+            lines.append(f"| {method} | {init} | not installed | | | | | | | |")
             continue
-        ratios = col(method, "ratio")
-        reached = [r for r in recs if r.get("seconds_to_target") is not None]
-        lines.append(
-            f"| {method} | {mmm(col(method, 'accuracy'))} | {mmm(col(method, 'viterbi_accuracy'))} | "
-            f"{mmm(ratios, '.3f')} | {mmm(col(method, 'loglik_per_step'))} | {mmm(col(method, 'elbo_per_step'))} | "
-            f"{mmm(col(method, 'train_seconds'), '.1f')} | {mmm(col(method, 'seconds_to_target'), '.1f')} | "
-            f"{len(reached)}/{len(recs)} |")
-    lines += ["", "Per seed, accuracy / oracle accuracy (the bar of issue 4 is on every seed):", "",
-              "| method | " + " | ".join(f"seed {s}" for s in seeds) + " | min | median | >= 0.95 | >= 0.98 |",
-              "|---|" + "---|" * (len(seeds) + 4)]
-    for method in methods:
-        if method == "oracle":
-            continue
-        by_seed = {r["seed"]: r.get("ratio") for r in records if r["method"] == method}
+        specs = [("accuracy", ".4f"), ("viterbi_accuracy", ".4f"), ("ratio", ".3f"), ("loglik_per_step", ".4f"),
+                 ("elbo_per_step", ".4f"), ("train_seconds", ".1f"), ("seconds_to_target", ".1f")]
+        cells = [mmm(column(records, method, init, key), spec) for key, spec in specs]
+        reached = column(records, method, init, "seconds_to_target")
+        lines.append(f"| {method} | {init} | " + " | ".join(cells) + f" | {len(reached)}/{len(mine)} |")
+    return lines
+
+
+def learning_table(records, rows):
+    """What training added to the start: epoch 0, end and end - epoch 0 of accuracy / oracle and log p(X)."""
+    lines = ["", "From the start (epoch 0) to the model returned (end), median [min, max] over seeds; "
+             "accuracy / oracle as above, log p(X)/step exact on validation:", "",
+             "| method | init | accuracy / oracle, epoch 0 | accuracy / oracle, end | end - epoch 0 | "
+             "log p(X)/step, epoch 0 | log p(X)/step, end | end - epoch 0 | kept epoch | log p(X) rose |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    specs = [("ratio_epoch0", ".3f"), ("ratio", ".3f"), ("d_ratio", "+.3f"), ("loglik_epoch0", ".4f"),
+             ("loglik_per_step", ".4f"), ("d_loglik", "+.4f"), ("kept_epoch", "g")]
+    for method, init in rows:
+        cells = [mmm(column(records, method, init, key), spec) for key, spec in specs]
+        rose = column(records, method, init, "d_loglik")
+        lines.append(f"| {method} | {init} | " + " | ".join(cells) + f" | {sum(d > 0 for d in rose)}/{len(rose)} |")
+    return lines
+
+
+def per_seed_table(records, seeds, rows):
+    seed_cells = " | ".join(f"seed {s}" for s in seeds)
+    lines = ["", "Per seed, accuracy / oracle accuracy of the model returned (the bar of issue 4 is on every seed):",
+             "", f"| method | init | {seed_cells} | min | median | >= 0.95 | >= 0.98 |",
+             "|---|---|" + "---|" * (len(seeds) + 4)]
+    for method, init in rows:
+        by_seed = {r["seed"]: r.get("ratio") for r in records if (r["method"], r["init"]) == (method, init)}
         vals = [v for v in by_seed.values() if v is not None]
         counts = " | ".join(f"{sum(v >= bar for v in vals)}/{len(vals)}" for bar in (0.95, 0.98))
-        lines.append(f"| {method} | " + " | ".join(fmt(by_seed.get(s), ".3f") for s in seeds)
-                     + (f" | {min(vals):.3f} | {statistics.median(vals):.3f} | {counts} |" if vals else " | - | - | - | - |"))
-    best = {r["method"]: [] for r in records if r.get("best_epoch") is not None}
-    for r in sorted(records, key=lambda r: r["seed"]):
-        if r.get("best_epoch") is not None:
-            best[r["method"]].append(f"{r['seed']}: {r['best_epoch']}")
-    if best:
-        lines += ["", "Epoch whose weights the DSSM ended with (trainer.keep_best: best validation ELBO; "
-                  "0 = the initialised model): " + "; ".join(f"{m} {{{', '.join(v)}}}" for m, v in best.items())]
-    return "\n".join(lines)
+        tail = f" | {min(vals):.3f} | {statistics.median(vals):.3f} | {counts} |" if vals else " | - | - | - | - |"
+        lines.append(f"| {method} | {init} | " + " | ".join(fmt(by_seed.get(s), ".3f") for s in seeds) + tail)
+    return lines
 
 
-def main(argv=None):
+def kept_epochs(records, rows):
+    kept = {(m, i): [f"{r['seed']}: {r['kept_epoch']}" for r in sorted(records, key=lambda r: r["seed"])
+                     if (r["method"], r["init"]) == (m, i) and r.get("kept_epoch") is not None] for m, i in rows}
+    if not any(kept.values()):
+        return []
+    return ["", "Epoch whose weights each method ended with, per seed (DSSM with trainer.keep_best: the best "
+            "validation ELBO's, 0 = the start; otherwise the last): "
+            + "; ".join(f"{m} {i} {{{', '.join(v)}}}" for (m, i), v in kept.items() if v)]
+
+
+def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--inits", nargs="+", default=None, choices=INITS,
+                        help="starts of the generative networks, each shared by every trained method of a seed "
+                             "(default: trainer.init)")
     parser.add_argument("--name", default="default", help="results file stem")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
@@ -203,68 +307,119 @@ def main(argv=None):
                         help="write one table from the records of earlier runs (their .json) instead of running")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data=hard trainer.n_epochs=5")
     args = parser.parse_args(argv)
+    if args.inits is not None and any(o.lstrip("+~").startswith("trainer.init=") for o in args.overrides):
+        parser.error("give the init by --inits or by trainer.init=..., not both")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
     if args.merge:
         return merge(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     cfg = compose(args.overrides)
-    args.out.mkdir(parents=True, exist_ok=True)
-    records = []
-    for seed in args.seeds:
-        data = load_data(cfg.data, seed)
-        oracle = oracle_metrics(data.params, data.val)
-        target = TARGET * oracle["oracle_accuracy"]
-        for method in args.methods:
-            logdir = args.logdir / args.name / method / f"seed{seed}"
-            log.info("seed %d: %s", seed, method)
-            if method == "oracle":
-                rec = {"accuracy": oracle["oracle_accuracy"], "viterbi_accuracy": None,
-                       "loglik_per_step": oracle["oracle_loglik_per_step"], "elbo_per_step": None,
-                       "train_seconds": 0.0, "history": []}
-            elif method == "exact":
-                rec = run_exact(cfg, data, seed, logdir)
-            elif method == "hmmlearn":
-                rec = run_hmmlearn(data, seed, cfg.data.n_states, logdir) or {"status": "not installed"}
-            else:
-                rec = run_dssm(cfg, data, seed, method.split("-", 1)[1], logdir)
-            if "key" in rec:
-                rec["seconds_to_target"] = time_to_target(rec["history"], rec["key"], target)
-                # the returned model's score (with trainer.keep_best: the best-ELBO epoch's, not the last's)
-                rec["ratio"] = rec["score"] / oracle["oracle_accuracy"]
-            elif method == "oracle":
-                rec["seconds_to_target"], rec["ratio"] = 0.0, 1.0
-            rec.update(method=method, seed=seed, oracle_accuracy=oracle["oracle_accuracy"])
-            log.info("seed %d %s: accuracy %s ratio %s", seed, method, fmt(rec.get("accuracy")),
-                     fmt(rec.get("ratio"), ".3f"))
-            records.append(rec)
-    command = "python benchmarks/compare.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    config = f"`{OmegaConf.to_container(cfg.data)}`; trainer `{OmegaConf.to_container(cfg.trainer)}`"
+    inits = args.inits or [cfg.trainer.init]
+    records = [rec for seed in args.seeds for rec in run_seed(args, cfg, seed, inits)]
+    env = "".join(f"{k}={os.environ[k]} " for k in ("OMP_NUM_THREADS",) if k in os.environ)
+    command = env + shlex.join(["python", "benchmarks/compare.py", *(sys.argv[1:] if argv is None else argv)])
     for rec in records:
-        rec.update(command=command, machine=machine(), config=config)
-    return write_results(args, records, args.seeds, args.methods, [command], [machine()], config)
+        rec.update(command=command, machine=machine(), config=config_text(cfg))
+    return write_results(args, records, args.seeds, table_rows(args.methods, inits), [command], [machine()],
+                         config_text(cfg))
+
+
+def run_seed(args, cfg, seed, inits):
+    """The records of one seed: the oracle and hmmlearn once, each trained method once per init from its start."""
+    data = load_data(cfg.data, seed)
+    oracle = oracle_metrics(data.params, data.val)
+    target = TARGET * oracle["oracle_accuracy"]
+    records = []
+    for method in [m for m in args.methods if m in OWN_INIT]:
+        log.info("seed %d: %s", seed, method)
+        if method == "oracle":
+            rec = {"accuracy": oracle["oracle_accuracy"], "viterbi_accuracy": None,
+                   "loglik_per_step": oracle["oracle_loglik_per_step"], "elbo_per_step": None,
+                   "train_seconds": 0.0, "history": [], "seconds_to_target": 0.0, "ratio": 1.0}
+        else:
+            logdir = args.logdir / args.name / method / f"seed{seed}"
+            rec = run_hmmlearn(data, seed, cfg.data.n_states, logdir) or {"status": "not installed"}
+        records.append(finish(rec, method, OWN_INIT[method], seed, oracle, target))
+    for init in inits:
+        start = shared_start(cfg, data, seed, init)
+        start_loglik = evaluate_hmm(start[0], data.val)["val_loglik_per_step"]
+        for method in [m for m in args.methods if m in TRAINED]:
+            logdir = args.logdir / args.name / method / init / f"seed{seed}"
+            log.info("seed %d, init %s: %s", seed, init, method)
+            if method == "exact":
+                rec = run_exact(cfg, data, seed, start, logdir)
+            else:
+                rec = run_dssm(cfg, data, seed, start, method.split("-", 1)[1], logdir)
+            rec = from_start(finish(rec, method, init, seed, oracle, target))
+            if not math.isclose(rec["loglik_epoch0"], start_loglik, rel_tol=1e-9, abs_tol=1e-9):
+                raise RuntimeError(f"seed {seed}, init {init}: {method} did not start from the shared start "
+                                   f"(epoch-0 log p(X)/step {rec['loglik_epoch0']!r}, start {start_loglik!r})")
+            records.append(rec)
+    return records
+
+
+def finish(rec, method, init, seed, oracle, target):
+    """Label ``rec`` and add its time to the target and, for a trained method, the returned model's ratio."""
+    if "key" in rec:
+        rec["seconds_to_target"] = time_to_target(rec["history"], rec["key"], target)
+        # the returned model's score (with trainer.keep_best: the best-ELBO epoch's, not the last's)
+        rec["ratio"] = rec["score"] / oracle["oracle_accuracy"]
+    rec.update(method=method, init=init, seed=seed, oracle_accuracy=oracle["oracle_accuracy"])
+    log.info("seed %d %s (%s): accuracy %s ratio %s", seed, method, init, fmt(rec.get("accuracy")),
+             fmt(rec.get("ratio"), ".3f"))
+    return rec
+
+
+def config_text(cfg) -> str:
+    """The settings every record of a run shares; the init is per record (``--inits``), so not here."""
+    trainer = {k: v for k, v in OmegaConf.to_container(cfg.trainer).items() if k != "init"}
+    return (f"`{OmegaConf.to_container(cfg.data)}`; trainer `{trainer}`; "
+            f"baseline `{OmegaConf.to_container(cfg.baseline)}`")
 
 
 def merge(args):
-    """One table from the records of several runs (e.g. seeds split over processes)."""
+    """One table from the records of several runs (e.g. seeds or inits split over processes)."""
     records = [r for path in args.merge for r in json.loads(path.read_text())]
+    for r in records:  # records written before the init axis: the init of their config, and the epoch-0 columns
+        if "init" not in r:
+            found = re.search(r"'init': '(\w+)'", r.get("config", ""))
+            if r["method"] not in OWN_INIT and found is None:
+                raise ValueError(f"--merge: a {r['method']} record has no init and its config names none")
+            r["init"] = OWN_INIT.get(r["method"]) or found.group(1)
+            if r["method"] in TRAINED:
+                from_start(r)
     seeds = sorted({r["seed"] for r in records})
     methods = [m for m in METHODS if any(r["method"] == m for r in records)]
+    inits = [i for i in INITS if any(r["init"] == i for r in records)]
     commands = list(dict.fromkeys(r.get("command", "?") for r in records))
     machines = list(dict.fromkeys(r.get("machine", "?") for r in records))
     configs = list(dict.fromkeys(r.get("config", "?") for r in records))
     if len(configs) > 1:
         raise ValueError(f"--merge: the records come from different configs: {configs}")
-    return write_results(args, records, seeds, methods, commands, machines, configs[0])
+    return write_results(args, records, seeds, table_rows(methods, inits), commands, machines, configs[0])
 
 
-def write_results(args, records, seeds, methods, commands, machines, config):
+def write_results(args, records, seeds, rows, commands, machines, config):
     args.out.mkdir(parents=True, exist_ok=True)
-    table = summarise(records, seeds, methods)
+    table = summarise(records, seeds, rows)
+    inits = list(dict.fromkeys(i for m, i in rows if m in TRAINED))
     header = (f"# compare: {args.name}\n\nCommand: " + "; ".join(f"`{c}`" for c in commands) + "\n\n"
               f"Machine: {'; '.join(machines)}\n\nConfig: {config}\n\n"
+              f"Inits: {', '.join(inits)}. For each seed and init the generative networks (transition, emission) "
+              f"start from one set of weights, loaded into every trained method (DSSM trace, DSSM analytic, exact "
+              f"baseline): `random` = as constructed under the seed, `kmeans` / `em` = the trainer's data-driven "
+              f"init, run once. After that the start is method-specific: the DSSMs fit their guide to the start's "
+              f"exact posterior (trainer.guide_warmup_steps) before epoch 0; the exact baseline has no guide. "
+              f"hmmlearn (init `own`) starts from its own k-means; the oracle (`-`) is the true HMM.\n\n"
               f"Accuracy: Hungarian-matched on validation; DSSM = guide argmax, exact = posterior-marginal argmax "
               f"(Viterbi beside it), hmmlearn = Viterbi. Ratio and time-to-target use the DSSM guide, the exact "
-              f"baseline's and hmmlearn's Viterbi accuracy. Times exclude evaluation.\n\n")
+              f"baseline's and hmmlearn's Viterbi accuracy. Times exclude evaluation and include the shared init "
+              f"(made once per seed and init, its seconds counted for every trained method).\n\n")
     text = header + table + "\n"
     (args.out / f"{args.name}.md").write_text(text)
     (args.out / f"{args.name}.json").write_text(json.dumps(records, indent=1))
