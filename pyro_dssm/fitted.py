@@ -25,6 +25,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from pyro_dssm.data.chain import sample_states
 from pyro_dssm.data.features import Preprocessing
 from pyro_dssm.data.files import pad_sequences
 from pyro_dssm.io.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
@@ -246,7 +247,7 @@ class FittedDSSM:
 
     @torch.no_grad()
     def sample(self, n: int, T: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Draw n sequences of T steps from the learned HMM: states (:func:`pyro_dssm.model.hmm.sample_states`), then
+        """Draw n sequences of T steps from the learned HMM: states (:func:`pyro_dssm.data.chain.sample_states`), then
         observations from the emission family (``emitter.sample``).
 
         Returns states (n, T) int64 and observations (n, T, D) float64 in the user's units: the
@@ -258,7 +259,7 @@ class FittedDSSM:
                 raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
         gen = torch.Generator().manual_seed(seed)
         log_init, log_trans = self.model.transition_parameters()
-        states = hmm.sample_states(log_init.exp(), log_trans.exp(), int(n), int(T), gen)
+        states = sample_states(log_init.exp(), log_trans.exp(), int(n), int(T), gen)
         x = self.model.emitter.sample(states, gen).float()  # the emission family's draws, step by step for AR
         return states.numpy(), x.double().numpy() * self.preprocessing.std + self.preprocessing.mean
 

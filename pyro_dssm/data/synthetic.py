@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from pyro_dssm.config import SyntheticDataConfig
+from pyro_dssm.data.chain import sample_states, sticky_transition
 from pyro_dssm.data.sequences import SequenceData
 
 
@@ -63,11 +64,8 @@ def make_hmm_params(
 ) -> HMMParams:
     """Random HMM parameters: sticky transitions, means ~ N(0, I_D)."""
     K = n_states
-    off = (1.0 - transition_bias) / (K - 1)
-    transition = torch.full((K, K), off)
-    transition.fill_diagonal_(transition_bias)
     means = torch.randn(K, obs_dim, generator=generator)
-    return HMMParams(torch.full((K,), 1.0 / K), transition, means, noise_std)
+    return HMMParams(torch.full((K,), 1.0 / K), sticky_transition(K, transition_bias), means, noise_std)
 
 
 def sample_hmm(params: HMMParams, n_seqs: int, seq_len: int, generator: torch.Generator) -> SequenceData:
@@ -76,11 +74,7 @@ def sample_hmm(params: HMMParams, n_seqs: int, seq_len: int, generator: torch.Ge
     Returns :class:`SequenceData` with x (N, T, D) float32 and states (N, T).
     """
     N, T = n_seqs, seq_len
-    states = torch.empty(N, T, dtype=torch.long)
-    states[:, 0] = torch.multinomial(params.initial, N, replacement=True, generator=generator)
-    for t in range(1, T):
-        rows = params.transition[states[:, t - 1]]  # (N, K)
-        states[:, t] = torch.multinomial(rows, 1, generator=generator).squeeze(-1)
+    states = sample_states(params.initial, params.transition, N, T, generator)
     noise = torch.randn(N, T, params.means.shape[1], generator=generator)
     x = params.means[states] + params.noise_std * noise
     return SequenceData(x.float(), torch.full((N,), T, dtype=torch.long), states)

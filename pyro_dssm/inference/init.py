@@ -26,7 +26,8 @@ from torch import nn
 
 from pyro_dssm.model import hmm
 from pyro_dssm.inference.init_families import family_init
-from pyro_dssm.inference.init_start import kmeans, sticky_transition  # noqa: F401 (re-exported)
+from pyro_dssm.data.chain import sticky_transition  # noqa: F401 (re-exported)
+from pyro_dssm.inference.init_start import kmeans  # noqa: F401 (re-exported)
 from pyro_dssm.model.dssm import DSSM, NeuralHMM
 
 log = logging.getLogger(__name__)

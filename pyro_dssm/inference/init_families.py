@@ -29,7 +29,8 @@ import logging
 import torch
 from torch import nn
 
-from pyro_dssm.inference.init_start import kmeans, sticky_transition
+from pyro_dssm.data.chain import sticky_transition
+from pyro_dssm.inference.init_start import kmeans
 from pyro_dssm.model import hmm
 from pyro_dssm.model.emissions.autoregressive import history
 from pyro_dssm.model.emissions.gaussian_scale import SCALE_FLOOR, diagonal_normal_log_prob

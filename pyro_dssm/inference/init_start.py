@@ -1,4 +1,4 @@
-"""Starting points of every data-driven init: k-means++ centres and a sticky transition matrix."""
+"""Starting points of every data-driven init: k-means++ centres (the sticky transition matrix is :func:`pyro_dssm.data.chain.sticky_transition`)."""
 
 from __future__ import annotations
 
@@ -26,8 +26,3 @@ def kmeans(points: torch.Tensor, n_clusters: int, generator: torch.Generator, n_
         centres = new
     return centres
 
-
-def sticky_transition(n_states: int, stay_prob: float) -> torch.Tensor:
-    """(K, K) matrix with ``stay_prob`` on the diagonal and the rest spread evenly."""
-    trans = torch.full((n_states, n_states), (1 - stay_prob) / (n_states - 1))
-    return trans.fill_diagonal_(stay_prob)

@@ -243,15 +243,3 @@ def viterbi(
         state = arg.gather(-1, state.unsqueeze(-1)).squeeze(-1)
         path.append(state)
     return torch.stack(path[::-1], 1), log_joint
-
-
-def sample_states(initial: torch.Tensor, transition: torch.Tensor, n: int, T: int,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
-    r"""(n, T) int64 paths of the Markov chain :math:`c_1 \sim` ``initial`` (K,), :math:`c_t \mid c_{t-1} \sim`
-    ``transition[c_{t-1}]`` (K, K); the draws of :func:`pyro_dssm.data.synthetic.sample_hmm`, in its order."""
-    states = torch.empty(n, T, dtype=torch.long)
-    states[:, 0] = torch.multinomial(initial, n, replacement=True, generator=generator)
-    for t in range(1, T):
-        rows = transition[states[:, t - 1]]  # (n, K)
-        states[:, t] = torch.multinomial(rows, 1, generator=generator).squeeze(-1)
-    return states
