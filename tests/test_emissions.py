@@ -255,3 +255,59 @@ def test_cli_trains_writes_metrics_and_decodes(family, cli, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = (tmp_path / "out.csv").read_text().splitlines()
     assert len(rows) == 1 + 12 + 7 and "viterbi_state" in rows[0]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_guide_reads_the_emission_table_exactly_for_families_with_memory(family):
+    """The autoregressive guide's BiGRU reads [x_t, normalised log p(x_t | c_t = k, x_{<t})]; memoryless families
+    read x_t alone (gaussian: the guide of before, same parameter shapes)."""
+    net = make_model(family)
+    extra = K if family == "autoregressive" else 0
+    assert net.posterior.extra_dim == extra
+    assert net.posterior.birnn.weight_ih_l0.shape == (3 * net.posterior.hidden_dim, D + extra)
+    x = make_x(family, 3, 6)
+    if extra:
+        table = net.emitter.table(x).log_softmax(-1).clamp_min(-10.0)
+        expected = net.posterior.birnn(torch.cat([x, table], -1))[0]
+    else:
+        expected = net.posterior.birnn(x)[0]
+    assert torch.equal(net.guide_features(x), expected)
+    with pytest.raises(ValueError, match="extra inputs per step"):
+        net.posterior.encode(x, None, None if extra else torch.zeros(3, 6, K))
+
+
+def test_guide_table_input_is_detached_from_the_emission():
+    """The table is an input of the guide, as x is: the guide's loss sends no gradient into the emission."""
+    net = make_model("autoregressive")
+    net.guide_logits(make_x("autoregressive", 3, 6)).logsumexp(-1).sum().backward()
+    assert all(p.grad is None for p in net.emitter.parameters())
+    assert net.posterior.birnn.weight_ih_l0.grad[:, D:].abs().sum() > 0  # the table columns are read
+
+
+@torch.no_grad()
+def test_autoregressive_guide_ignores_padding():
+    """Greedy guide decoding of a ragged batch with garbage padding equals that of each sequence alone."""
+    net = make_model("autoregressive")
+    x = make_x("autoregressive", 2, 7)
+    mask = torch.arange(7) < torch.tensor([7, 4])[:, None]
+    x[1, 4:] = 50.0
+    padded = net.guide_logits(x, mask)
+    assert torch.allclose(padded[1, :4], net.guide_logits(x[1:, :4])[0], atol=1e-6)
+    assert torch.allclose(padded[0], net.guide_logits(x[:1])[0], atol=1e-6)
+
+
+def test_autoregressive_warm_start_reaches_the_exact_posterior():
+    """States that differ in dynamics only: after the warm start the guide's greedy path agrees with the exact
+    marginals' argmax (measured 0.994 with the table input, 0.90 from x alone)."""
+    from pyro_dssm.data.switching_ar import make_switching_ar
+    from pyro_dssm.inference.init import warm_start_guide
+    torch.manual_seed(0)
+    data = make_switching_ar(2, 2, 60, 64, 1, 0.95, 0.3, 0.95, 0.5, 1.0, seed=0)
+    x, mask = data.train.x, data.train.mask
+    net = DSSM(ModelConfig(n_states=2, obs_dim=2, rnn_hidden=16, emission="autoregressive"))
+    data_driven_init(net, x, mask, torch.Generator().manual_seed(0), "em", restarts=1, em_iters=10)
+    warm_start_guide(net, x, mask, torch.Generator().manual_seed(0), steps=60, batch_size=32)
+    with torch.no_grad():
+        exact = hmm.posterior_marginals(*net.exact_hmm(x), mask).argmax(-1)
+        agree = float((net.guide_logits(x, mask).argmax(-1) == exact).float().mean())
+    assert agree > 0.95, agree

@@ -82,7 +82,7 @@ def discrete_elbo(model: DSSM, x: torch.Tensor, mask: torch.Tensor, generator: t
     so it compares across temperatures and objectives.
     """
     B, K = x.shape[0], model.n_states
-    features = model.posterior.encode(x, mask.sum(-1))
+    features = model.guide_features(x, mask.sum(-1))
 
     def sample(t, q_logits):
         state = torch.multinomial(q_logits.softmax(-1), 1, generator=generator).squeeze(-1)

@@ -147,6 +147,9 @@ def warm_start_guide(
       :math:`\mathrm{KL}(p(C \mid X) \,\|\, q(C \mid X))` up to a constant.
       On the default data, seed 0, the guide's accuracy after the warm start
       was 0.98365 against 0.9837 with ``"marginals"`` (seed 1: 0.9860 / 0.9859, seed 2: 0.9903 / 0.99025).
+      On ``data=switching_ar`` (``autoregressive``), seed 0, ``"chain"`` left a lower cross-entropy
+      (0.069 against 0.130 nats/step) but a lower final greedy accuracy (0.979 x oracle against 0.985):
+      ``"marginals"`` stays the default.
 
     An amortised guide that starts far from the posterior drags the model
     towards what it can represent (often a merged state); starting it near
@@ -170,7 +173,7 @@ def warm_start_guide(
         draw = _chain_targets if targets == "chain" else _marginal_targets
         prev_states, target = draw(posterior[idx], generator)
         given = prev_states.to(x.dtype).unbind(1)
-        logits = net.unroll(net.encode(xb, mb.sum(-1)), lambda t, _: given[t])[0]
+        logits = net.unroll(model.guide_features(xb, mb.sum(-1)), lambda t, _: given[t])[0]
         loss = (-(target * logits.log_softmax(-1)).sum(-1))[mb].mean()
         opt.zero_grad()
         loss.backward()

@@ -13,6 +13,9 @@ from pyro_dssm.model.emissions import make_emission
 from pyro_dssm.model.networks import PosteriorNet, Transition
 
 
+TABLE_FLOOR = 10.0  # the guide reads normalised per-state log-likelihoods floored at -10 (DSSM.guide_features)
+
+
 def check_batch(x: torch.Tensor, mask: torch.Tensor | None, obs_dim: int) -> torch.Tensor:
     """Validate a batch for the models of this package and return its (B, T) bool mask.
 
@@ -91,7 +94,27 @@ class DSSM(NeuralHMM):
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)
-        self.posterior = PosteriorNet(config.n_states, config.obs_dim, config.rnn_hidden)
+        # an emission with memory (order > 0) also feeds the guide its per-state log-likelihoods
+        extra = config.n_states if self.emitter.order > 0 else 0
+        self.posterior = PosteriorNet(config.n_states, config.obs_dim, config.rnn_hidden, extra_dim=extra)
+
+    def guide_features(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        r"""(B, T, D) -> (B, T, 2H): the guide's BiGRU features h_t of x (padding skipped given ``lengths``).
+
+        For emissions with memory (``order`` > 0, e.g. ``autoregressive``) the
+        evidence for c_t lies in how x_t relates to its past, which a GRU over
+        x alone must learn to compute. The exact conditional is
+        :math:`p(c_t \mid c_{t-1}, X) \propto A_{c_{t-1} c_t}\, p(x_t \mid c_t, x_{<t})\, \beta_t(c_t)`,
+        so the BiGRU also reads the emission's table
+        :math:`\log p(x_t \mid c_t = k, x_{<t})` of every step, normalised over k
+        (``log_softmax``, floored at ``-TABLE_FLOOR``) and detached: an input, as
+        x is, not a path for the emission's gradients. Memoryless families read x only.
+        """
+        extra = None
+        if self.posterior.extra_dim:
+            with torch.no_grad():
+                extra = self.emitter.table(x).log_softmax(-1).clamp_min(-TABLE_FLOOR)
+        return self.posterior.encode(x, lengths, extra)
 
     # p(x_{1:T} | c_{1:T}) p(c_{1:T})
     def model(self, x: torch.Tensor, mask: torch.Tensor | None = None, tau: float = 1.0) -> None:
@@ -107,7 +130,7 @@ class DSSM(NeuralHMM):
         """Same arguments as :meth:`model`; samples the site ``c`` (B, T, K) in log space."""
         lengths = None if mask is None else mask.sum(-1)
         mask = check_batch(x, mask, self.config.obs_dim)
-        features = self.posterior.encode(x, lengths)
+        features = self.guide_features(x, lengths)
         with pyro.plate("sequences", x.shape[0]):
             pyro.sample("c", RelaxedChainPosterior(self.posterior, features, tau, mask))
 
@@ -118,7 +141,7 @@ class DSSM(NeuralHMM):
         zero-temperature limit of the relaxed sample).
         """
         mask = check_batch(x, mask, self.config.obs_dim)
-        features = self.posterior.encode(x, mask.sum(-1))
+        features = self.guide_features(x, mask.sum(-1))
 
         def argmax_one_hot(t, logits):
             return nn.functional.one_hot(logits.argmax(-1), self.n_states).to(logits.dtype)

@@ -35,22 +35,36 @@ class PosteriorNet(nn.Module):
     A bidirectional GRU over x_{1:T} summarises the whole sequence into h_t
     (:meth:`encode`); a GRU cell fed [h_t, previous relaxed state] carries the
     chain forward and a linear layer reads out the logits (:meth:`step`).
+
+    With ``extra_dim`` > 0 the BiGRU reads ``extra_dim`` more inputs per step
+    after x_t (:meth:`encode`'s ``extra``): the model passes the emission's
+    per-state log-likelihoods there when they depend on the past
+    (:meth:`pyro_dssm.model.dssm.DSSM.guide_features`).
     """
 
-    def __init__(self, n_states: int, obs_dim: int, hidden_dim: int):
+    def __init__(self, n_states: int, obs_dim: int, hidden_dim: int, extra_dim: int = 0):
         super().__init__()
         self.n_states = n_states
         self.hidden_dim = hidden_dim
-        self.birnn = nn.GRU(obs_dim, hidden_dim, batch_first=True, bidirectional=True)
+        self.extra_dim = extra_dim
+        self.birnn = nn.GRU(obs_dim + extra_dim, hidden_dim, batch_first=True, bidirectional=True)
         self.cell = nn.GRUCell(2 * hidden_dim + n_states, hidden_dim)
         self.readout = nn.Linear(hidden_dim, n_states)
 
-    def encode(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    def encode(
+        self, x: torch.Tensor, lengths: torch.Tensor | None = None, extra: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(B, T, D) observations -> (B, T, 2H) features h_t.
 
         With ``lengths`` (B,), padding is skipped so that the backward direction
-        starts at each sequence's own last step.
+        starts at each sequence's own last step. ``extra`` (B, T, ``extra_dim``):
+        more per-step inputs, required exactly when ``extra_dim`` > 0.
         """
+        if (extra is None) != (self.extra_dim == 0):
+            raise ValueError(f"this PosteriorNet reads {self.extra_dim} extra inputs per step, got "
+                             f"{None if extra is None else tuple(extra.shape)}")
+        if extra is not None:
+            x = torch.cat([x, extra], -1)
         if lengths is None or bool((lengths == x.shape[1]).all()):
             return self.birnn(x)[0]
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
