@@ -1,4 +1,5 @@
-"""Slow: the default configuration reaches the oracle on several seeds (run with ``pytest -m slow``)."""
+"""Slow: the default configuration, and the autoregressive family on data=switching_ar, reach the oracle on
+several seeds (run with ``pytest -m slow``)."""
 
 import pytest
 import torch
@@ -36,3 +37,12 @@ def test_default_exact_baseline_reaches_the_oracle(seed):
     metrics = fit_baseline(net, data.train, data.val, trainer_cfg, Tracker("unused", enabled=False), seed=seed)
     oracle = oracle_metrics(data.params, data.val)["oracle_accuracy"]
     assert metrics["viterbi_accuracy"] >= BAR * oracle, metrics
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_autoregressive_emission_finds_regimes_that_differ_in_dynamics(tmp_path, seed):
+    """Issue 12: on data=switching_ar (same mean, different dynamics) the autoregressive family, chosen by the
+    data option, reaches 0.98 x oracle; a mean-only Gaussian HMM is near chance there (tests/test_synthetic_families.py)."""
+    metrics = train(compose_config(["data=switching_ar", f"seed={seed}"]), tmp_path)
+    assert metrics["accuracy_over_oracle"] >= BAR, metrics
