@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 
 from pyro_dssm.config.location import CONFIG_DIR
 from pyro_dssm.config.overrides import check_command_line
-from pyro_dssm.data.files import Sequences
+from pyro_dssm.data.readers import Sequences
 from pyro_dssm.fitted import FittedDSSM, check_sequences, load_model
 from pyro_dssm.model.dssm import DSSM
 from pyro_dssm.train import train
@@ -52,7 +52,7 @@ def label_codes(labels, xs: list[np.ndarray]) -> tuple[list[np.ndarray] | None, 
     """(T_i,) integer labels (negative = unlabelled step) -> class codes 0..C-1 and the class names.
 
     Classes are the distinct non-negative values in increasing order, named by their text,
-    as :func:`pyro_dssm.data.files.read_npz` maps the labels of a file.
+    as :func:`pyro_dssm.data.readers.read_npz` maps the labels of a file.
     """
     if labels is None:
         return None, []

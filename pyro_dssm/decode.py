@@ -5,7 +5,7 @@
 ``checkpoint`` is a ``.pt`` file or a run directory (its ``checkpoints/best.pt``,
 else ``last.pt``). ``input`` is read like the training data: a CSV with the
 column names stored in the checkpoint's config, or an NPZ (either layout, see
-:func:`pyro_dssm.data.files.read_npz`), and goes through the stored features and
+:func:`pyro_dssm.data.readers.read_npz`), and goes through the stored features and
 training-split standardisation. ``output`` gets one row per input time step:
 sequence id, time, the guide's state (greedy, noise-free), the Viterbi state
 under the learned HMM and the exact posterior marginals p(c_t = k | X)
@@ -35,7 +35,8 @@ from omegaconf import MISSING
 
 from pyro_dssm import cli
 from pyro_dssm.config import settings
-from pyro_dssm.data.files import FileDataConfig, Sequences, check_input_file, read_csv, read_npz
+from pyro_dssm.config import FileDataConfig
+from pyro_dssm.data.readers import Sequences, check_input_file, read_csv, read_npz
 from pyro_dssm.evaluation.metrics import clustering_scores
 # loading a checkpoint and exact decoding are shared with the Python API (pyro_dssm.fitted)
 from pyro_dssm.fitted import Decoded, decode, load_model, preprocessing_of

@@ -40,7 +40,8 @@ from pyro_dssm.io.checkpoint import load_checkpoint, resolve_checkpoint
 from pyro_dssm.data.counts import make_counts
 from pyro_dssm.data.switching_ar import make_switching_ar
 from pyro_dssm.data.synthetic import make_synthetic
-from pyro_dssm.data.files import Sequences, load_file_data
+from pyro_dssm.data.files import load_file_data
+from pyro_dssm.data.readers import Sequences
 from pyro_dssm.inference.distributed import DataParallel, init_data_parallel, shutdown
 from pyro_dssm.evaluation.evaluate import oracle_metrics
 from pyro_dssm.inference.faults import Interrupted, StopOnSignal, TrainingDiverged

@@ -17,7 +17,7 @@ import torch
 
 from pyro_dssm.config import TrainerConfig
 from pyro_dssm.io.checkpoint import load_checkpoint
-from pyro_dssm.data.files import read_csv
+from pyro_dssm.data.readers import read_csv
 from pyro_dssm.train import train
 
 from .helpers import compose_config

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from pyro_dssm.data.features import Preprocessing
-from pyro_dssm.data.files import read_csv
+from pyro_dssm.data.readers import read_csv
 from pyro_dssm.io.tracking import Tracker
 from pyro_dssm.train import train
 

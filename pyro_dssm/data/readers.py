@@ -1,0 +1,308 @@
+"""Reading your own sequences from a file: a long-format CSV or a NumPy ``.npz``, into ragged arrays.
+
+:func:`read_csv` and :func:`read_npz` return :class:`Sequences` (one (T_i, D0) array per sequence, times,
+optional labels as integer codes with their names); every malformed input is a ``ValueError`` naming the
+file, line or sequence. The pipeline that turns them into training data is :mod:`pyro_dssm.data.files`.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class Sequences:
+    """Ragged sequences as read from a file.
+
+    Attributes:
+        names: one id per sequence.
+        x: (T_i, D) float64 arrays.
+        times: (T_i,) arrays, the time column (numbers or strings) or 0..T_i-1.
+        labels: (T_i,) int64 class codes (-1 = unlabelled step), or None when the file has no labels.
+        label_names: class code -> original label, as text.
+        feature_names: the D column names.
+        delimiter: the field separator of a CSV file (``,`` ``;`` or tab), None for other sources.
+    """
+
+    names: list[str]
+    x: list[np.ndarray]
+    times: list[np.ndarray]
+    labels: list[np.ndarray] | None
+    label_names: list[str]
+    feature_names: list[str]
+    delimiter: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+def _label_codes(raw: list[list[str]], known: list[str] | None) -> tuple[list[np.ndarray], list[str]]:
+    """Map text labels (empty = unlabelled) to codes; new classes extend ``known`` in sorted order."""
+    names = list(known or [])
+    new = {v for seq in raw for v in seq if v != "" and v not in names}
+    try:
+        new = sorted(new, key=float)  # integer-like labels sort numerically: "2" before "10"
+    except ValueError:
+        new = sorted(new)
+    names += new
+    index = {name: k for k, name in enumerate(names)}
+    return [np.array([index.get(v, -1) for v in seq], dtype=np.int64) for seq in raw], names
+
+
+def check_input_file(path: str | Path, key: str) -> Path:
+    """``path`` as a Path if it is a file with something in it; else ValueError naming ``key`` (e.g. ``data.path``)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{key}={str(path)!r} is a directory; expected a .csv or .npz file")
+    if not path.is_file():
+        raise ValueError(f"{key}={str(path)!r} does not exist")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{key}={str(path)!r} is an empty file (0 bytes)")
+    return path
+
+
+def _where(rows: list[dict], i: int, id_column: str, time_column: str | None) -> str:
+    """Row ``i`` as a place in the data: its sequence and time step (the time column's value if there is one)."""
+    name = rows[i][id_column]
+    if time_column is not None:
+        return f"sequence {name!r} at {time_column}={rows[i][time_column]!r}"
+    return f"sequence {name!r} at time step {sum(1 for r in rows[:i] if r[id_column] == name)}"
+
+
+DELIMITERS = (",", ";", "\t")
+
+
+def _read_rows(path: Path, key: str) -> tuple[list[str], list[dict[str, str]], list[int], str]:
+    """A CSV file's header, its rows (column -> cell), the line number of each row and the delimiter.
+
+    Excel's "CSV UTF-8" starts with a byte-order mark, dropped here (``utf-8-sig``),
+    and where the decimal mark is a comma it separates fields with ``;``: the
+    delimiter is whichever of ``,`` ``;`` tab the header line holds most often
+    (``,`` for a single column). Blank lines are skipped; a row with another
+    number of fields than the header is a ValueError naming its line.
+    """
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            delimiter = max(DELIMITERS, key=f.readline().count)  # a tie goes to the first, ","
+            f.seek(0)
+            reader = csv.reader(f, delimiter=delimiter)
+            columns = next(reader, [])
+            rows, lines = [], []
+            for cells in reader:
+                if not cells:
+                    continue
+                if len(cells) != len(columns):
+                    raise ValueError(f"{path} line {reader.line_num}: {len(cells)} fields, but the header has "
+                                     f"{len(columns)} ({delimiter!r}-separated: {columns}); a stray {delimiter!r} "
+                                     "in a value needs quotes")
+                rows.append(dict(zip(columns, cells)))
+                lines.append(reader.line_num)
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise ValueError(f"{key}={str(path)!r} is not a CSV text file ({exc})") from None
+    return columns, rows, lines, delimiter
+
+
+def read_csv(
+    path: str | Path, id_column: str, time_column: str | None = None, feature_columns: list[str] | None = None,
+    label_column: str | None = None, label_names: list[str] | None = None, labels_optional: bool = False,
+    key: str = "data.path",
+) -> Sequences:
+    """Read a long-format CSV: one row per time step, a header row, sequences told apart by ``id_column``.
+
+    Rows are grouped by id (in order of first appearance) and, within a sequence,
+    ordered by ``time_column`` (numeric if every value parses, else as text)
+    or kept in file order. ``feature_columns`` None takes every other column
+    whose values are all numbers (a column of numbers and text is an error).
+    Empty label cells are unlabelled steps. ``key`` names the setting that gave
+    ``path`` in error messages.
+    """
+    path = check_input_file(path, key)
+    columns, rows, lines, delimiter = _read_rows(path, key)
+    if not columns:
+        raise ValueError(f"{key}={str(path)!r} has no header row; expected column names on the first line")
+    if not rows:
+        raise ValueError(f"{key}={str(path)!r} has a header but no data rows; expected one row per time step")
+    if label_column is not None and label_column not in columns and labels_optional:
+        label_column = None
+    for what, name in (("id_column", id_column), ("time_column", time_column), ("label_column", label_column)):
+        if name is not None and name not in columns:
+            raise ValueError(f"data.{what}={name!r} is not a column of {path} (columns: {columns})")
+    feature_columns = _feature_columns(path, key, columns, rows, lines, feature_columns,
+                                       {id_column, time_column, label_column}, id_column, time_column)
+    values = _feature_values(path, rows, lines, feature_columns, id_column, time_column)
+    names, xs, times, raw_labels = [], [], [], []
+    for name, idx, t in _sequences(path, rows, id_column, time_column):
+        names.append(name)
+        xs.append(values[idx])
+        times.append(t)
+        if label_column is not None:
+            raw_labels.append([rows[i][label_column].strip() for i in idx])
+    labels, label_names = _label_codes(raw_labels, label_names) if label_column is not None else (None, [])
+    return Sequences(names, xs, times, labels, label_names, feature_columns, delimiter)
+
+
+def _feature_columns(path: Path, key: str, columns: list[str], rows: list[dict], lines: list[int],
+                     feature_columns: list[str] | None, special: set, id_column: str,
+                     time_column: str | None) -> list[str]:
+    """The feature columns: as given (each must exist), or every non-special column whose cells are all numbers."""
+    if feature_columns is not None:
+        missing = [c for c in feature_columns if c not in columns]
+        if missing:
+            raise ValueError(f"{key}={str(path)!r} lacks the feature column(s) {missing} (data.feature_columns); "
+                             f"its columns: {columns}")
+        return list(feature_columns)
+    found = []
+    for c in (c for c in columns if c not in special):
+        numeric = [_is_number(r[c]) for r in rows]
+        if all(numeric):
+            found.append(c)
+        elif any(numeric):  # numbers with a stray cell: a damaged feature, not a text column
+            i = numeric.index(False)
+            raise ValueError(f"{path} line {lines[i]}, {_where(rows, i, id_column, time_column)}: column {c!r} "
+                             f"holds numbers and {rows[i][c]!r}; expected a number (or list the numeric "
+                             "columns in data.feature_columns)")
+    if not found:
+        raise ValueError(f"{path}: no numeric feature column besides {sorted(c for c in special if c)}")
+    return found
+
+
+def _feature_values(path: Path, rows: list[dict], lines: list[int], feature_columns: list[str], id_column: str,
+                    time_column: str | None) -> np.ndarray:
+    """(rows, features) float64 values; a cell that is not a finite number is an error naming its line."""
+    values = np.empty((len(rows), len(feature_columns)))
+    for i, row in enumerate(rows):
+        for j, c in enumerate(feature_columns):
+            cell = row[c]
+            if not _is_number(cell) or not math.isfinite(float(cell)):
+                raise ValueError(f"{path} line {lines[i]}, {_where(rows, i, id_column, time_column)}: column {c!r} "
+                                 f"must hold a finite number, got {cell!r}")
+            values[i, j] = float(cell)
+    return values
+
+
+def _sequences(path: Path, rows: list[dict], id_column: str, time_column: str | None):
+    """Per sequence id (in order of first appearance): its name, row indices in time order and times."""
+    groups: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(row[id_column], []).append(i)
+    numeric_time = time_column is not None and all(_is_number(r[time_column]) for r in rows)
+    for name, idx in groups.items():
+        if time_column is None:
+            yield name, idx, np.arange(len(idx))
+            continue
+        t = [float(rows[i][time_column]) if numeric_time else rows[i][time_column] for i in idx]
+        order = sorted(range(len(idx)), key=t.__getitem__)
+        idx, t = [idx[k] for k in order], [t[k] for k in order]
+        dup = next((a for a, b in zip(t, t[1:]) if a == b), None)
+        if dup is not None:
+            raise ValueError(f"{path}: sequence {name!r} has two rows at {time_column}={dup!r}")
+        t = np.array(t)
+        if numeric_time and np.all(t == np.round(t)):
+            t = t.astype(np.int64)
+        yield name, idx, t
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def read_npz(path: str | Path, label_names: list[str] | None = None, key: str = "data.path") -> Sequences:
+    """Read sequences from a NumPy ``.npz`` file (no pickle).
+
+    Two layouts: keys ``x_<name>`` (T_i, D) with optional ``z_<name>`` (T_i,),
+    one per sequence and of any length; or one array ``x`` (N, T, D) with
+    optional ``z`` (N, T) and ``lengths`` (N,) (a file with a single array is
+    read as ``x``). Integer labels; negative values are unlabelled steps.
+    ``key`` names the setting that gave ``path`` in error messages.
+    """
+    path = check_input_file(path, key)
+    arrays = _load_npz(path, key)
+    names, xs, zs = _npz_sequences(path, arrays)
+    _check_npz_sequences(path, names, xs, zs)
+    xs = [np.asarray(x, dtype=np.float64).reshape(x.shape[0], -1) for x in xs]
+    if len({x.shape[1] for x in xs}) > 1:
+        raise ValueError(f"{path}: sequences differ in feature count: {sorted({x.shape[1] for x in xs})}")
+    labels, names_out = None, []
+    if any(z is not None for z in zs):
+        raw = [[str(int(v)) if v >= 0 else "" for v in z] if z is not None else [""] * len(x) for x, z in zip(xs, zs)]
+        labels, names_out = _label_codes(raw, label_names)
+    features = [f"x{j}" for j in range(xs[0].shape[1])]
+    return Sequences(names, xs, [np.arange(len(x)) for x in xs], labels, names_out, features)
+
+
+
+
+def _load_npz(path: Path, key: str) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` archive (no pickle); ValueError naming the file when it is unreadable or empty."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValueError(f"a single .npy array of shape {loaded.shape}, not a .npz archive")
+        with loaded as f:
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{key}={str(path)!r} is not a readable .npz file ({reason})") from None
+    if not arrays:
+        raise ValueError(f"{key}={str(path)!r} holds no arrays; expected x_<name> (T, D) arrays or x (N, T, D)")
+    return arrays
+
+
+def _npz_sequences(path: Path, arrays: dict[str, np.ndarray]):
+    """The two layouts of :func:`read_npz` -> sequence names, (T_i, ...) arrays and (T_i,) labels or None."""
+    per_seq = [k[2:] for k in arrays if k.startswith("x_")]
+    if per_seq:
+        orphans = [k for k in arrays if k.startswith("z_") and k[2:] not in per_seq]
+        if orphans:
+            raise ValueError(f"{path}: labels {orphans} have no matching x_<name> array")
+        xs = [arrays[f"x_{n}"] for n in per_seq]
+        zs = [arrays.get(f"z_{n}") for n in per_seq]
+        names = per_seq
+    else:
+        name = "x" if "x" in arrays else (next(iter(arrays)) if len(arrays) == 1 else None)
+        if name is None:
+            raise ValueError(f"{path}: expected keys x_<name> or an array 'x' (N, T, D), got {sorted(arrays)}")
+        full = arrays[name]
+        if full.ndim == 2:
+            full = full[..., None]
+        if full.ndim != 3:
+            raise ValueError(f"{path}: array {name!r} must be (N, T, D), got shape {full.shape}")
+        if full.shape[0] == 0 or full.shape[1] == 0:
+            raise ValueError(f"{path}: array {name!r} of shape {full.shape} holds no time steps; expected N >= 1, T >= 1")
+        lengths = arrays.get("lengths", np.full(full.shape[0], full.shape[1]))
+        if (lengths.shape != full.shape[:1] or not np.issubdtype(lengths.dtype, np.integer)
+                or not ((lengths >= 1) & (lengths <= full.shape[1])).all()):
+            raise ValueError(f"{path}: 'lengths' must be N={full.shape[0]} integers in [1, T={full.shape[1]}], "
+                             f"got {lengths.dtype} {lengths.shape} {lengths.ravel()[:5].tolist()}")
+        z = arrays.get("z")
+        if z is not None and z.shape != full.shape[:2]:
+            raise ValueError(f"{path}: labels 'z' must be (N, T) = {full.shape[:2]}, got {z.shape}")
+        xs = [full[i, : int(n)] for i, n in enumerate(lengths)]
+        zs = [None if z is None else z[i, : int(n)] for i, n in enumerate(lengths)]
+        names = [str(i) for i in range(full.shape[0])]
+    return names, xs, zs
+
+
+def _check_npz_sequences(path: Path, names: list[str], xs: list[np.ndarray], zs: list) -> None:
+    """Each sequence a non-empty numeric array of finite numbers, its labels as long as it."""
+    for name, x, z in zip(names, xs, zs):
+        if x.ndim not in (1, 2) or x.size == 0 or not np.issubdtype(x.dtype, np.number):
+            raise ValueError(f"{path}: sequence {name!r} must be a non-empty numeric (T, D) array, got shape "
+                             f"{x.shape} of {x.dtype}")
+        bad = np.argwhere(~np.isfinite(x.reshape(x.shape[0], -1)))
+        if len(bad):
+            t, j = bad[0]
+            raise ValueError(f"{path}: sequence {name!r} holds {x.reshape(x.shape[0], -1)[t, j]} at time step {t} "
+                             f"(column {j}); expected finite numbers")
+        if z is not None and z.shape != x.shape[:1]:
+            raise ValueError(f"{path}: labels of {name!r} must have shape ({x.shape[0]},), got {z.shape}")
