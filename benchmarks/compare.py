@@ -25,6 +25,7 @@ against training wall time via ``compare/accuracy_vs_ms``).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -156,9 +157,11 @@ def run_dssm(cfg, data, seed, start, objective, logdir):
 
 
 def run_exact(cfg, data, seed, start, logdir):
-    """The exact baseline (``baseline`` config group overrides the trainer); its ELBO is log p(X)."""
-    return run_trained(cfg, data, seed, start, logdir, ExactBaseline, fit_baseline,
-                       OmegaConf.to_container(cfg.baseline, resolve=True), "viterbi_accuracy",
+    """The exact baseline (``baseline.n_epochs`` overrides the trainer's, ``baseline.elbo`` picks its loss);
+    its ELBO is log p(X)."""
+    baseline = OmegaConf.to_container(cfg.baseline, resolve=True)
+    fit_fn = functools.partial(fit_baseline, elbo=baseline.pop("elbo"))
+    return run_trained(cfg, data, seed, start, logdir, ExactBaseline, fit_fn, baseline, "viterbi_accuracy",
                        "marginal_accuracy", "val_loglik_per_step")
 
 

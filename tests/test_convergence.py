@@ -32,9 +32,11 @@ def test_default_exact_baseline_reaches_the_oracle(seed):
     data = load_data(cfg.data, seed)
     torch.manual_seed(seed)
     net = ExactBaseline(ModelConfig(**OmegaConf.to_container(cfg.model, resolve=True)))
-    trainer_cfg = TrainerConfig(**{**OmegaConf.to_container(cfg.trainer, resolve=True), "device": "cpu",
-                                   **OmegaConf.to_container(cfg.baseline, resolve=True)})
-    metrics = fit_baseline(net, data.train, data.val, trainer_cfg, Tracker("unused", enabled=False), seed=seed)
+    baseline = OmegaConf.to_container(cfg.baseline, resolve=True)
+    elbo = baseline.pop("elbo")
+    trainer_cfg = TrainerConfig(**{**OmegaConf.to_container(cfg.trainer, resolve=True), "device": "cpu", **baseline})
+    metrics = fit_baseline(net, data.train, data.val, trainer_cfg, Tracker("unused", enabled=False), seed=seed,
+                           elbo=elbo)
     oracle = oracle_metrics(data.params, data.val)["oracle_accuracy"]
     assert metrics["viterbi_accuracy"] >= BAR * oracle, metrics
 

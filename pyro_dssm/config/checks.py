@@ -91,9 +91,13 @@ def trainer_checks(c) -> list[tuple[bool, str]]:
     ]
 
 
+BASELINE_ELBOS = ("forward", "enum")  # how the exact baseline sums the states out
+
+
 def baseline_checks(c) -> list[tuple[bool, str]]:
     """Group ``baseline`` (:class:`~pyro_dssm.config.schema.BaselineConfig`)."""
-    return [(is_int(c.n_epochs, 1), f"baseline.n_epochs must be an integer >= 1, got {c.n_epochs!r}")]
+    return [(is_int(c.n_epochs, 1), f"baseline.n_epochs must be an integer >= 1, got {c.n_epochs!r}"),
+            (c.elbo in BASELINE_ELBOS, f"baseline.elbo must be one of {BASELINE_ELBOS}, got {c.elbo!r}")]
 
 
 def _shared_data_checks(c, obs_dim_optional: bool) -> list[tuple[bool, str]]:

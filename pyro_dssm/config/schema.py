@@ -94,9 +94,12 @@ class TrainerConfig:
 
 @dataclass
 class BaselineConfig:
-    """Group ``baseline``: the exact baseline's (pyro_dssm/model/exact.py) overrides of the trainer settings."""
+    """Group ``baseline``: the exact baseline's (pyro_dssm/model/exact.py) settings: ``n_epochs`` overrides the
+    trainer's; ``elbo`` is the loss it trains: ``forward`` (the forward algorithm's log p(X) as a factor, the
+    default) or ``enum`` (``TraceEnum_ELBO`` over the enumerated model, the textbook form; same loss, ~10x slower)."""
 
     n_epochs: int = 5
+    elbo: str = "forward"
 
     def __post_init__(self):
         raise_first(baseline_checks(self))
