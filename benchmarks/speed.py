@@ -60,6 +60,12 @@ def _exp_concrete_log_prob(y: torch.Tensor, logits: torch.Tensor, tau: float) ->
     return score.sum(-1) - K * score.logsumexp(-1) + math.lgamma(K) + (K - 1) * math.log(tau)
 
 
+def _gaussian_table(x: torch.Tensor, means: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(B, T, D), (K, D) -> (B, T, K) log N(x_t; mu_k, sigma^2 I)."""
+    z = (x[:, :, None, :] - means) / sigma
+    return -0.5 * z.pow(2).sum(-1) - x.shape[-1] * (math.log(sigma) + 0.5 * math.log(2 * math.pi))
+
+
 def hand_loss(model: DSSM, x: torch.Tensor, mask: torch.Tensor, tau: float, objective: str) -> torch.Tensor:
     """-ELBO per valid step of ``model`` on full-length x (B, T, D), written directly in torch.
 
@@ -72,6 +78,11 @@ def hand_loss(model: DSSM, x: torch.Tensor, mask: torch.Tensor, tau: float, obje
     B, T, D = x.shape
     K = model.n_states
     eps = torch.finfo(x.dtype).eps
+    # the model's evidence the guide adds to its logits: normalised per-state log N(x_t; mu_k), log A
+    eye = torch.eye(K, dtype=x.dtype)
+    with torch.no_grad():
+        local = _gaussian_table(x, model.emitter(eye), sigma).log_softmax(-1).unbind(1)
+        log_trans = model.transition(eye).log_softmax(-1)
     # q(c_{1:T} | X): BiGRU features, then the recursion
     features = net.birnn(x)[0].unbind(1)  # T x (B, 2H); unbind keeps the backward O(T)
     gumbel = (-(-torch.rand(B, T, K).clamp(eps, 1 - eps).log()).log()).unbind(1)
@@ -79,7 +90,7 @@ def hand_loss(model: DSSM, x: torch.Tensor, mask: torch.Tensor, tau: float, obje
     ys, q_logits = [], []
     for t in range(T):
         hidden = net.cell(torch.cat([features[t], prev], -1), hidden)
-        logits = net.readout(hidden)
+        logits = net.readout(hidden) + local[t] + (prev @ log_trans if t > 0 else 0)
         y = ((logits + gumbel[t]) / tau).log_softmax(-1)
         prev = y.exp()
         ys.append(y)
@@ -88,12 +99,18 @@ def hand_loss(model: DSSM, x: torch.Tensor, mask: torch.Tensor, tau: float, obje
     # p(c_t | c_{t-1}) for every t in one call; uniform p(c_1)
     c = y.exp()
     p_logits = torch.cat([x.new_zeros(B, 1, K), model.transition(c[:, :-1])], 1)
-    # log N(x_t; emitter(c_t), sigma^2 I)
-    z = (x - model.emitter(c)) / sigma
-    reconstruction = -0.5 * z.pow(2).sum(-1) - D * (math.log(sigma) + 0.5 * math.log(2 * math.pi))  # (B, T)
     if objective == "trace":
+        # log N(x_t; emitter(c_t), sigma^2 I) at the relaxed state
+        z = (x - model.emitter(c)) / sigma
+        reconstruction = -0.5 * z.pow(2).sum(-1) - D * (math.log(sigma) + 0.5 * math.log(2 * math.pi))  # (B, T)
         latent = _exp_concrete_log_prob(y, p_logits, tau) - _exp_concrete_log_prob(y, q_logits, tau)
-    else:  # minus the exact categorical KL of every step
+    else:  # sum_k q_k log N(x_t; mu_k, sigma^2 I), minus the exact categorical KL of every step
+        with torch.no_grad():
+            table = _gaussian_table(x, model.emitter(eye), sigma)
+        # the emission's gradient from the state drawn by the sample's argmax
+        z = (x - model.emitter(eye[y.argmax(-1)])) / sigma
+        drawn = -0.5 * z.pow(2).sum(-1)
+        reconstruction = (q_logits.softmax(-1) * table).sum(-1) + drawn - drawn.detach()
         log_q = q_logits.log_softmax(-1)
         latent = -(log_q.exp() * (log_q - p_logits.log_softmax(-1))).sum(-1)
     return -((reconstruction + latent) * mask).sum() / mask.sum()

@@ -34,17 +34,24 @@ def one_sequence_loss(model, x, y, objective):
     transition network are unrolled step by step with torch's own densities.
     """
     net = model.posterior
+    eye = torch.eye(K)
+    table = Normal(model.emitter(eye), SIGMA).log_prob(x[:, None, :]).sum(-1)  # (T, K)
+    log_trans = model.transition(eye).log_softmax(-1).detach()
+    local = table.detach().log_softmax(-1)  # the model's evidence added to the guide's logits
     h = net.birnn(x[None])[0][0]  # (T, 2H)
     prev, hidden = torch.zeros(1, K), torch.zeros(1, net.hidden_dim)
     q_logits, p_logits = [], [torch.zeros(K)]
     for t in range(len(x)):
         hidden = net.cell(torch.cat([h[t][None], prev], -1), hidden)
-        q_logits.append(net.readout(hidden)[0])
+        q_logits.append(net.readout(hidden)[0] + local[t] + (prev[0] @ log_trans if t > 0 else 0))
         prev = y[t][None].exp()
         if t + 1 < len(x):
             p_logits.append(model.transition(y[t].exp()))
     q_logits, p_logits = torch.stack(q_logits), torch.stack(p_logits)
-    recon = Normal(model.emitter(y.exp()), SIGMA).log_prob(x).sum()
+    if objective == "trace":
+        recon = Normal(model.emitter(y.exp()), SIGMA).log_prob(x).sum()
+    else:  # averaged exactly over c_t given the earlier steps
+        recon = (q_logits.softmax(-1) * table).sum()
     if objective == "trace":
         tau = torch.tensor(TAU)
         latent = (ExpRelaxedCategorical(tau, logits=p_logits).log_prob(y)

@@ -29,8 +29,8 @@ def kl_to_exact_chain(model, x, mask, n_paths=200):
     rows = torch.cat([path[:, :1], path[:, :-1]], 1)
     log_p = log_chain.repeat(n_paths, 1, 1, 1)[torch.arange(len(path))[:, None], torch.arange(T), rows, path]
     given = torch.nn.functional.one_hot(path, K).float().unbind(1)
-    features = model.posterior.encode(x.repeat(n_paths, 1, 1), mask.repeat(n_paths, 1).sum(-1))
-    q = model.posterior.unroll(features, lambda t, _: given[t])[0].log_softmax(-1)
+    features, evidence = model.guide_inputs(x.repeat(n_paths, 1, 1), mask.repeat(n_paths, 1).sum(-1))
+    q = model.posterior.unroll(features, lambda t, _: given[t], evidence=evidence)[0].log_softmax(-1)
     log_q = q.gather(-1, path[..., None]).squeeze(-1)
     return float(((log_p - log_q) * mask.repeat(n_paths, 1)).sum(-1).mean())
 

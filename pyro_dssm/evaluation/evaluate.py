@@ -82,12 +82,12 @@ def discrete_elbo(model: DSSM, x: torch.Tensor, mask: torch.Tensor, generator: t
     so it compares across temperatures and objectives.
     """
     B, K = x.shape[0], model.n_states
-    features = model.guide_features(x, mask.sum(-1))
+    features, evidence = model.guide_inputs(x, mask.sum(-1))
 
     def sample(t, q_logits):
         state = torch.multinomial(q_logits.softmax(-1), 1, generator=generator).squeeze(-1)
         return nn.functional.one_hot(state, K).to(x.dtype)
-    q_logits, fed = model.posterior.unroll(features, sample)  # (B, T, K) each
+    q_logits, fed = model.posterior.unroll(features, sample, evidence=evidence)  # (B, T, K) each
     states = fed.argmax(-1)  # (B, T) the sampled path
     log_init, log_trans, ll = model.exact_hmm(x)  # ll (B, T, K)
     # p(c_1) then p(c_t | c_{t-1}) at the sampled previous states

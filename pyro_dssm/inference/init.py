@@ -173,7 +173,8 @@ def warm_start_guide(
         draw = _chain_targets if targets == "chain" else _marginal_targets
         prev_states, target = draw(posterior[idx], generator)
         given = prev_states.to(x.dtype).unbind(1)
-        logits = net.unroll(model.guide_features(xb, mb.sum(-1)), lambda t, _: given[t])[0]
+        features, evidence = model.guide_inputs(xb, mb.sum(-1))
+        logits = net.unroll(features, lambda t, _: given[t], evidence=evidence)[0]
         loss = (-(target * logits.log_softmax(-1)).sum(-1))[mb].mean()
         opt.zero_grad()
         loss.backward()

@@ -1,10 +1,12 @@
-"""Training objectives and the temperature schedule.
+r"""Training objectives and the temperature schedule.
 
 * ``trace``: ``Trace_ELBO`` on the relaxed densities,
   E_q[log p(X, Y) - log q(Y | X)] with Y the log-space relaxed chain.
-* ``analytic`` (default): ``TraceMeanField_ELBO``; the reconstruction term uses the
-  relaxed sample, and the latent term is replaced by the exact categorical KL
-  of every step (see :func:`pyro_dssm.model.relaxed._kl_chain`).
+* ``analytic`` (default): ``TraceMeanField_ELBO`` with every step's expectation over
+  c_t taken exactly, given the relaxed sample of the earlier steps: the latent term
+  is the exact categorical KL of every step (:func:`pyro_dssm.model.relaxed._kl_chain`),
+  the reconstruction term :math:`\sum_k q(c_t = k \mid \tilde c_{<t}, X) \log p(x_t \mid k, x_{<t})`
+  (:meth:`pyro_dssm.model.relaxed.ChainLikelihood.expected_log_prob`).
 
 Both are Pyro's ELBO classes with one change: ``differentiable_loss`` returns
 the loss as a tensor on the model's device without reading it back to the host.
@@ -109,16 +111,41 @@ class RelaxedMeanFieldELBO(_DeviceLoss, TraceMeanField_ELBO):
     def _particle_elbo(model_trace, guide_trace) -> torch.Tensor:
         model_sites, guide_sites = _sample_sites(model_trace), _sample_sites(guide_trace)
         _check_sites(model_sites, guide_sites)
-        model_trace.compute_log_prob(_observed)
+        model_trace.compute_log_prob(lambda name, site: _observed(name, site) and _chain_of(site) is None)
         elbo = 0.0
         for name, site in model_sites.items():
             if site["is_observed"]:
-                elbo = elbo + site["log_prob_sum"]
+                elbo = elbo + _observed_term(site, guide_sites)
                 continue
             guide_site = guide_sites[name]
             kl = kl_divergence(guide_site["fn"], site["fn"])
             elbo = elbo - scale_and_mask(kl, guide_site["scale"], guide_site["mask"]).sum()
         return elbo
+
+
+def _chain_of(site: dict) -> str | None:
+    """The latent chain site an observed site can be averaged over exactly (its ``chain_site``), or None."""
+    return getattr(site["fn"], "chain_site", None)
+
+
+def _observed_term(site: dict, guide_sites: dict) -> torch.Tensor:
+    r"""An observed site's term of the mean-field ELBO.
+
+    For a :class:`~pyro_dssm.model.relaxed.ChainLikelihood` the reconstruction
+    :math:`\sum_t \mathbb E_{q(c_t \mid \tilde c_{<t}, X)} \log p(x_t \mid c_t, x_{<t})`
+    is computed exactly over the current step (Rao-Blackwellised) from the guide's
+    step probabilities at its latest sample, the emission's gradient from the sampled
+    states (:meth:`~pyro_dssm.model.relaxed.ChainLikelihood.expected_log_prob`); other
+    sites give their log-density.
+    """
+    chain = _chain_of(site)
+    if chain is None:
+        return site["log_prob_sum"]
+    sample, logits = guide_sites[chain]["fn"].last_sample()  # (B, T, K) each
+    # the relaxed sample's argmax is an exact draw from q(c_t | earlier steps) (Gumbel-max)
+    states = torch.nn.functional.one_hot(sample.argmax(-1), logits.shape[-1]).to(logits.dtype)
+    expected = site["fn"].expected_log_prob(site["value"], logits.softmax(-1), states)
+    return scale_and_mask(expected, site["scale"], site["mask"]).sum()
 
 
 def make_elbo(objective: str) -> ELBO:

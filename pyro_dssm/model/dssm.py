@@ -8,9 +8,9 @@ from torch import nn
 
 from pyro_dssm.model import hmm
 from pyro_dssm.config import ModelConfig  # noqa: F401 (re-exported: the model's settings)
-from pyro_dssm.model.relaxed import RelaxedChainPosterior, RelaxedChainPrior
+from pyro_dssm.model.relaxed import ChainLikelihood, RelaxedChainPosterior, RelaxedChainPrior
 from pyro_dssm.model.emissions import make_emission
-from pyro_dssm.model.networks import PosteriorNet, Transition
+from pyro_dssm.model.networks import Evidence, PosteriorNet, Transition
 
 
 TABLE_FLOOR = 10.0  # the guide reads normalised per-state log-likelihoods floored at -10 (DSSM.guide_features)
@@ -87,6 +87,8 @@ class DSSM(NeuralHMM):
 
         q(C | X) = q(c_1 | X) prod_{t>1} q(c_t | c_{t-1}, X)
 
+    whose logits add the model's own evidence (emission table, transition matrix) to
+    the networks' output (:class:`~pyro_dssm.model.networks.Evidence`, ``config.guide_evidence``).
     States are relaxed (Gumbel-Softmax at temperature tau) during training;
     with hard one-hot states the same networks define an exact HMM
     (:meth:`exact_hmm`). The emission family is ``config.emission``.
@@ -110,11 +112,18 @@ class DSSM(NeuralHMM):
         (``log_softmax``, floored at ``-TABLE_FLOOR``) and detached: an input, as
         x is, not a path for the emission's gradients. Memoryless families read x only.
         """
-        extra = None
-        if self.posterior.extra_dim:
-            with torch.no_grad():
-                extra = self.emitter.table(x).log_softmax(-1).clamp_min(-TABLE_FLOOR)
-        return self.posterior.encode(x, lengths, extra)
+        return self.guide_inputs(x, lengths)[0]
+
+    def guide_inputs(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, Evidence | None]:
+        """(B, T, D) -> the BiGRU features (B, T, 2H) (:meth:`guide_features`) and the model's
+        :class:`~pyro_dssm.model.networks.Evidence` for the guide's logits (None with
+        ``model.guide_evidence=false``). The emission table is computed once for both, detached."""
+        use_table = self.posterior.extra_dim or self.config.guide_evidence
+        with torch.no_grad():
+            local = self.emitter.detached_table(x).log_softmax(-1) if use_table else None
+            evidence = Evidence(local, self.transition_parameters()[1]) if self.config.guide_evidence else None
+        extra = local.clamp_min(-TABLE_FLOOR) if self.posterior.extra_dim else None
+        return self.posterior.encode(x, lengths, extra), evidence
 
     # p(x_{1:T} | c_{1:T}) p(c_{1:T})
     def model(self, x: torch.Tensor, mask: torch.Tensor | None = None, tau: float = 1.0) -> None:
@@ -122,17 +131,16 @@ class DSSM(NeuralHMM):
         mask = check_batch(x, mask, self.config.obs_dim)
         with pyro.plate("sequences", x.shape[0]):
             y = pyro.sample("c", RelaxedChainPrior(self.transition, tau, mask, self.n_states))
-            # log p(x_t | c_t, past) of every step in one call, (B, T); padding contributes nothing
-            pyro.factor("x", self.emitter.log_prob(x, y.exp()).masked_fill(~mask, 0.0).sum(-1))
+            pyro.sample("x", ChainLikelihood(self.emitter, y.exp(), mask, chain_site="c"), obs=x)
 
     # q(c_{1:T} | x_{1:T})
     def guide(self, x: torch.Tensor, mask: torch.Tensor | None = None, tau: float = 1.0) -> None:
         """Same arguments as :meth:`model`; samples the site ``c`` (B, T, K) in log space."""
         lengths = None if mask is None else mask.sum(-1)
         mask = check_batch(x, mask, self.config.obs_dim)
-        features = self.guide_features(x, lengths)
+        features, evidence = self.guide_inputs(x, lengths)
         with pyro.plate("sequences", x.shape[0]):
-            pyro.sample("c", RelaxedChainPosterior(self.posterior, features, tau, mask))
+            pyro.sample("c", RelaxedChainPosterior(self.posterior, features, tau, mask, evidence))
 
     def guide_logits(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Greedy, noise-free decoding of the guide: (B, T, K) logits of q(c_t | c_{t-1}, X).
@@ -141,8 +149,8 @@ class DSSM(NeuralHMM):
         zero-temperature limit of the relaxed sample).
         """
         mask = check_batch(x, mask, self.config.obs_dim)
-        features = self.guide_features(x, mask.sum(-1))
+        features, evidence = self.guide_inputs(x, mask.sum(-1))
 
         def argmax_one_hot(t, logits):
             return nn.functional.one_hot(logits.argmax(-1), self.n_states).to(logits.dtype)
-        return self.posterior.unroll(features, argmax_one_hot)[0]
+        return self.posterior.unroll(features, argmax_one_hot, evidence=evidence)[0]

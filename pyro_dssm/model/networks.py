@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -27,6 +28,34 @@ class Transition(nn.Module):
 
     def forward(self, prev_state: torch.Tensor) -> torch.Tensor:
         return self.net(prev_state)
+
+
+class Evidence(NamedTuple):
+    r"""What the generative model itself says about :math:`c_t`, added to the guide's logits.
+
+    The exact posterior of an HMM factorises as
+    :math:`p(c_t \mid c_{t-1}, X) \propto A_{c_{t-1} c_t}\, p(x_t \mid c_t, x_{<t})\, \beta_t(c_t)`.
+    The first two factors are known from the model; only the backward message
+    :math:`\beta_t` needs the future. With ``Evidence`` the guide's logits are
+    :math:`\log A_{c_{t-1}, \cdot} + \log p(x_t \mid \cdot, x_{<t}) + g_t` and the
+    networks learn the residual :math:`g_t` (the part :math:`\beta_t` plays); a
+    relaxed previous state enters as :math:`\sum_i c_{t-1,i} \log A_{i, \cdot}`.
+    Both tensors are inputs (detached), as x is: they track the model as it trains,
+    so the guide never lags far behind it.
+
+    Fields:
+        local: (B, T, K) :math:`\log p(x_t \mid c_t = k, x_{<t})`, normalised over k.
+        log_trans: (K, K) :math:`\log p(c_t = j \mid c_{t-1} = i)`.
+    """
+
+    local: torch.Tensor
+    log_trans: torch.Tensor
+
+    def logits(self, t: int, prev_state: torch.Tensor) -> torch.Tensor:
+        """(B, K) the model's part of step t's logits; prev_state (B, K) on the simplex (unused at t = 0)."""
+        if t == 0:
+            return self.local[:, 0]
+        return self.local[:, t] + prev_state @ self.log_trans
 
 
 class PosteriorNet(nn.Module):
@@ -84,7 +113,8 @@ class PosteriorNet(nn.Module):
         return self.readout(hidden), hidden
 
     def unroll(
-        self, features: torch.Tensor, feed: Callable[[int, torch.Tensor], torch.Tensor], log_space: bool = False
+        self, features: torch.Tensor, feed: Callable[[int, torch.Tensor], torch.Tensor], log_space: bool = False,
+        evidence: Evidence | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         r"""The recursion :math:`q(c_t \mid c_{t-1}, X)` over all steps, t = 1..T.
 
@@ -98,6 +128,7 @@ class PosteriorNet(nn.Module):
             features: (B, T, 2H) h_t from :meth:`encode`.
             feed: ``(t, logits (B, K)) -> state (B, K)``, a point of the simplex,
                 or its log if ``log_space`` (the relaxed chain's value, fed as its exp).
+            evidence: the model's own terms, added to every step's logits (:class:`Evidence`), or None.
         Returns:
             logits: (B, T, K) of every step.
             states: (B, T, K) what ``feed`` returned.
@@ -108,6 +139,8 @@ class PosteriorNet(nn.Module):
         # each step's gradient into its own zero (B, T, 2H) tensor, O(T^2) work
         for t, h_t in enumerate(features.unbind(1)):
             logits, hidden = self.step(h_t, prev, hidden)
+            if evidence is not None:
+                logits = logits + evidence.logits(t, prev)
             state = feed(t, logits)
             logits_all.append(logits)
             states.append(state)

@@ -23,7 +23,7 @@ import torch
 from pyro.distributions import TorchDistribution
 from torch.distributions import constraints, register_kl
 
-from pyro_dssm.model.networks import PosteriorNet, Transition
+from pyro_dssm.model.networks import Evidence, PosteriorNet, Transition
 
 
 def exp_relaxed_rsample(logits: torch.Tensor, temperature: torch.Tensor, gumbels: torch.Tensor) -> torch.Tensor:
@@ -127,15 +127,19 @@ class RelaxedChainPrior(RelaxedMarkovChain):
 class RelaxedChainPosterior(RelaxedMarkovChain):
     r"""q(c_{1:T} | X) = q(c_1 | X) prod_t q(c_t | c_{t-1}, X), from :class:`PosteriorNet`.
 
-    ``features`` (B, T, 2H) are the BiGRU outputs h_t. The step logits depend on
-    the whole past through the GRU cell, so :meth:`chain_logits` runs the
-    recursion; the logits computed while sampling are kept and reused when the
-    density of that same sample is asked for (Trace_ELBO always does).
+    ``features`` (B, T, 2H) are the BiGRU outputs h_t; ``evidence`` the model's own
+    terms added to the logits (:class:`~pyro_dssm.model.networks.Evidence`), or None.
+    The step logits depend on the whole past through the GRU cell, so
+    :meth:`chain_logits` runs the recursion; the logits computed while sampling
+    are kept and reused when the density of that same sample is asked for
+    (Trace_ELBO always does).
     """
 
-    def __init__(self, net: PosteriorNet, features: torch.Tensor, temperature, mask: torch.Tensor, validate_args=None):
+    def __init__(self, net: PosteriorNet, features: torch.Tensor, temperature, mask: torch.Tensor,
+                 evidence: Evidence | None = None, validate_args=None):
         self.net = net
         self.features = features
+        self.evidence = evidence
         self._last = None  # (sample, logits) of the latest rsample
         super().__init__(temperature, mask, net.n_states, validate_args)
 
@@ -152,7 +156,7 @@ class RelaxedChainPosterior(RelaxedMarkovChain):
 
             def feed(t, logits):
                 return given[t]
-        logits, sample = self.net.unroll(self.features, feed, log_space=True)
+        logits, sample = self.net.unroll(self.features, feed, log_space=True, evidence=self.evidence)
         return sample, logits
 
     def rsample(self, sample_shape=torch.Size()):
@@ -191,3 +195,53 @@ def _kl_chain(q: RelaxedChainPosterior, p: RelaxedChainPrior) -> torch.Tensor:
     value, q_logits = q.last_sample()
     kl = categorical_kl(q_logits, p.chain_logits(value))
     return kl.masked_fill(~q.mask, 0.0).sum(-1)
+
+
+class ChainLikelihood(TorchDistribution):
+    r""":math:`p(X \mid \tilde c_{1:T})`, the model's observed site, batch_shape (B,), event_shape (T, D).
+
+    :meth:`log_prob` is :math:`\sum_t \log p(x_t \mid \tilde c_t, x_{<t})` over the valid steps
+    (``mask`` (B, T)), the emission network fed the relaxed states ``states`` (B, T, K).
+    :meth:`expected_log_prob` is the same term averaged exactly over :math:`c_t` instead,
+    :math:`\sum_t \sum_k \pi_{tk} \log p(x_t \mid c_t = k, x_{<t})` (the emission's table),
+    which the analytic objective uses with :math:`\pi_t = q(c_t \mid \tilde c_{<t}, X)`:
+    Rao-Blackwellised over the current step, so only the earlier steps stay relaxed.
+    ``chain_site`` names the latent site whose guide gives :math:`\pi`.
+    """
+
+    arg_constraints = {}
+    support = constraints.independent(constraints.real, 2)
+
+    def __init__(self, emitter, states: torch.Tensor, mask: torch.Tensor, chain_site: str, validate_args=None):
+        self.emitter = emitter
+        self.states = states
+        self.mask = mask
+        self.chain_site = chain_site
+        B, T = mask.shape
+        super().__init__(torch.Size([B]), torch.Size([T, emitter.obs_dim]), validate_args=validate_args)
+
+    def _sum(self, steps: torch.Tensor) -> torch.Tensor:
+        return steps.masked_fill(~self.mask, 0.0).sum(-1)  # padding contributes nothing
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """(B,) from x (B, T, D); every step in one call of the emission."""
+        return self._sum(self.emitter.log_prob(value, self.states))
+
+    def expected_log_prob(self, value: torch.Tensor, probs: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        r"""(B,) from x (B, T, D), per-step state probabilities ``probs`` (B, T, K) and one-hot
+        ``states`` (B, T, K) drawn from them.
+
+        The value is exact, :math:`\sum_k \pi_{tk} \log p(x_t \mid k, x_{<t})`, and so is its
+        gradient through ``probs``. The emission's weights get the gradient of
+        :math:`\log p(x_t \mid c_t, x_{<t})` at the drawn state, an unbiased estimate of
+        :math:`\sum_k \pi_{tk} \nabla \log p(x_t \mid k, x_{<t})` that costs one state per step
+        instead of K (the table's backward through an emission network is K times its forward).
+        """
+        table = self.emitter.detached_table(value)  # (B, T, K), shared with the guide's inputs
+        drawn = self.emitter.log_prob(value, states)  # (B, T), with the emission's gradient
+        return self._sum((probs * table).sum(-1) + (drawn - drawn.detach()))
+
+    def expand(self, batch_shape, _instance=None):
+        if torch.Size(batch_shape) != self.batch_shape:
+            raise NotImplementedError(f"{type(self).__name__} cannot be expanded to {tuple(batch_shape)}")
+        return self

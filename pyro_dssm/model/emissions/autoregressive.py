@@ -85,13 +85,23 @@ class AutoregressiveEmission(Emission):
         B, T, D = x.shape
         K = self.n_states
         hist = history(x, self.order)  # (B, T, pD)
-        eye = self.one_hot(x).expand(B, T, K, K)
-        corr_mean, corr_scale = self.net(torch.cat([eye, hist[:, :, None].expand(B, T, K, -1)], -1)).split(D, -1)
+        corr_mean, corr_scale = self._correction_per_state(hist).split(D, -1)
         first = self._first(x)[:, None, None]  # (T, 1, 1) against (B, T, K, D)
         mean = torch.where(first, self.init_mean, self.per_state_linear(hist) + corr_mean)
         raw = torch.where(first, self.init_raw_scale, self.raw_scale + corr_scale)
         scale = nn.functional.softplus(raw) + SCALE_FLOOR
         return diagonal_normal_log_prob(x[:, :, None], mean, scale)  # (B, T, K)
+
+    def _correction_per_state(self, hist: torch.Tensor) -> torch.Tensor:
+        """hist (B, T, pD) -> (B, T, K, 2D): the MLP g([e_k, h_t]) for every one-hot state e_k.
+
+        The first layer of [e_k, h] is W_h h + b + W_e[:, k]: the history's part is computed once
+        and each state adds its own column, instead of running the layer on K copies of h.
+        """
+        first, _, last = self.net
+        K = self.n_states
+        hidden = (hist @ first.weight[:, K:].T + first.bias)[:, :, None, :] + first.weight[:, :K].T  # (B, T, K, H)
+        return last(torch.relu(hidden))
 
     def sample(self, states, generator=None):
         N, T = states.shape

@@ -32,6 +32,23 @@ class Emission(nn.Module):
         """x (B, T, D) -> (B, T, K): log p(x_t | c_t = k, x_{<t}) for every state k (the exact HMM's table)."""
         raise NotImplementedError
 
+    def detached_table(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`table` without gradient, computed once per batch and weights.
+
+        The guide (its inputs) and the analytic objective (the expected reconstruction) both
+        ask for it within one step. The cache holds x itself, so it can only answer for this
+        very tensor, unchanged (``_version``), under unchanged weights (their ``_version``
+        grows with every optimiser step).
+        """
+        key = (x._version, tuple(p._version for p in self.parameters()))
+        cached = getattr(self, "_detached", None)
+        if cached is not None and cached[0] is x and cached[1] == key:
+            return cached[2]
+        with torch.no_grad():
+            table = self.table(x)
+        self._detached = (x, key, table)
+        return table
+
     def sample(self, states: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """states (N, T) int64 -> x (N, T, D) drawn from p(x_t | c_t, past), step by step where the past matters."""
         raise NotImplementedError
