@@ -74,6 +74,37 @@ def test_a_checkpoint_without_scheduler_state_resumes_on_the_same_schedule(tmp_p
     assert [h["val_elbo_per_step"] for h in resumed["history"]] == [h["val_elbo_per_step"] for h in full["history"]]
 
 
+def test_a_checkpoint_with_one_parameter_group_resumes_on_the_same_path(tmp_path):
+    """Checkpoints before trainer.guide_lr_factor kept one Adam group for all weights; with the factor at 1 one
+    is resumed into the two groups (generative, guide) and continues exactly as the uninterrupted run."""
+    _, run = fit_tiny(tmp_path / "full", guide_lr_factor=1.0)
+    full = run()
+    model, run = fit_tiny(tmp_path / "cut", guide_lr_factor=1.0)
+    steps = []
+    model.emitter.net[0].weight.register_hook(lambda grad: steps.append(1))
+    with pytest.raises(Interrupted):
+        run(stop=lambda: len(steps) >= 6)
+    old = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
+    groups = old["optimizer"]["param_groups"]
+    assert len(groups) == 2
+    old["optimizer"]["param_groups"] = [{**groups[0], "params": groups[0]["params"] + groups[1]["params"]}]
+    del old["scheduler"]  # a one-group scheduler state: rebuilt from the step instead
+    model, run = fit_tiny(tmp_path / "cut", guide_lr_factor=1.0)
+    resumed = run(resume=old)
+    for key in ("val_elbo_per_step", "val_accuracy", "final_loss", "steps", "tau"):
+        assert resumed[key] == full[key], key
+
+
+def test_the_guide_learns_at_lr_times_guide_lr_factor(tmp_path):
+    model, run = fit_tiny(tmp_path, n_epochs=1, guide_lr_factor=3.0)
+    run()
+    optim_state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["optimizer"]
+    generative, guide = optim_state["param_groups"]
+    assert guide["initial_lr"] == pytest.approx(3 * generative["initial_lr"])
+    n_guide = sum(1 for name, _ in model.named_parameters() if name.startswith("posterior."))
+    assert len(guide["params"]) == n_guide > 0
+
+
 def test_data_parallelism_and_the_batches_do_not_import_the_trainer(tmp_path):
     """The loop, its hooks and the trainer sit above distributed.py and batches.py, never the reverse."""
     code = ("import json, sys, pyro_dssm.inference.distributed, pyro_dssm.inference.batches; "

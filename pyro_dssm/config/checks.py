@@ -59,6 +59,8 @@ def trainer_checks(c) -> list[tuple[bool, str]]:
         (is_int(c.n_epochs, 1), f"trainer.n_epochs must be an integer >= 1, got {c.n_epochs!r}"),
         (is_int(c.batch_size, 1), f"trainer.batch_size must be an integer >= 1, got {c.batch_size!r}"),
         (is_number(c.lr) and c.lr > 0, f"trainer.lr must be a number > 0, got {c.lr!r}"),
+        (is_number(c.guide_lr_factor) and c.guide_lr_factor > 0,
+         f"trainer.guide_lr_factor must be a number > 0, got {c.guide_lr_factor!r}"),
         (is_number(c.lr_final_fraction) and 0 < c.lr_final_fraction <= 1,
          f"trainer.lr_final_fraction must be a number in (0, 1], got {c.lr_final_fraction!r}"),
         (c.objective in OBJECTIVES, f"trainer.objective must be one of {OBJECTIVES}, got {c.objective!r}"),

@@ -70,6 +70,7 @@ class TrainerConfig:
     n_epochs: int = 20
     batch_size: int = 64
     lr: float = 3e-3
+    guide_lr_factor: float = 3.0
     lr_final_fraction: float = 0.1
     objective: str = "analytic"
     tau_init: float = 1.0

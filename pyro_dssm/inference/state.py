@@ -65,9 +65,12 @@ class TrainingState:
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from :meth:`state_dict`'s output (or an older checkpoint's): every random stream included."""
-        self.optim.load_state_dict(state["optimizer"])
+        saved, schedule = state["optimizer"], state.get("scheduler")
+        if len(saved["param_groups"]) != len(self.optim.param_groups):
+            saved, schedule = regroup(saved, self.optim), None  # the rates: rebuilt from the step
+        self.optim.load_state_dict(saved)
         if self.scheduler is not None:  # after the optimiser, whose state holds the rates
-            self.scheduler = restore_schedule(self.scheduler, state.get("scheduler"), state["step"])
+            self.scheduler = restore_schedule(self.scheduler, schedule, state["step"])
         restore_rng_state(state["rng"], self.gen)
         self.step, self.epoch, self.train_seconds = state["step"], state["epoch"], state["train_seconds"]
         self.history = list(state["history"])
@@ -76,3 +79,22 @@ class TrainingState:
         # format 1 kept no skip counts, format 2 no scheduler (None: rebuilt from the step)
         self.skips.total, self.skips.in_a_row = state.get("skipped_steps", 0), state.get("skips_in_a_row", 0)
         self.progress = EpochProgress.from_state_dict(state["progress"]) if "progress" in state else None
+
+
+def regroup(saved: dict, optim: torch.optim.Optimizer) -> dict:
+    """An optimiser state saved with other parameter groups, in the groups of ``optim``.
+
+    Checkpoints before ``trainer.guide_lr_factor`` held one group of every parameter in
+    ``model.parameters()`` order; the DSSM now has two (generative, guide) in that same order,
+    so each parameter's Adam moments keep their index and only the groups change. The groups'
+    settings are ``optim``'s own (their rates are then set from the step by the schedule).
+    """
+    n_saved = sum(len(group["params"]) for group in saved["param_groups"])
+    n_now = sum(len(group["params"]) for group in optim.param_groups)
+    if n_saved != n_now:
+        raise ValueError(f"the checkpoint's optimiser holds {n_saved} parameters, this model {n_now}")
+    groups, start = [], 0
+    for group in optim.state_dict()["param_groups"]:
+        groups.append({**group, "params": list(range(start, start + len(group["params"])))})
+        start += len(group["params"])
+    return {"state": saved["state"], "param_groups": groups}

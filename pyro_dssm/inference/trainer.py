@@ -89,6 +89,22 @@ def check_resume(resume: dict, cfg: TrainerConfig, n_train: int) -> None:
                          f"training sequences, this run has {n_train}; resume with the same data")
 
 
+def _parameter_groups(model: DSSM, cfg: TrainerConfig) -> list[dict]:
+    """Adam's groups: the generative networks at ``lr``, the guide at ``lr * guide_lr_factor``.
+
+    Two time scales: the guide is the inner problem (inference for the current model), so it
+    moves faster and the model learns from a guide that has caught up with it (measured in
+    benchmarks/RESULTS.md). In ``model.parameters()`` order, which old checkpoints' optimiser
+    states follow (:func:`pyro_dssm.inference.state.regroup`).
+    """
+    named = list(model.named_parameters())
+    guide = [p for name, p in named if name.startswith("posterior.")]
+    generative = [p for name, p in named if not name.startswith("posterior.")]
+    if [id(p) for p in generative + guide] != [id(p) for _, p in named]:
+        raise RuntimeError("the guide's parameters must come after the generative ones in model.parameters()")
+    return [{"params": generative, "lr": cfg.lr}, {"params": guide, "lr": cfg.lr * cfg.guide_lr_factor}]
+
+
 def fit(model: DSSM, train: SequenceData, val: SequenceData, cfg: TrainerConfig, tracker: Tracker, seed: int = 0,
         checkpoint_dir: Path | None = None, extra_checkpoint: dict | None = None, resume: dict | None = None,
         true_transition: torch.Tensor | None = None, stop: Callable[[], bool] | None = None,
@@ -117,7 +133,7 @@ def fit(model: DSSM, train: SequenceData, val: SequenceData, cfg: TrainerConfig,
     if resume is None:
         _initialise(model, train, cfg, gen, group)
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
-    optim = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    optim = torch.optim.Adam(_parameter_groups(model, cfg))
     state = TrainingState(optim, gen, SkippedSteps(cfg.max_consecutive_skips),
                           exponential_decay(optim, cfg.lr_final_fraction, cfg.n_epochs * steps_per_epoch))
     sgd = SGDStep(model, _svi_loss(model, cfg, steps_per_epoch, device), train.x.to(device),
