@@ -311,3 +311,24 @@ def test_autoregressive_warm_start_reaches_the_exact_posterior():
         exact = hmm.posterior_marginals(*net.exact_hmm(x), mask).argmax(-1)
         agree = float((net.guide_logits(x, mask).argmax(-1) == exact).float().mean())
     assert agree > 0.95, agree
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("setting", [None, True, False])
+def test_guide_evidence_by_family_unless_set(family, setting):
+    """model.guide_evidence: null = the model's evidence in the guide's logits for memoryless families only
+    (measured: it lowered the autoregressive guide on data=switching_ar); true / false force it. With it, the
+    logits are the networks' output plus the normalised emission table (and log A from the previous state)."""
+    from dataclasses import replace
+
+    net = make_model(family)
+    net = type(net)(replace(net.config, guide_evidence=setting))
+    expected_on = (family != "autoregressive") if setting is None else setting
+    assert net.uses_evidence == expected_on
+    x = make_x(family, 3, 6)
+    features, evidence = net.guide_inputs(x)
+    assert (evidence is not None) == expected_on
+    if expected_on:
+        assert torch.allclose(evidence.local, net.emitter.table(x).log_softmax(-1).detach())
+        bare = net.posterior.unroll(features, lambda t, logits: torch.eye(K)[logits.argmax(-1)])[0]
+        assert torch.allclose(net.guide_logits(x)[:, 0], bare[:, 0] + evidence.local[:, 0], atol=1e-5)

@@ -50,7 +50,9 @@ def model_checks(c) -> list[tuple[bool, str]]:
               for name, least in sizes),
             (is_number(c.noise_std) and c.noise_std > 0, f"model.noise_std must be a number > 0, got {c.noise_std!r}"),
             (c.emission in EMISSIONS, f"model.emission must be one of {EMISSIONS}, got {c.emission!r}"),
-            (is_int(c.ar_order, 1), f"model.ar_order must be an integer >= 1, got {c.ar_order!r}")]
+            (is_int(c.ar_order, 1), f"model.ar_order must be an integer >= 1, got {c.ar_order!r}"),
+            (c.guide_evidence in (None, True, False),
+             f"model.guide_evidence must be true, false or null (by family), got {c.guide_evidence!r}")]
 
 
 def trainer_checks(c) -> list[tuple[bool, str]]:

@@ -43,7 +43,9 @@ class ModelConfig:
     ``emission`` names the family of p(x_t | c_t, past) (:data:`~pyro_dssm.config.checks.EMISSIONS`,
     :mod:`pyro_dssm.model.emissions`); ``ar_order`` is p of ``emission=autoregressive``.
     ``guide_evidence``: the guide's logits add the model's own terms (emission table and
-    transition matrix, :class:`~pyro_dssm.model.networks.Evidence`) to its networks' output.
+    transition matrix, :class:`~pyro_dssm.model.networks.Evidence`) to its networks' output;
+    None (the default) = on for families without memory, off for those with memory
+    (``autoregressive``), whose BiGRU reads the emission table instead.
 
     In the config ``obs_dim: null`` means "the loaded data's feature count";
     ``train()`` fills it in before building this, which needs an integer.
@@ -57,7 +59,7 @@ class ModelConfig:
     noise_std: float = 1.0
     emission: str = "gaussian"
     ar_order: int = 1
-    guide_evidence: bool = True
+    guide_evidence: bool | None = None
 
     def __post_init__(self):
         raise_first(model_checks(self))

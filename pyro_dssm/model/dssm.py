@@ -88,7 +88,8 @@ class DSSM(NeuralHMM):
         q(C | X) = q(c_1 | X) prod_{t>1} q(c_t | c_{t-1}, X)
 
     whose logits add the model's own evidence (emission table, transition matrix) to
-    the networks' output (:class:`~pyro_dssm.model.networks.Evidence`, ``config.guide_evidence``).
+    the networks' output (:class:`~pyro_dssm.model.networks.Evidence`; ``config.guide_evidence``,
+    by default for families without memory).
     States are relaxed (Gumbel-Softmax at temperature tau) during training;
     with hard one-hot states the same networks define an exact HMM
     (:meth:`exact_hmm`). The emission family is ``config.emission``.
@@ -99,6 +100,9 @@ class DSSM(NeuralHMM):
         # an emission with memory (order > 0) also feeds the guide its per-state log-likelihoods
         extra = config.n_states if self.emitter.order > 0 else 0
         self.posterior = PosteriorNet(config.n_states, config.obs_dim, config.rnn_hidden, extra_dim=extra)
+        # measured (benchmarks/RESULTS.md): the evidence helps memoryless families from any start; with
+        # memory (the BiGRU already reads the table) it lowered the guide on data=switching_ar
+        self.uses_evidence = config.guide_evidence if config.guide_evidence is not None else self.emitter.order == 0
 
     def guide_features(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         r"""(B, T, D) -> (B, T, 2H): the guide's BiGRU features h_t of x (padding skipped given ``lengths``).
@@ -117,11 +121,11 @@ class DSSM(NeuralHMM):
     def guide_inputs(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, Evidence | None]:
         """(B, T, D) -> the BiGRU features (B, T, 2H) (:meth:`guide_features`) and the model's
         :class:`~pyro_dssm.model.networks.Evidence` for the guide's logits (None with
-        ``model.guide_evidence=false``). The emission table is computed once for both, detached."""
-        use_table = self.posterior.extra_dim or self.config.guide_evidence
+        ``model.guide_evidence`` off). The emission table is computed once for both, detached."""
+        use_table = self.posterior.extra_dim or self.uses_evidence
         with torch.no_grad():
             local = self.emitter.detached_table(x).log_softmax(-1) if use_table else None
-            evidence = Evidence(local, self.transition_parameters()[1]) if self.config.guide_evidence else None
+            evidence = Evidence(local, self.transition_parameters()[1]) if self.uses_evidence else None
         extra = local.clamp_min(-TABLE_FLOOR) if self.posterior.extra_dim else None
         return self.posterior.encode(x, lengths, extra), evidence
 
