@@ -39,7 +39,8 @@ from .helpers import REPO, compose_config, read_scalars
 # 37 sequences in minibatches of 16: the last one (5) splits 3 / 2, so equal-weight averaging would be wrong
 SMALL = ["data.n_train=37", "data.n_val=8", "data.seq_len=10", "data.n_states=3", "data.obs_dim=4",
          "trainer.n_epochs=2", "trainer.batch_size=16", "trainer.init=kmeans", "trainer.init_restarts=1",
-         "trainer.guide_warmup_steps=0", "trainer.figure_every=0", "trainer.device=cpu", "seed=1"]
+         "trainer.guide_warmup_steps=0", "trainer.figure_every=0", "trainer.device=cpu", "seed=1",
+         "trainer.keep_best=false"]  # the final weights are the last checkpoint's, which the tests compare
 
 
 def _gradient_worker(rank: int, world_size: int, init_file: str) -> None:
@@ -102,7 +103,8 @@ def _schedule_worker(rank: int, world_size: int, init_file: str, out_dir: str) -
 def test_a_rank_with_an_empty_share_keeps_the_learning_rate_schedule(tmp_path):
     """A decaying learning rate and steps where rank 1 has nothing to compute: the ranks must stay identical.
 
-    The rate of the step after step s of S is lr * f^(s/S) (hand computation), on both ranks.
+    The rate of the step after step s of S is lr * f^(s/S) (hand computation), on both ranks; the guide's
+    group at trainer.guide_lr_factor (3) times that.
     """
     mp.start_processes(_schedule_worker, args=(2, str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=2,
                        start_method="fork")
@@ -112,7 +114,8 @@ def test_a_rank_with_an_empty_share_keeps_the_learning_rate_schedule(tmp_path):
         assert torch.equal(value, rank1["model"][name]), name
     want = 3e-3 * 0.1 ** (4 / 4)
     for checkpoint in (rank0, rank1):
-        assert [g["lr"] for g in checkpoint["optimizer"]["param_groups"]] == [pytest.approx(want, rel=1e-12)]
+        assert [g["lr"] for g in checkpoint["optimizer"]["param_groups"]] == [pytest.approx(want, rel=1e-12),
+                                                                              pytest.approx(3 * want, rel=1e-12)]
 
 
 def _replay_two_ranks(monkeypatch, rank1_state: torch.Tensor) -> None:
@@ -173,8 +176,10 @@ def test_torchrun_two_processes_match_single_process(tmp_path, monkeypatch):
         assert [s for s, _ in ddp[tag]] == [s for s, _ in one[tag]], tag
         torch.testing.assert_close(torch.tensor([v for _, v in ddp[tag]]), torch.tensor([v for _, v in one[tag]]),
                                    rtol=1e-4, atol=0, msg=tag)
+    # Adam turns rounding-level differences of near-zero gradients into steps of up to lr (the guide's: 0.009),
+    # so the weights agree to a small fraction of one step (measured: at most 9e-5, in the guide's GRU cell)
     for name, value in load_checkpoint(tmp_path / "single" / "checkpoints" / "last.pt")["model"].items():
-        torch.testing.assert_close(rank0[name], value, rtol=1e-4, atol=1e-5, msg=name)
+        torch.testing.assert_close(rank0[name], value, rtol=1e-4, atol=5e-4, msg=name)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["steps"] == 6
     after_init = {k: v for k, v in metrics["history"][0].items() if k != "train_seconds"}
