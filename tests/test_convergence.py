@@ -1,5 +1,5 @@
 """Slow: the default configuration, and the autoregressive family on data=switching_ar, reach the oracle on
-several seeds (run with ``pytest -m slow``)."""
+several seeds; SVI from a k-means start raises the exact log p(X) (run with ``pytest -m slow``)."""
 
 import pytest
 import torch
@@ -47,4 +47,21 @@ def test_autoregressive_emission_finds_regimes_that_differ_in_dynamics(tmp_path,
     """Issue 12: on data=switching_ar (same mean, different dynamics) the autoregressive family, chosen by the
     data option, reaches 0.98 x oracle; a mean-only Gaussian HMM is near chance there (tests/test_synthetic_families.py)."""
     metrics = train(compose_config(["data=switching_ar", f"seed={seed}"]), tmp_path)
+    assert metrics["accuracy_over_oracle"] >= BAR, metrics
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("objective", [
+    "analytic",
+    pytest.param("trace", marks=pytest.mark.xfail(strict=True, reason=(
+        "the relaxed KL of trace charges the guide for following the evidence; it drifts "
+        "(benchmarks/RESULTS.md, Learning methods from matched starts); strict: a fix makes this fail loudly"))),
+])
+def test_svi_from_kmeans_ends_above_its_start(tmp_path, objective):
+    """Issue 13: from a k-means start, no guide warm-up, no keep-best, SVI must raise the exact validation
+    log p(X) and reach 0.98 x oracle on the default data (seed 0)."""
+    metrics = train(compose_config(["seed=0", "trainer.init=kmeans", "trainer.guide_warmup_steps=0",
+                                    "trainer.keep_best=false", f"trainer.objective={objective}"]), tmp_path)
+    history = metrics["history"]
+    assert history[-1]["val_loglik_per_step"] > history[0]["val_loglik_per_step"], history
     assert metrics["accuracy_over_oracle"] >= BAR, metrics
