@@ -82,8 +82,7 @@ class AutoregressiveEmission(Emission):
         return diagonal_normal_log_prob(x, *self.moments(states, history(x, self.order), first))
 
     def table(self, x):
-        B, T, D = x.shape
-        K = self.n_states
+        D = x.shape[-1]
         hist = history(x, self.order)  # (B, T, pD)
         corr_mean, corr_scale = self._correction_per_state(hist).split(D, -1)
         first = self._first(x)[:, None, None]  # (T, 1, 1) against (B, T, K, D)
