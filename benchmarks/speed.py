@@ -60,12 +60,6 @@ def _exp_concrete_log_prob(y: torch.Tensor, logits: torch.Tensor, tau: float) ->
     return score.sum(-1) - K * score.logsumexp(-1) + math.lgamma(K) + (K - 1) * math.log(tau)
 
 
-def _gaussian_table(x: torch.Tensor, means: torch.Tensor, sigma: float) -> torch.Tensor:
-    """(B, T, D), (K, D) -> (B, T, K) log N(x_t; mu_k, sigma^2 I)."""
-    z = (x[:, :, None, :] - means) / sigma
-    return -0.5 * z.pow(2).sum(-1) - x.shape[-1] * (math.log(sigma) + 0.5 * math.log(2 * math.pi))
-
-
 def hand_loss(model: DSSM, x: torch.Tensor, mask: torch.Tensor, tau: float, objective: str) -> torch.Tensor:
     """-ELBO per valid step of ``model`` on full-length x (B, T, D), written directly in torch.
 
@@ -81,7 +75,7 @@ def hand_loss(model: DSSM, x: torch.Tensor, mask: torch.Tensor, tau: float, obje
     # the model's evidence the guide adds to its logits: normalised per-state log N(x_t; mu_k), log A
     eye = torch.eye(K, dtype=x.dtype)
     with torch.no_grad():
-        local = _gaussian_table(x, model.emitter(eye), sigma).log_softmax(-1).unbind(1)
+        local = hmm.gaussian_log_likelihood(x, model.emitter(eye), sigma).log_softmax(-1).unbind(1)
         log_trans = model.transition(eye).log_softmax(-1)
     # q(c_{1:T} | X): BiGRU features, then the recursion
     features = net.birnn(x)[0].unbind(1)  # T x (B, 2H); unbind keeps the backward O(T)
@@ -106,7 +100,7 @@ def hand_loss(model: DSSM, x: torch.Tensor, mask: torch.Tensor, tau: float, obje
         latent = _exp_concrete_log_prob(y, p_logits, tau) - _exp_concrete_log_prob(y, q_logits, tau)
     else:  # sum_k q_k log N(x_t; mu_k, sigma^2 I), minus the exact categorical KL of every step
         with torch.no_grad():
-            table = _gaussian_table(x, model.emitter(eye), sigma)
+            table = hmm.gaussian_log_likelihood(x, model.emitter(eye), sigma)
         # the emission's gradient from the state drawn by the sample's argmax
         z = (x - model.emitter(eye[y.argmax(-1)])) / sigma
         drawn = -0.5 * z.pow(2).sum(-1)

@@ -97,10 +97,10 @@ def _parameter_groups(model: DSSM, cfg: TrainerConfig) -> list[dict]:
     benchmarks/RESULTS.md). In ``model.parameters()`` order, which old checkpoints' optimiser
     states follow (:func:`pyro_dssm.inference.state.regroup`).
     """
-    named = list(model.named_parameters())
-    guide = [p for name, p in named if name.startswith("posterior.")]
-    generative = [p for name, p in named if not name.startswith("posterior.")]
-    if [id(p) for p in generative + guide] != [id(p) for _, p in named]:
+    everything = list(model.parameters())
+    guide = list(model.posterior.parameters())
+    generative = everything[:len(everything) - len(guide)]
+    if [id(p) for p in generative + guide] != [id(p) for p in everything]:
         raise RuntimeError("the guide's parameters must come after the generative ones in model.parameters()")
     return [{"params": generative, "lr": cfg.lr}, {"params": guide, "lr": cfg.lr * cfg.guide_lr_factor}]
 

@@ -57,6 +57,13 @@ def gumbel_noise(shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
     return -(-uniforms.log()).log()
 
 
+def _expand_to_itself(self, batch_shape, _instance=None):
+    """``expand`` of the distributions here: one value per batch element, so only to their own batch shape."""
+    if torch.Size(batch_shape) != self.batch_shape:
+        raise NotImplementedError(f"{type(self).__name__} cannot be expanded to {tuple(batch_shape)}")
+    return self
+
+
 class RelaxedMarkovChain(TorchDistribution):
     """Base class: a chain of ExpConcrete steps, batch_shape (B,), event_shape (T, K).
 
@@ -86,10 +93,7 @@ class RelaxedMarkovChain(TorchDistribution):
         step = exp_relaxed_log_prob(value, self.chain_logits(value), self.temperature)
         return step.masked_fill(~self.mask, 0.0).sum(-1)
 
-    def expand(self, batch_shape, _instance=None):
-        if torch.Size(batch_shape) != self.batch_shape:
-            raise NotImplementedError(f"{type(self).__name__} cannot be expanded to {tuple(batch_shape)}")
-        return self
+    expand = _expand_to_itself
 
 
 class RelaxedChainPrior(RelaxedMarkovChain):
@@ -241,7 +245,4 @@ class ChainLikelihood(TorchDistribution):
         drawn = self.emitter.log_prob(value, states)  # (B, T), with the emission's gradient
         return self._sum((probs * table).sum(-1) + (drawn - drawn.detach()))
 
-    def expand(self, batch_shape, _instance=None):
-        if torch.Size(batch_shape) != self.batch_shape:
-            raise NotImplementedError(f"{type(self).__name__} cannot be expanded to {tuple(batch_shape)}")
-        return self
+    expand = _expand_to_itself

@@ -97,10 +97,10 @@ class AutoregressiveEmission(Emission):
         The first layer of [e_k, h] is W_h h + b + W_e[:, k]: the history's part is computed once
         and each state adds its own column, instead of running the layer on K copies of h.
         """
-        first, _, last = self.net
+        first, activation, last = self.net
         K = self.n_states
         hidden = (hist @ first.weight[:, K:].T + first.bias)[:, :, None, :] + first.weight[:, :K].T  # (B, T, K, H)
-        return last(torch.relu(hidden))
+        return last(activation(hidden))
 
     def sample(self, states, generator=None):
         N, T = states.shape
