@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 python benchmarks/emission_speed.py                 # T=100, B=64, 31 repeats
     python benchmarks/emission_speed.py --families gaussian autoregressive --repeats 11
+    python benchmarks/emission_speed.py --families gaussian --no-messages   # + the guide without beta_t
 
 One step = the analytic objective's ``differentiable_loss`` (model and guide), backward and Adam, as the
 training loop runs it, on the same random (B, T, D) batch for every family (non-negative integer counts
@@ -32,9 +33,10 @@ from pyro_dssm.model.emissions import EMISSIONS  # noqa: E402
 TAU = 0.5
 
 
-def make_step(family: str, x: torch.Tensor, K: int):
-    """A closure running one SVI step of a fresh DSSM with emission ``family`` on batch ``x`` (B, T, D)."""
-    model = DSSM(ModelConfig(n_states=K, obs_dim=x.shape[-1], emission=family))
+def make_step(family: str, x: torch.Tensor, K: int, messages: bool = True):
+    """A closure running one SVI step of a fresh DSSM with emission ``family`` on batch ``x`` (B, T, D)
+    (``messages``: ``model.guide_messages``)."""
+    model = DSSM(ModelConfig(n_states=K, obs_dim=x.shape[-1], emission=family, guide_messages=messages))
     optim = torch.optim.Adam(model.parameters(), lr=1e-3)
     elbo = make_elbo("analytic")
     tau = torch.tensor(TAU)
@@ -57,6 +59,8 @@ def main(argv=None) -> int:
     parser.add_argument("--D", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=31)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--no-messages", action="store_true",
+                        help="also time gaussian with model.guide_messages=false (the guide's cost of beta_t)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "emission_speed.md")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
@@ -64,6 +68,9 @@ def main(argv=None) -> int:
     counts = torch.poisson(torch.full((args.B, args.T, args.D), 2.0))
     families = ["gaussian"] + [f for f in args.families if f != "gaussian"]
     steps = {f: make_step(f, counts if f == "poisson" else x, args.K) for f in families}
+    if args.no_messages:
+        families.append("gaussian, guide_messages=false")
+        steps[families[-1]] = make_step("gaussian", x, args.K, messages=False)
     for _ in range(args.warmup):
         for step in steps.values():
             step()

@@ -72,11 +72,13 @@ def hand_loss(model: DSSM, x: torch.Tensor, mask: torch.Tensor, tau: float, obje
     B, T, D = x.shape
     K = model.n_states
     eps = torch.finfo(x.dtype).eps
-    # the model's evidence the guide adds to its logits: normalised per-state log N(x_t; mu_k), log A
+    # the model's evidence the guide adds to its logits: normalised per-state log N(x_t; mu_k), log A,
     eye = torch.eye(K, dtype=x.dtype)
     with torch.no_grad():
-        local = hmm.gaussian_log_likelihood(x, model.emitter(eye), sigma).log_softmax(-1).unbind(1)
+        local = hmm.gaussian_log_likelihood(x, model.emitter(eye), sigma).log_softmax(-1)
         log_trans = model.transition(eye).log_softmax(-1)
+        # and the backward messages log beta_t (model.guide_messages)
+        local = (local + hmm.normalised_backward(log_trans, local)).unbind(1)
     # q(c_{1:T} | X): BiGRU features, then the recursion
     features = net.birnn(x)[0].unbind(1)  # T x (B, 2H); unbind keeps the backward O(T)
     gumbel = (-(-torch.rand(B, T, K).clamp(eps, 1 - eps).log()).log()).unbind(1)

@@ -1,4 +1,4 @@
-"""Shared test helpers: Hydra composition and CLI subprocess runs."""
+"""Shared test helpers: Hydra composition, CLI subprocess runs, the guide's evidence by hand."""
 
 import json
 import os
@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 from hydra import compose, initialize_config_dir
 
 import pyro_dssm.config  # noqa: F401 (registers the schema that configs/*.yaml start from)
@@ -23,6 +24,27 @@ TINY = ["data.n_train=64", "data.n_val=32", "data.seq_len=30", "data.n_states=3"
 def compose_config(overrides=(), return_hydra_config=False):
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         return compose(config_name="config", overrides=list(overrides), return_hydra_config=return_hydra_config)
+
+
+def hand_messages(local, log_trans, lengths=None):
+    r"""The backward messages the guide's evidence adds, by hand: (B, T, K) :math:`\log \beta_t(k)`, normalised over k.
+
+    :math:`\beta_t(i) = \sum_j A_{ij}\, p(x_{t+1} \mid j)\, \beta_{t+1}(j)` in probabilities, one
+    sequence and one step at a time, from :math:`\beta = 1` at each sequence's last valid step
+    (and on its padding). ``local`` (B, T, K) log p(x_t | k) (any per-step shift), ``log_trans`` (K, K),
+    ``lengths`` (B,) valid steps (None: all).
+    """
+    B, T, K = local.shape
+    out = torch.zeros(B, T, K, dtype=local.dtype)
+    for b in range(B):
+        n = T if lengths is None else int(lengths[b])
+        beta = torch.ones(K, dtype=local.dtype)
+        for t in range(n - 2, -1, -1):
+            lik = (local[b, t + 1] - local[b, t + 1].max()).exp()
+            beta = log_trans.exp() @ (lik * beta)
+            beta = beta / beta.sum()
+            out[b, t] = beta.log()
+    return out.log_softmax(-1)
 
 
 def run_cli(module: str, args, cwd=None, timeout=300, env=None):

@@ -22,6 +22,8 @@ from pyro_dssm.model.emissions.gaussian_scale import SCALE_FLOOR
 from pyro_dssm.model.emissions.poisson import RATE_FLOOR
 from pyro_dssm.model.exact import ExactBaseline
 
+from .helpers import hand_messages
+
 FAMILIES = sorted(EMISSIONS)
 K, D = 2, 2
 
@@ -318,7 +320,8 @@ def test_autoregressive_warm_start_reaches_the_exact_posterior():
 def test_guide_evidence_by_family_unless_set(family, setting):
     """model.guide_evidence: null = the model's evidence in the guide's logits for memoryless families only
     (measured: it lowered the autoregressive guide on data=switching_ar); true / false force it. With it, the
-    logits are the networks' output plus the normalised emission table (and log A from the previous state)."""
+    logits are the networks' output plus the normalised emission table, the backward messages (checked by
+    hand, :func:`~tests.helpers.hand_messages`) and log A from the previous state."""
     from dataclasses import replace
 
     net = make_model(family)
@@ -330,5 +333,33 @@ def test_guide_evidence_by_family_unless_set(family, setting):
     assert (evidence is not None) == expected_on
     if expected_on:
         assert torch.allclose(evidence.local, net.emitter.table(x).log_softmax(-1).detach())
+        future = hand_messages(evidence.local, net.transition_parameters()[1].detach())
+        assert torch.allclose(evidence.future, future, atol=1e-5)
         bare = net.posterior.unroll(features, lambda t, logits: torch.eye(K)[logits.argmax(-1)])[0]
-        assert torch.allclose(net.guide_logits(x)[:, 0], bare[:, 0] + evidence.local[:, 0], atol=1e-5)
+        assert torch.allclose(net.guide_logits(x)[:, 0], bare[:, 0] + evidence.local[:, 0] + future[:, 0], atol=1e-5)
+
+
+@pytest.mark.parametrize("messages", [True, False])
+def test_guide_messages_make_the_models_part_of_the_guide_exact(messages):
+    """model.guide_messages: with the backward messages, the model's part of the guide's logits (zero residual)
+    is the exact posterior conditional p(c_t | c_{t-1}, X) of :func:`pyro_dssm.model.hmm.posterior_chain`;
+    without them it is not (the networks must learn beta_t)."""
+    from dataclasses import replace
+
+    net = make_model("gaussian")
+    net = type(net)(replace(net.config, guide_messages=messages))
+    x = make_x("gaussian", 3, 6)
+    lengths = torch.tensor([6, 4, 1])
+    mask = torch.arange(6) < lengths[:, None]
+    evidence = net.guide_inputs(x, lengths)[1]
+    assert (evidence.future is not None) == messages
+    with torch.no_grad():
+        exact = hmm.posterior_chain(*net.exact_hmm(x), mask)  # (B, T, K_prev, K)
+    gaps = []
+    for t in range(6):
+        valid = mask[:, t]
+        for i in range(K):
+            own = evidence.logits(t, torch.eye(K)[i].expand(3, K)).log_softmax(-1)
+            gaps.append(float((own[valid] - exact[valid, t, i]).abs().max()))
+    # without messages only the steps whose future is empty agree (e.g. every sequence's last)
+    assert (max(gaps) < 1e-5) == messages, max(gaps)

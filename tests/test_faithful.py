@@ -28,6 +28,8 @@ def tiny():
     torch.manual_seed(0)
     model = DSSM(ModelConfig(n_states=K, obs_dim=D, transition_hidden=8, emitter_hidden=8, rnn_hidden=8,
                              noise_std=0.8)).double()
+    # the residual starts at zero (the guide is then the exact posterior); a trained one is not zero
+    model.posterior.readout.reset_parameters()
     return model, torch.randn(1, T, D, dtype=torch.float64)
 
 
@@ -45,7 +47,7 @@ def brute_force_elbo(model, x) -> tuple[float, float]:
         log_joint += sum(float(log_trans[a, b]) for a, b in zip(path, path[1:]))
         elbo += math.exp(log_q) * (log_joint - log_q)
         log_px.append(log_joint)
-    return elbo, float(torch.tensor(log_px).logsumexp(0))
+    return elbo, float(torch.tensor(log_px, dtype=torch.float64).logsumexp(0))
 
 
 def test_brute_force_oracle_is_a_bound_and_matches_the_forward_algorithm(tiny):
@@ -55,6 +57,29 @@ def test_brute_force_oracle_is_a_bound_and_matches_the_forward_algorithm(tiny):
         forward = float(hmm.log_likelihood(*model.exact_hmm(x), torch.ones(1, T, dtype=torch.bool)))
     assert log_px == pytest.approx(forward, rel=1e-6)
     assert elbo < log_px
+
+
+def test_with_a_zero_residual_the_guide_is_the_exact_posterior(tiny):
+    """The guide's evidence with the backward messages (model.guide_messages) is the exact conditional
+    p(c_t | c_{t-1}, X): with the networks' residual at zero (as a new DSSM starts) the brute-force ELBO over
+    all K^T paths equals log p(X); without the messages it does not."""
+    from dataclasses import replace
+
+    model, x = tiny
+    for messages in (True, False):
+        other = DSSM(replace(model.config, guide_messages=messages)).double()
+        other.load_state_dict(model.state_dict())
+        torch.nn.init.zeros_(other.posterior.readout.weight)
+        torch.nn.init.zeros_(other.posterior.readout.bias)
+        elbo, log_px = brute_force_elbo(other, x)
+        assert (abs(log_px - elbo) < 1e-9) == messages, (messages, log_px - elbo)
+
+
+def test_a_new_dssm_starts_with_a_zero_residual():
+    model = DSSM(ModelConfig(n_states=K, obs_dim=D))
+    assert not model.posterior.readout.weight.any() and not model.posterior.readout.bias.any()
+    without = DSSM(ModelConfig(n_states=K, obs_dim=D, guide_messages=False))
+    assert without.posterior.readout.weight.any()
 
 
 def monte_carlo(values: torch.Tensor) -> tuple[float, float]:

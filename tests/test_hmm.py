@@ -1,6 +1,7 @@
 """Exact HMM maths against brute-force enumeration over all K^T paths."""
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -190,3 +191,40 @@ def test_float64_throughout(problem):
     assert all(t.dtype == torch.float64 for t in [log_lik, log_init] + out)
     assert torch.allclose(out[0], joint.logsumexp(-1), rtol=1e-12)
     assert torch.equal(hmm.viterbi(*problem)[0], paths[joint.argmax(-1)])
+
+
+def brute_force_backward(log_trans, log_lik, length=T):
+    r"""(B, length, K) log beta_t(k) = log sum over every path c_{t+1:length} of p(c_{t+1:} | c_t = k) p(x_{t+1:} | c_{t+1:})."""
+    out = torch.zeros(log_lik.shape[0], length, K, dtype=log_lik.dtype)
+    for t in range(length - 1):
+        for k in range(K):
+            scores = []
+            for rest in itertools.product(range(K), repeat=length - 1 - t):
+                s, prev = 0.0, k
+                for i, c in enumerate(rest):
+                    s = s + log_trans[prev, c] + log_lik[:, t + 1 + i, c]
+                    prev = c
+                scores.append(s)
+            out[:, t, k] = torch.stack(scores, -1).logsumexp(-1)
+    return out
+
+
+@pytest.mark.parametrize("length", [1, 3, T])
+def test_normalised_backward_equals_brute_force(problem, length):
+    """The scaled backward recursion (the guide's evidence) against all paths, a padded batch included."""
+    _, log_trans, log_lik = problem
+    mask = torch.arange(T) < torch.tensor([T, length, T, 1])[:, None]
+    ours = hmm.normalised_backward(log_trans, log_lik, mask)
+    for b, n in enumerate([T, length, T, 1]):
+        expected = brute_force_backward(log_trans, log_lik[b:b + 1], n)[0].log_softmax(-1)
+        assert torch.allclose(ours[b, :n], expected, atol=1e-10)
+        assert torch.allclose(ours[b, n:], torch.full_like(ours[b, n:], -math.log(K)))  # uniform after the end
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_normalised_backward_finite_where_the_scaled_product_underflows(dtype):
+    _, log_trans, log_lik = extreme_problem(dtype)
+    ours = hmm.normalised_backward(log_trans, log_lik)
+    assert torch.isfinite(ours).all()
+    floor = math.log(torch.finfo(dtype).tiny)  # below it, unreachable states (~ -400 here) stay finite
+    assert torch.allclose(ours, hmm.backward(log_trans, log_lik).log_softmax(-1).clamp_min(floor))

@@ -11,6 +11,8 @@ from pyro_dssm.data.sequences import SequenceData
 from pyro_dssm.model.dssm import DSSM, ModelConfig
 from pyro_dssm.inference.objectives import make_elbo
 
+from .helpers import hand_messages
+
 K, D, SIGMA, TAU = 3, 2, 0.8, 0.6
 LENGTHS = [1, 6, 3]  # a length-1 sequence and one of length T_max = 6
 
@@ -38,6 +40,7 @@ def one_sequence_loss(model, x, y, objective):
     table = Normal(model.emitter(eye), SIGMA).log_prob(x[:, None, :]).sum(-1)  # (T, K)
     log_trans = model.transition(eye).log_softmax(-1).detach()
     local = table.detach().log_softmax(-1)  # the model's evidence added to the guide's logits
+    local = local + hand_messages(local[None], log_trans)[0]  # with the backward messages of these T steps
     h = net.birnn(x[None])[0][0]  # (T, 2H)
     prev, hidden = torch.zeros(1, K), torch.zeros(1, net.hidden_dim)
     q_logits, p_logits = [], [torch.zeros(K)]

@@ -13,6 +13,8 @@ from pyro_dssm.model.relaxed import exp_relaxed_log_prob
 from pyro_dssm.model.dssm import DSSM, ModelConfig
 from pyro_dssm.inference.objectives import make_elbo
 
+from .helpers import hand_messages
+
 B, T, K, D = 3, 6, 4, 2
 TAU = 0.5
 
@@ -21,15 +23,18 @@ TAU = 0.5
 def setup():
     torch.manual_seed(0)
     model = DSSM(ModelConfig(n_states=K, obs_dim=D, transition_hidden=8, emitter_hidden=8, rnn_hidden=8, noise_std=0.7))
+    model.posterior.readout.reset_parameters()  # a residual away from zero, as after training
     x = torch.randn(B, T, D)
     return model, x
 
 
 def hand_evidence(model, x):
-    """The model's terms the guide adds to its logits: per-state log N(x_t; mu_k, 0.7^2) normalised over k, log A."""
+    """The model's terms the guide adds to its logits: per-state log N(x_t; mu_k, 0.7^2) normalised over k
+    plus the backward messages log beta_t (:func:`~tests.helpers.hand_messages`), and log A."""
     eye = torch.eye(K, dtype=x.dtype)
-    local = Normal(model.emitter(eye), 0.7).log_prob(x[:, :, None, :]).sum(-1).log_softmax(-1)  # (B, T, K)
-    return local.detach(), model.transition(eye).log_softmax(-1).detach()
+    local = Normal(model.emitter(eye), 0.7).log_prob(x[:, :, None, :]).sum(-1).log_softmax(-1).detach()  # (B, T, K)
+    log_trans = model.transition(eye).log_softmax(-1).detach()
+    return local + hand_messages(local, log_trans), log_trans
 
 
 def hand_sample_and_q_logits(model, x, seed):

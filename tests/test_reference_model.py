@@ -20,6 +20,8 @@ from torch.distributions.relaxed_categorical import ExpRelaxedCategorical as Tor
 from pyro_dssm.model.dssm import DSSM, ModelConfig
 from pyro_dssm.inference.objectives import make_elbo
 
+from .helpers import hand_messages
+
 B, T, K, D = 4, 7, 3, 2
 TAU = 0.4
 SIGMA = 0.8
@@ -55,6 +57,7 @@ def reference_guide(model: DSSM, x, mask, tau):
     net = model.posterior
     table, log_trans = hand_table(model, x)
     local, log_trans = table.detach().log_softmax(-1), log_trans.detach()  # the model's evidence, an input
+    local = local + hand_messages(local, log_trans, mask.sum(-1))  # with the backward messages
     features = net.encode(x, mask.sum(-1))
     prev, hidden = net.initial(features)
     with pyro.plate("sequences", x.shape[0]):

@@ -14,6 +14,7 @@ B, T, K, D = 16, 6, 3, 2
 def model_and_batch():
     torch.manual_seed(0)
     model = DSSM(ModelConfig(n_states=K, obs_dim=D, transition_hidden=8, emitter_hidden=8, rnn_hidden=16))
+    model.posterior.readout.reset_parameters()  # a residual away from zero, as after training
     x = 2 * torch.randn(B, T, D)
     mask = torch.ones(B, T, dtype=torch.bool)
     mask[3, 4:] = False

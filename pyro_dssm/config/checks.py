@@ -52,7 +52,9 @@ def model_checks(c) -> list[tuple[bool, str]]:
             (c.emission in EMISSIONS, f"model.emission must be one of {EMISSIONS}, got {c.emission!r}"),
             (is_int(c.ar_order, 1), f"model.ar_order must be an integer >= 1, got {c.ar_order!r}"),
             (c.guide_evidence in (None, True, False),
-             f"model.guide_evidence must be true, false or null (by family), got {c.guide_evidence!r}")]
+             f"model.guide_evidence must be true, false or null (by family), got {c.guide_evidence!r}"),
+            (isinstance(c.guide_messages, bool),
+             f"model.guide_messages must be true or false, got {c.guide_messages!r}")]
 
 
 def trainer_checks(c) -> list[tuple[bool, str]]:

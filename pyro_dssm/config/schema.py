@@ -45,7 +45,9 @@ class ModelConfig:
     ``guide_evidence``: the guide's logits add the model's own terms (emission table and
     transition matrix, :class:`~pyro_dssm.model.networks.Evidence`) to its networks' output;
     None (the default) = on for families without memory, off for those with memory
-    (``autoregressive``), whose BiGRU reads the emission table instead.
+    (``autoregressive``), whose BiGRU reads the emission table instead. ``guide_messages``:
+    with the evidence on, it includes the backward messages, so that the model's part of the
+    guide is its exact posterior conditional and the networks learn a residual.
 
     In the config ``obs_dim: null`` means "the loaded data's feature count";
     ``train()`` fills it in before building this, which needs an integer.
@@ -60,6 +62,7 @@ class ModelConfig:
     emission: str = "gaussian"
     ar_order: int = 1
     guide_evidence: bool | None = None
+    guide_messages: bool = True
 
     def __post_init__(self):
         raise_first(model_checks(self))

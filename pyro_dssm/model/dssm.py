@@ -103,6 +103,12 @@ class DSSM(NeuralHMM):
         # measured (benchmarks/RESULTS.md): the evidence helps memoryless families from any start; with
         # memory (the BiGRU already reads the table) it lowered the guide on data=switching_ar
         self.uses_evidence = config.guide_evidence if config.guide_evidence is not None else self.emitter.order == 0
+        self.uses_messages = self.uses_evidence and config.guide_messages
+        if self.uses_messages:
+            # the evidence is the model's exact conditional: the residual starts at zero, so the guide
+            # starts at the posterior of the initial model
+            nn.init.zeros_(self.posterior.readout.weight)
+            nn.init.zeros_(self.posterior.readout.bias)
 
     def guide_features(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         r"""(B, T, D) -> (B, T, 2H): the guide's BiGRU features h_t of x (padding skipped given ``lengths``).
@@ -125,9 +131,18 @@ class DSSM(NeuralHMM):
         use_table = self.posterior.extra_dim or self.uses_evidence
         with torch.no_grad():
             local = self.emitter.detached_table(x).log_softmax(-1) if use_table else None
-            evidence = Evidence(local, self.transition_parameters()[1]) if self.uses_evidence else None
+            evidence = self._evidence(local, lengths) if self.uses_evidence else None
         extra = local.clamp_min(-TABLE_FLOOR) if self.posterior.extra_dim else None
         return self.posterior.encode(x, lengths, extra), evidence
+
+    def _evidence(self, local: torch.Tensor, lengths: torch.Tensor | None) -> Evidence:
+        """The guide's :class:`~pyro_dssm.model.networks.Evidence` from the normalised table ``local`` (B, T, K);
+        with ``model.guide_messages`` the backward messages too (:func:`pyro_dssm.model.hmm.backward`)."""
+        log_trans = self.transition_parameters()[1]
+        if not self.uses_messages:
+            return Evidence(local, log_trans)
+        mask = None if lengths is None else torch.arange(local.shape[1], device=local.device) < lengths[:, None]
+        return Evidence(local, log_trans, hmm.normalised_backward(log_trans, local, mask))
 
     # p(x_{1:T} | c_{1:T}) p(c_{1:T})
     def model(self, x: torch.Tensor, mask: torch.Tensor | None = None, tau: float = 1.0) -> None:

@@ -145,6 +145,41 @@ def backward(log_trans: torch.Tensor, log_lik: torch.Tensor, mask: torch.Tensor 
     return torch.stack(betas[::-1], 1)
 
 
+def normalised_backward(log_trans: torch.Tensor, log_lik: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    r""":func:`backward`'s :math:`\log\beta_t`, normalised over k (``log_softmax``), by the scaled recursion.
+
+    :math:`\hat\beta_t = A\,(e^{\ell_{t+1} - s_{t+1}} \odot \hat\beta_{t+1}) / n_t`: one (B, K) x (K, K)
+    product per step instead of a logsumexp over (B, K, K), as :func:`log_likelihood` does forwards.
+    Where a step's sum underflows (the data force a transition of probability below the dtype's
+    smallest normal number), that sequence is recomputed in log space by :func:`backward`.
+    For the guide's evidence (:class:`pyro_dssm.model.networks.Evidence`); not differentiable
+    through the rescaling's host check.
+
+    Returns:
+        (B, T, K) normalised log-messages, floored at the log of the dtype's smallest normal number
+        (about -87 in float32: an unreachable state's message stays finite); uniform after each
+        sequence's last valid step.
+    """
+    mask = _full_mask(log_lik, mask)
+    B, T, K = log_lik.shape
+    trans_t = log_trans.exp().T  # (K_next, K_prev): beta_t = (probs * beta_{t+1}) @ A^T
+    probs = (log_lik - log_lik.max(-1, keepdim=True).values).exp()
+    beta = log_lik.new_full((B, K), 1.0 / K)
+    betas, smallest = [beta], log_lik.new_ones(B)
+    for t in range(T - 2, -1, -1):
+        new = (probs[:, t + 1] * beta) @ trans_t
+        norm = new.sum(-1, keepdim=True)
+        smallest = torch.minimum(smallest, torch.where(mask[:, t + 1], norm.squeeze(-1), smallest))
+        beta = torch.where(mask[:, t + 1, None], new / norm, beta)
+        betas.append(beta)
+    tiny = torch.finfo(log_lik.dtype).tiny
+    out = torch.stack(betas[::-1], 1).clamp_min(tiny).log()  # floored: finite where a state is unreachable
+    bad = ~(smallest >= tiny)  # NaN included
+    if bool(bad.any()):
+        out[bad] = backward(log_trans, log_lik[bad], mask[bad]).log_softmax(-1).clamp_min(math.log(tiny))
+    return out
+
+
 def posterior_marginals(
     log_init: torch.Tensor, log_trans: torch.Tensor, log_lik: torch.Tensor, mask: torch.Tensor | None = None
 ) -> torch.Tensor:

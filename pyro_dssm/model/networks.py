@@ -35,27 +35,34 @@ class Evidence(NamedTuple):
 
     The exact posterior of an HMM factorises as
     :math:`p(c_t \mid c_{t-1}, X) \propto A_{c_{t-1} c_t}\, p(x_t \mid c_t, x_{<t})\, \beta_t(c_t)`.
-    The first two factors are known from the model; only the backward message
-    :math:`\beta_t` needs the future. With ``Evidence`` the guide's logits are
-    :math:`\log A_{c_{t-1}, \cdot} + \log p(x_t \mid \cdot, x_{<t}) + g_t` and the
-    networks learn the residual :math:`g_t` (the part :math:`\beta_t` plays); a
-    relaxed previous state enters as :math:`\sum_i c_{t-1,i} \log A_{i, \cdot}`.
-    Both tensors are inputs (detached), as x is: they track the model as it trains,
-    so the guide never lags far behind it.
+    All three factors are known from the model (the backward message
+    :math:`\beta_t(k) = p(x_{t+1:T} \mid c_t = k)` by the backward algorithm, as x is
+    observed). With ``Evidence`` the guide's logits are
+    :math:`\log A_{c_{t-1}, \cdot} + \log p(x_t \mid \cdot, x_{<t}) + \log \beta_t + g_t`
+    and the networks learn the residual :math:`g_t`: zero where the model's exact
+    conditional is the answer. A relaxed previous state enters as
+    :math:`\sum_i c_{t-1,i} \log A_{i, \cdot}`. Without ``future`` (``model.guide_messages=false``)
+    the networks must learn the part :math:`\beta_t` plays themselves.
+    Every tensor is an input (detached), as x is: they track the model as it trains,
+    so the guide never lags behind it.
 
     Fields:
         local: (B, T, K) :math:`\log p(x_t \mid c_t = k, x_{<t})`, normalised over k.
         log_trans: (K, K) :math:`\log p(c_t = j \mid c_{t-1} = i)`.
+        future: (B, T, K) :math:`\log \beta_t(k)`, normalised over k (zero after each
+            sequence's last valid step), or None.
     """
 
     local: torch.Tensor
     log_trans: torch.Tensor
+    future: torch.Tensor | None = None
 
     def logits(self, t: int, prev_state: torch.Tensor) -> torch.Tensor:
         """(B, K) the model's part of step t's logits; prev_state (B, K) on the simplex (unused at t = 0)."""
+        own = self.local[:, t] if self.future is None else self.local[:, t] + self.future[:, t]
         if t == 0:
-            return self.local[:, 0]
-        return self.local[:, t] + prev_state @ self.log_trans
+            return own
+        return own + prev_state @ self.log_trans
 
 
 class PosteriorNet(nn.Module):
