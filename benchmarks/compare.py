@@ -10,9 +10,10 @@
 Everything after ``--`` is a Hydra override of the training config (configs/).
 ``--inits`` (default: ``trainer.init``) is an axis: per seed and init, the
 generative networks' start is made once (:func:`shared_start`) and loaded into
-every trained method, which then runs with ``trainer.init=random`` (keep the
-weights as they are). So the DSSMs and the exact baseline of a seed and init
-start from the same model, and the tables separate what the init gives (epoch
+every trained method, which then runs with ``trainer.init=none`` (keep the
+weights as they are; on the ``random`` axis ``trainer.init=random``, whose first random
+start is the shared one and whose other starts are the same for every method). So the
+DSSMs and the exact baseline of a seed and init start from the same model, and the tables separate what the init gives (epoch
 0) from what each learning method adds (end - epoch 0). Only the DSSMs have a
 guide, so only they run the guide warm-up.
 
@@ -124,13 +125,15 @@ def shared_start(cfg, data, seed: int, init: str) -> tuple[NeuralHMM, float]:
 def run_trained(cfg, data, seed, start, logdir, net_class, fit_fn, trainer_overrides, key, accuracy_key, elbo_key):
     """Build ``net_class``, load the generative weights of ``start``, train it with ``fit_fn``, log its curves.
 
-    ``start``: :func:`shared_start`'s (networks, seconds their init took); those seconds are added to the training times, as
-    when each method ran its own init.
+    ``start``: :func:`shared_start`'s (networks, seconds their init took), and the init's name; those seconds are added to
+    the training times, as when each method ran its own init.
     """
-    start, init_seconds = start
+    start, init_seconds, init = start
     seed_everything(seed)  # the guide's initial weights and the global noise stream: the same for every init
-    # trainer.init=random leaves the loaded start as it is; the DSSM's guide warm-up still runs
-    trainer_cfg = trainer_config(cfg, {**trainer_overrides, "init": "random"})
+    # trainer.init=none leaves the loaded start as it is (the DSSM's guide warm-up still runs); on the random
+    # axis, trainer.init=random: the loaded start is the first of trainer.init_restarts random starts, each
+    # trained briefly by the method itself, the best kept (pyro_dssm/inference/random_starts.py)
+    trainer_cfg = trainer_config(cfg, {**trainer_overrides, "init": "random" if init == "random" else "none"})
     net = net_class(model_config(cfg))
     missing, unexpected = net.load_state_dict(start.state_dict(), strict=False)
     assert not unexpected and all(k.startswith("posterior.") for k in missing), (missing, unexpected)
@@ -260,7 +263,7 @@ def run_seed(args, cfg, seed, inits):
             rec = run_hmmlearn(data, seed, cfg.data.n_states, logdir) or {"status": "not installed"}
         records.append(finish(rec, method, OWN_INIT[method], seed, oracle, target))
     for init in inits:
-        start = shared_start(cfg, data, seed, init)
+        start = (*shared_start(cfg, data, seed, init), init)
         start_loglik = evaluate_hmm(start[0], data.val)["val_loglik_per_step"]
         for method in [m for m in args.methods if m in TRAINED]:
             logdir = args.logdir / args.name / method / init / f"seed{seed}"
@@ -270,7 +273,10 @@ def run_seed(args, cfg, seed, inits):
             else:
                 rec = run_dssm(cfg, data, seed, start, method.split("-", 1)[1], logdir)
             rec = from_start(finish(rec, method, init, seed, oracle, target))
-            if not math.isclose(rec["loglik_epoch0"], start_loglik, rel_tol=1e-9, abs_tol=1e-9):
+            rec["loglik_shared_start"] = start_loglik
+            # with random restarts the run's epoch 0 is the best of them, the shared start only the first
+            restarted = init == "random" and trainer_config(cfg, {}).init_restarts > 1
+            if not restarted and not math.isclose(rec["loglik_epoch0"], start_loglik, rel_tol=1e-9, abs_tol=1e-9):
                 raise RuntimeError(f"seed {seed}, init {init}: {method} did not start from the shared start "
                                    f"(epoch-0 log p(X)/step {rec['loglik_epoch0']!r}, start {start_loglik!r})")
             records.append(rec)
@@ -327,8 +333,11 @@ def write_results(args, records, seeds, rows, commands, machines, config):
               f"Inits: {', '.join(inits)}. For each seed and init the generative networks (transition, emission) "
               f"start from one set of weights, loaded into every trained method (DSSM trace, DSSM analytic, exact "
               f"baseline): `random` = as constructed under the seed, `kmeans` / `em` = the trainer's data-driven "
-              f"init, run once. After that the start is method-specific: the DSSMs fit their guide to the start's "
-              f"exact posterior (trainer.guide_warmup_steps) before epoch 0; the exact baseline has no guide. "
+              f"init, run once. After that the start is method-specific: on `random` each method trains "
+              f"trainer.init_restarts random starts (the shared one first, the others the same for every method) "
+              f"briefly and keeps the best by its own validation score, so its epoch 0 is that start; the DSSMs "
+              f"fit their guide to the start's exact posterior (trainer.guide_warmup_steps) before epoch 0; the "
+              f"exact baseline has no guide. "
               f"hmmlearn (init `own`) starts from its own k-means; the oracle (`-`) is the true HMM.\n\n"
               f"Accuracy: Hungarian-matched on validation; DSSM = guide argmax, exact = posterior-marginal argmax "
               f"(Viterbi beside it), hmmlearn = Viterbi. Ratio and time-to-target use the DSSM guide, the exact "

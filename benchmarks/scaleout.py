@@ -67,7 +67,7 @@ def main(argv=None) -> None:
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "scaleout.md")
     args = p.parse_args(argv)
     overrides = [f"data.n_train={args.n_train}", "data.n_val=32", f"data.seq_len={args.T}",
-                 f"trainer.batch_size={args.batch}", f"trainer.n_epochs={args.epochs}", "trainer.init=random",
+                 f"trainer.batch_size={args.batch}", f"trainer.n_epochs={args.epochs}", "trainer.init=none",
                  "trainer.guide_warmup_steps=0", "trainer.figure_every=0", "trainer.device=cpu"]
     configs = [None, *args.procs]
     label = {None: "1 (plain CLI)", **{n: f"{n} (torchrun)" for n in args.procs}}

@@ -140,7 +140,7 @@ def test_enum_and_forward_training_give_the_same_trajectory():
     from pyro_dssm.io.tracking import Tracker
 
     data = make_synthetic(n_states=3, obs_dim=2, seq_len=8, n_train=24, n_val=8, seed=3)
-    cfg = TrainerConfig(n_epochs=3, batch_size=8, lr=0.05, init="random", device="cpu")
+    cfg = TrainerConfig(n_epochs=3, batch_size=8, lr=0.05, init="none", device="cpu")
     runs = {}
     for elbo in ("forward", "enum"):
         torch.manual_seed(0)

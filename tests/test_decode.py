@@ -15,7 +15,7 @@ from .helpers import compose_config, run_cli
 
 LENGTHS = [1, 20, 35, 12, 35, 28]  # one sequence of length 1, two of length T_max = 35
 NAMES = ["rest", "walk", "run"]
-FAST = ["trainer.n_epochs=2", "trainer.batch_size=8", "trainer.init=random", "trainer.guide_warmup_steps=5",
+FAST = ["trainer.n_epochs=2", "trainer.batch_size=8", "trainer.init=none", "trainer.guide_warmup_steps=5",
         "trainer.figure_every=0", "trainer.device=cpu"]
 
 

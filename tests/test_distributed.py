@@ -90,7 +90,7 @@ def _schedule_worker(rank: int, world_size: int, init_file: str, out_dir: str) -
         data = make_synthetic(n_states=3, obs_dim=2, seq_len=6, n_train=5, n_val=4, seed=0)
         torch.manual_seed(0)  # the same initial model on both ranks
         model = DSSM(ModelConfig(n_states=3, obs_dim=2))
-        cfg = TrainerConfig(n_epochs=2, batch_size=4, lr=3e-3, lr_final_fraction=0.1, init="random",
+        cfg = TrainerConfig(n_epochs=2, batch_size=4, lr=3e-3, lr_final_fraction=0.1, init="none",
                             guide_warmup_steps=0, figure_every=0, device="cpu")
         torch.manual_seed(1 + rank)  # each rank its own Gumbel noise, as under torchrun
         # each rank writes its own checkpoints here, so that the test can read rank 1's optimiser too

@@ -24,7 +24,7 @@ from .helpers import compose_config
 
 MARKER = "pwned"  # created by the malicious checkpoints if they are ever unpickled
 FEATURES = ["acc_x", "acc_y"]
-FAST = ["trainer.n_epochs=1", "trainer.batch_size=4", "trainer.init=random", "trainer.guide_warmup_steps=0",
+FAST = ["trainer.n_epochs=1", "trainer.batch_size=4", "trainer.init=none", "trainer.guide_warmup_steps=0",
         "trainer.figure_every=0", "trainer.device=cpu"]
 TINY_SYNTHETIC = ["data.n_train=8", "data.n_val=4", "data.seq_len=5", "data.n_states=2", "data.obs_dim=2"]
 

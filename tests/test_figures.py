@@ -12,7 +12,7 @@ TAGS = {"figures/confusion", "figures/transition", "figures/segmentation"}
 
 
 def test_figures_appear_in_tensorboard_events(tmp_path):
-    cfg = compose_config([*TINY, "trainer.n_epochs=3", "trainer.figure_every=2", "trainer.init=random",
+    cfg = compose_config([*TINY, "trainer.n_epochs=3", "trainer.figure_every=2", "trainer.init=none",
                           "trainer.guide_warmup_steps=5"])
     train(cfg, tmp_path)
     acc = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0})

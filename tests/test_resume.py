@@ -8,7 +8,7 @@ from pyro_dssm.train import train
 
 from .helpers import TINY, compose_config
 
-FAST = ["trainer.init=random", "trainer.guide_warmup_steps=5", "trainer.figure_every=0"]
+FAST = ["trainer.init=none", "trainer.guide_warmup_steps=5", "trainer.figure_every=0"]
 COMPARED = ("val_accuracy", "val_elbo_per_step", "val_loglik_per_step", "viterbi_accuracy", "final_loss", "steps",
             "epochs", "tau")
 

@@ -14,7 +14,7 @@ import math
 
 # The allowed values of the settings that name a choice; the modules that implement them import these.
 OBJECTIVES = ("trace", "analytic")  # trainer.objective: pyro_dssm/inference/objectives.py
-INITS = ("em", "kmeans", "random")  # trainer.init: pyro_dssm/inference/init.py
+INITS = ("em", "kmeans", "random", "none")  # trainer.init: pyro_dssm/inference/init.py, random_starts.py
 EMISSIONS = ("gaussian", "gaussian_scale", "autoregressive", "poisson")  # model.emission: pyro_dssm/model/emissions/
 FEATURES = ("raw", "diff", "absdiff")  # data.features: pyro_dssm/data/features.py
 SOURCES = ("csv", "npz")  # data.name of the file readers: pyro_dssm/data/files.py
@@ -79,6 +79,10 @@ def trainer_checks(c) -> list[tuple[bool, str]]:
         (is_int(c.guide_warmup_steps, 0),
          f"trainer.guide_warmup_steps must be an integer >= 0, got {c.guide_warmup_steps!r}"),
         (is_int(c.init_restarts, 1), f"trainer.init_restarts must be an integer >= 1, got {c.init_restarts!r}"),
+        (is_int(c.random_start_epochs, 1),
+         f"trainer.random_start_epochs must be an integer >= 1, got {c.random_start_epochs!r}"),
+        (is_number(c.random_start_lr) and c.random_start_lr > 0,
+         f"trainer.random_start_lr must be a number > 0, got {c.random_start_lr!r}"),
         (is_int(c.init_max_sequences, 1),
          f"trainer.init_max_sequences must be an integer >= 1, got {c.init_max_sequences!r}"),
         (is_int(c.init_em_iters, 0), f"trainer.init_em_iters must be an integer >= 0, got {c.init_em_iters!r}"),

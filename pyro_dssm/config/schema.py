@@ -84,6 +84,8 @@ class TrainerConfig:
     grad_clip: float = 10.0
     init: str = "em"
     init_restarts: int = 4
+    random_start_epochs: int = 5
+    random_start_lr: float = 2e-2
     init_em_iters: int = 20
     init_max_sequences: int = 100
     init_stay_prob: float = 0.8

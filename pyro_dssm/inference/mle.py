@@ -15,6 +15,7 @@ from pyro_dssm.inference.faults import SkippedSteps
 from pyro_dssm.inference.hooks import Validation
 from pyro_dssm.inference.loop import SGDStep, train_epochs
 from pyro_dssm.inference.prepare import device_mask, initialise
+from pyro_dssm.inference.random_starts import best_random_start
 from pyro_dssm.inference.state import TrainingState
 from pyro_dssm.io.tracking import Tracker
 from pyro_dssm.model.exact import ExactBaseline
@@ -27,13 +28,14 @@ def fit_baseline(
     """Maximum-likelihood training of ``net`` by minibatch Adam on -log p(X) per valid step.
 
     Uses the trainer's settings (``n_epochs``, ``batch_size``, ``lr``,
-    ``grad_clip``, ``max_consecutive_skips``, the ``init*`` ones; the learning
+    ``grad_clip``, ``max_consecutive_skips``, the ``init*`` and ``random_start_*`` ones; the learning
     rate stays constant, and the temperature, guide, checkpoint and keep-best
     ones do not apply). Returns the last epoch's
     :func:`~pyro_dssm.evaluation.evaluate.evaluate_hmm` metrics plus
     ``train_seconds`` (evaluation excluded), ``epochs``, ``steps``,
-    ``final_loss``, ``skipped_steps`` and ``history`` (one record per
-    evaluation; epoch 0 = after the init).
+    ``final_loss``, ``skipped_steps``, ``history`` (one record per
+    evaluation; epoch 0 = after the init) and, with ``init=random``, what its random starts did
+    (:func:`~pyro_dssm.inference.random_starts.best_random_start`).
 
     ``elbo`` (``baseline.elbo``): ``forward`` trains :meth:`ExactBaseline.model` (log p(X) by the forward
     algorithm, a ``pyro.factor``) with ``Trace_ELBO``; ``enum`` trains :meth:`ExactBaseline.enum_model` (one
@@ -51,6 +53,11 @@ def fit_baseline(
     def nll(x, mask, step):
         return loss.differentiable_loss(model, net.guide, x, mask) / n_valid(x, mask), {}
 
+    started = {}
+    if cfg.init == "random" and cfg.init_restarts > 1:  # scored by exact validation log p(X)
+        started = best_random_start(net, cfg, gen, train.x.to(device), device_mask(train, device), nll,
+                          lambda lr: torch.optim.Adam(net.parameters(), lr=lr),
+                          lambda: evaluate_hmm(net, val)["val_loglik_per_step"])
     step = SGDStep(net, nll, train.x.to(device), device_mask(train, device), cfg.grad_clip, tracker)
     state = TrainingState(torch.optim.Adam(net.parameters(), lr=cfg.lr), gen, SkippedSteps(cfg.max_consecutive_skips))
     state.train_seconds = time.perf_counter() - clock
@@ -58,4 +65,4 @@ def fit_baseline(
     validation.record(state)
     last = train_epochs(state, step, cfg.n_epochs, cfg.batch_size, [validation])
     return {**state.history[-1], "final_loss": last.mean_loss, "epochs": state.epoch, "steps": state.step,
-            "skipped_steps": state.skips.total, "history": state.history}
+            "skipped_steps": state.skips.total, "history": state.history, **started}

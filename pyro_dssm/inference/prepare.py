@@ -29,11 +29,13 @@ def initialise(net, x: torch.Tensor, mask: torch.Tensor, cfg, gen: torch.Generat
     """Data-driven init of ``net``'s generative networks from x (N, T, D), mask (N, T) as ``cfg.init`` says.
 
     ``cfg``: the trainer settings (``init``, ``init_restarts``, ``init_em_iters``,
-    ``init_stay_prob``, ``init_max_sequences``); ``init=random`` does nothing. Data outside the
-    emission family's support (e.g. non-integer counts for ``poisson``) is a ValueError first.
+    ``init_stay_prob``, ``init_max_sequences``); ``init=none`` keeps the weights as they are, and so does
+    ``init=random`` here (its random starts are trained by the learning method itself:
+    :mod:`pyro_dssm.inference.random_starts`). Data outside the emission family's support (e.g.
+    non-integer counts for ``poisson``) is a ValueError first.
     """
     net.emitter.check_data(x, mask)
-    if cfg.init == "random":
+    if cfg.init in ("random", "none"):
         return
     info = data_driven_init(net, x, mask, gen, method=cfg.init, restarts=cfg.init_restarts,
                             em_iters=cfg.init_em_iters, stay_prob=cfg.init_stay_prob,

@@ -36,7 +36,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pyro
@@ -53,6 +53,7 @@ from pyro_dssm.inference.init import warm_start_guide
 from pyro_dssm.inference.loop import LossFn, SGDStep, train_epochs
 from pyro_dssm.inference.objectives import make_elbo, temperature_schedule
 from pyro_dssm.inference.prepare import device_mask, initialise
+from pyro_dssm.inference.random_starts import best_random_start
 from pyro_dssm.inference.schedule import exponential_decay
 from pyro_dssm.inference.state import TrainingState
 from pyro_dssm.io.tracking import Tracker
@@ -115,7 +116,8 @@ def fit(model: DSSM, train: SequenceData, val: SequenceData, cfg: TrainerConfig,
     SVI steps, evaluation excluded), ``epochs``, ``steps``, ``final_loss``
     (negative ELBO per valid time step), ``skipped_steps``, ``best_epoch`` and
     ``history``: one record per evaluation (epoch 0 = after the init) with
-    ``epoch``, ``step``, ``train_seconds`` and the validation metrics. With
+    ``epoch``, ``step``, ``train_seconds`` and the validation metrics; with ``trainer.init=random``
+    the random starts' ``random_start_scores`` and ``random_start`` (the one kept). With
     ``cfg.keep_best`` the model ends with the weights of the best evaluation
     and the metrics are its (module docstring). Checkpoints go to
     ``checkpoint_dir`` (None: none), with ``extra_checkpoint``; ``resume`` (a
@@ -130,8 +132,7 @@ def fit(model: DSSM, train: SequenceData, val: SequenceData, cfg: TrainerConfig,
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(seed)
     clock = time.perf_counter()
-    if resume is None:
-        _initialise(model, train, cfg, gen, group)
+    started = _initialise(model, train, val, cfg, gen, group, seed) if resume is None else {}
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     optim = torch.optim.Adam(_parameter_groups(model, cfg))
     state = TrainingState(optim, gen, SkippedSteps(cfg.max_consecutive_skips),
@@ -159,12 +160,14 @@ def fit(model: DSSM, train: SequenceData, val: SequenceData, cfg: TrainerConfig,
             raise TrainingDiverged(f"{exc}; {checkpoints.kept(resumed=resume is not None)}") from None
     if state.epoch == cfg.stop_after_epoch:
         log.info("stopping after epoch %d (trainer.stop_after_epoch); continue with trainer.resume", state.epoch)
-    return _final_metrics(state, last, cfg, best)
+    return {**_final_metrics(state, last, cfg, best), **started}
 
 
-def _initialise(model: DSSM, train: SequenceData, cfg: TrainerConfig, gen: torch.Generator,
-                group: DataParallel | None) -> None:
-    """Data-driven init and guide warm-up, once: on rank 0, whose parameters and minibatch order all ranks take."""
+def _initialise(model: DSSM, train: SequenceData, val: SequenceData, cfg: TrainerConfig, gen: torch.Generator,
+                group: DataParallel | None, seed: int) -> dict:
+    """Data-driven init (or the best of random starts) and guide warm-up, once: on rank 0, whose parameters and
+    minibatch order all ranks take. Returns what the random starts did (their scores and the one kept), or {}."""
+    started = {}
     device = next(model.parameters()).device
     if group is None or group.is_main:
         if isinstance(train.x, torch.Tensor):
@@ -173,12 +176,29 @@ def _initialise(model: DSSM, train: SequenceData, cfg: TrainerConfig, gen: torch
             sample = train.subset(torch.randperm(len(train), generator=gen)[: cfg.init_max_sequences])
             x, mask = sample.x.to(device), sample.mask.to(device)
         initialise(model, x, mask, cfg, gen)
+        if cfg.init == "random" and cfg.init_restarts > 1:
+            started = _random_starts(model, x, mask, val, cfg, gen, seed)
         if cfg.guide_warmup_steps > 0:
             ce = warm_start_guide(model, x, mask, gen, steps=cfg.guide_warmup_steps, batch_size=cfg.batch_size)
             log.info("guide warm-up: cross-entropy to the exact posterior %.4f nats/step", ce)
     if group is not None:
         group.broadcast_module(model)
         group.broadcast_generator(gen)
+        started = group.broadcast_object(started)
+    return started
+
+
+def _random_starts(model: DSSM, x: torch.Tensor, mask: torch.Tensor, val: SequenceData, cfg: TrainerConfig,
+                   gen: torch.Generator, seed: int) -> dict:
+    """:func:`~pyro_dssm.inference.random_starts.best_random_start` by SVI, scored by the discrete validation ELBO.
+
+    Each start runs the run's objective with its own temperature schedule over ``trainer.random_start_epochs``
+    epochs and the run's two parameter groups at ``trainer.random_start_lr``."""
+    stage = replace(cfg, n_epochs=cfg.random_start_epochs, stop_after_epoch=None)
+    loss = _svi_loss(model, stage, math.ceil(len(x) / cfg.batch_size), x.device)
+    return best_random_start(model, cfg, gen, x, None if bool(mask.all()) else mask, loss,
+                      lambda lr: torch.optim.Adam(_parameter_groups(model, replace(cfg, lr=lr))),
+                      lambda: evaluate(model, val, seed=seed)["val_elbo_per_step"])
 
 
 def _svi_loss(model: DSSM, cfg: TrainerConfig, steps_per_epoch: int, device: torch.device) -> LossFn:
