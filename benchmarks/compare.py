@@ -150,7 +150,9 @@ def run_trained(cfg, data, seed, start, logdir, net_class, fit_fn, trainer_overr
     return {"accuracy": m[accuracy_key], "viterbi_accuracy": m["viterbi_accuracy"],
             "loglik_per_step": m["val_loglik_per_step"], "elbo_per_step": m[elbo_key],
             "train_seconds": m["train_seconds"] + init_seconds, "init_seconds": init_seconds, "history": m["history"], "key": key, "score": m[key],
-            "best_epoch": m.get("best_epoch"), "kept_epoch": kept}
+            "best_epoch": m.get("best_epoch"), "kept_epoch": kept,
+            # trainer.init=random: the validation score of every random start, and the one kept (0 = the shared one)
+            "random_start_scores": m.get("random_start_scores"), "random_start": m.get("random_start")}
 
 
 def run_dssm(cfg, data, seed, start, objective, logdir):
