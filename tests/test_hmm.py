@@ -226,5 +226,10 @@ def test_normalised_backward_finite_where_the_scaled_product_underflows(dtype):
     _, log_trans, log_lik = extreme_problem(dtype)
     ours = hmm.normalised_backward(log_trans, log_lik)
     assert torch.isfinite(ours).all()
-    floor = math.log(torch.finfo(dtype).tiny)  # below it, unreachable states (~ -400 here) stay finite
-    assert torch.allclose(ours, hmm.backward(log_trans, log_lik).log_softmax(-1).clamp_min(floor))
+    exact = hmm.backward(log_trans, log_lik).log_softmax(-1)
+    floor = math.log(torch.finfo(dtype).tiny)
+    # where the exact message is not negligible, the same; where it is (~ -400 here), negligible too
+    big = exact > -30.0
+    assert big.any() and (~big).any()
+    assert torch.allclose(ours[big], exact[big])
+    assert (ours[~big] < -30.0).all() and (ours >= 2 * floor).all()

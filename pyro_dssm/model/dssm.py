@@ -137,7 +137,7 @@ class DSSM(NeuralHMM):
 
     def _evidence(self, local: torch.Tensor, lengths: torch.Tensor | None) -> Evidence:
         """The guide's :class:`~pyro_dssm.model.networks.Evidence` from the normalised table ``local`` (B, T, K);
-        with ``model.guide_messages`` the backward messages too (:func:`pyro_dssm.model.hmm.backward`)."""
+        with ``model.guide_messages`` the backward messages too (:func:`pyro_dssm.model.hmm.normalised_backward`)."""
         log_trans = self.transition_parameters()[1]
         if not self.uses_messages:
             return Evidence(local, log_trans)

@@ -146,38 +146,32 @@ def backward(log_trans: torch.Tensor, log_lik: torch.Tensor, mask: torch.Tensor 
 
 
 def normalised_backward(log_trans: torch.Tensor, log_lik: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    r""":func:`backward`'s :math:`\log\beta_t`, normalised over k (``log_softmax``), by the scaled recursion.
+    r""":func:`backward`'s :math:`\log\beta_t`, normalised over k, by the scaled recursion (the guide's evidence).
 
     :math:`\hat\beta_t = A\,(e^{\ell_{t+1} - s_{t+1}} \odot \hat\beta_{t+1}) / n_t`: one (B, K) x (K, K)
-    product per step instead of a logsumexp over (B, K, K), as :func:`log_likelihood` does forwards.
-    Where a step's sum underflows (the data force a transition of probability below the dtype's
-    smallest normal number), that sequence is recomputed in log space by :func:`backward`.
-    For the guide's evidence (:class:`pyro_dssm.model.networks.Evidence`); not differentiable
-    through the rescaling's host check.
+    product per step instead of a logsumexp over (B, K, K), as :func:`log_likelihood` does forwards,
+    and no host synchronisation (it runs in every SVI step). Each step's messages are normalised
+    and floored at the dtype's smallest normal number (log: about -87 in float32), so the result
+    is always finite; a state whose message underflows on the way (transitions of probability
+    below that number, as with logits of +-200) ends at or below the floor instead of its exact,
+    as negligible, value. Elsewhere it equals :func:`backward`'s, normalised.
 
     Returns:
-        (B, T, K) normalised log-messages, floored at the log of the dtype's smallest normal number
-        (about -87 in float32: an unreachable state's message stays finite); uniform after each
-        sequence's last valid step.
+        (B, T, K) normalised log-messages; uniform after each sequence's last valid step.
     """
     mask = _full_mask(log_lik, mask)
     B, T, K = log_lik.shape
-    trans_t = log_trans.exp().T  # (K_next, K_prev): beta_t = (probs * beta_{t+1}) @ A^T
+    tiny = torch.finfo(log_lik.dtype).tiny
+    trans_t = log_trans.exp().T  # (K_next, K_prev): beta_t = (probs_{t+1} * beta_{t+1}) @ A^T
     probs = (log_lik - log_lik.max(-1, keepdim=True).values).exp()
     beta = log_lik.new_full((B, K), 1.0 / K)
-    betas, smallest = [beta], log_lik.new_ones(B)
+    betas = [beta]
     for t in range(T - 2, -1, -1):
         new = (probs[:, t + 1] * beta) @ trans_t
-        norm = new.sum(-1, keepdim=True)
-        smallest = torch.minimum(smallest, torch.where(mask[:, t + 1], norm.squeeze(-1), smallest))
-        beta = torch.where(mask[:, t + 1, None], new / norm, beta)
+        new = (new / new.sum(-1, keepdim=True).clamp_min(tiny)).clamp_min(tiny)
+        beta = torch.where(mask[:, t + 1, None], new, beta)
         betas.append(beta)
-    tiny = torch.finfo(log_lik.dtype).tiny
-    out = torch.stack(betas[::-1], 1).clamp_min(tiny).log()  # floored: finite where a state is unreachable
-    bad = ~(smallest >= tiny)  # NaN included
-    if bool(bad.any()):
-        out[bad] = backward(log_trans, log_lik[bad], mask[bad]).log_softmax(-1).clamp_min(math.log(tiny))
-    return out
+    return torch.stack(betas[::-1], 1).log().log_softmax(-1)
 
 
 def posterior_marginals(
