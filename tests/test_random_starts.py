@@ -95,3 +95,23 @@ def test_the_first_start_is_the_given_model_and_the_others_the_same_for_every_me
     for a, b in zip(starts["DSSM"], starts["ExactBaseline"]):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(starts["DSSM"][1]["emitter.net.0.weight"], starts["DSSM"][2]["emitter.net.0.weight"])
+
+
+def test_a_resumed_run_reports_the_random_starts_of_its_first_part(tmp_path):
+    """The random starts run once, before epoch 0; their record travels in the checkpoint."""
+    from dataclasses import replace
+
+    from pyro_dssm.io.checkpoint import load_checkpoint
+
+    torch.manual_seed(0)
+    data = make_synthetic(**DATA, seed=0)
+    net = DSSM(ModelConfig(n_states=3, obs_dim=2))
+    config = TrainerConfig(n_epochs=2, batch_size=8, init="random", init_restarts=2, random_start_epochs=1,
+                           guide_warmup_steps=0, figure_every=0, device="cpu", stop_after_epoch=1)
+    first = fit(net, data.train, data.val, config, Tracker(tmp_path, enabled=False), checkpoint_dir=tmp_path)
+    resume = load_checkpoint(tmp_path / "last.pt")
+    second = fit(net, data.train, data.val, replace(config, stop_after_epoch=None), Tracker(tmp_path, enabled=False),
+                 checkpoint_dir=tmp_path, resume=resume)
+    assert second["epochs"] == 2
+    assert second["random_start_scores"] == first["random_start_scores"] and len(first["random_start_scores"]) == 2
+    assert second["random_start"] == first["random_start"]

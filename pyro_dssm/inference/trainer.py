@@ -62,6 +62,7 @@ from pyro_dssm.model.dssm import DSSM
 log = logging.getLogger(__name__)
 
 RECORD_KEYS = ("epoch", "step", "train_seconds")  # the keys of a history record that are not metrics
+STARTS_KEYS = ("random_start_scores", "random_start", "random_start_seeds")  # best_random_start's, kept in checkpoints
 
 
 def resolve_device(name: str) -> torch.device:
@@ -132,7 +133,10 @@ def fit(model: DSSM, train: SequenceData, val: SequenceData, cfg: TrainerConfig,
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(seed)
     clock = time.perf_counter()
-    started = _initialise(model, train, val, cfg, gen, group, seed) if resume is None else {}
+    if resume is None:
+        started = _initialise(model, train, val, cfg, gen, group, seed)
+    else:  # what the random starts did, as the checkpoint recorded it
+        started = {k: resume[k] for k in STARTS_KEYS if k in resume}
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     optim = torch.optim.Adam(_parameter_groups(model, cfg))
     state = TrainingState(optim, gen, SkippedSteps(cfg.max_consecutive_skips),
@@ -142,7 +146,8 @@ def fit(model: DSSM, train: SequenceData, val: SequenceData, cfg: TrainerConfig,
     state.train_seconds = time.perf_counter() - clock
     validation = Validation(_validate(model, val, seed, group), tracker, cfg.n_epochs)
     best = KeepBest(model)
-    checkpoints = Checkpoints(checkpoint_dir, model, cfg.n_epochs, asdict(model.config), extra_checkpoint)
+    checkpoints = Checkpoints(checkpoint_dir, model, cfg.n_epochs, asdict(model.config),
+                              {**(extra_checkpoint or {}), **started})
     if resume is None:
         validation.record(state)
         best.mark(state)  # the initialised model is the best so far, whatever its ELBO
