@@ -13,8 +13,9 @@ generative networks' start is made once (:func:`shared_start`) and loaded into
 every trained method, which then runs with ``trainer.init=none`` (keep the
 weights as they are; on the ``random`` axis ``trainer.init=random``, whose first random
 start is the shared one and whose other starts are the same for every method). So the
-DSSMs and the exact baseline of a seed and init start from the same model, and the tables separate what the init gives (epoch
-0) from what each learning method adds (end - epoch 0). Only the DSSMs have a
+DSSMs and the exact baseline of a seed and init start from the same model, and the
+tables separate what the init gives (epoch 0) from what each learning method adds
+(end - epoch 0). Only the DSSMs have a
 guide, so only they run the guide warm-up.
 
 Writes ``benchmarks/results/NAME.md`` (tables, printed too), ``NAME.json`` (one

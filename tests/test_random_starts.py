@@ -115,3 +115,30 @@ def test_a_resumed_run_reports_the_random_starts_of_its_first_part(tmp_path):
     assert second["epochs"] == 2
     assert second["random_start_scores"] == first["random_start_scores"] and len(first["random_start_scores"]) == 2
     assert second["random_start"] == first["random_start"]
+
+
+def test_the_kept_start_is_the_best_scored_not_the_last():
+    """best_random_start itself, with a score that ranks the middle start first: the net ends with the weights
+    that start had when it was scored."""
+    from pyro_dssm.inference.random_starts import best_random_start
+
+    torch.manual_seed(0)
+    data = make_synthetic(**DATA, seed=0)
+    net = ExactBaseline(ModelConfig(n_states=3, obs_dim=2))
+    cfg = TrainerConfig(batch_size=8, init="random", init_restarts=3, random_start_epochs=1, device="cpu")
+    elbo = net.elbo()
+
+    def nll(x, mask, step):
+        return elbo.differentiable_loss(net.model, net.guide, x, mask) / x.shape[0] / x.shape[1], {}
+
+    seen, ranks = [], iter([-1.0, 5.0, 2.0])
+
+    def score():
+        seen.append({k: v.clone() for k, v in net.state_dict().items()})
+        return next(ranks)
+
+    info = best_random_start(net, cfg, torch.Generator().manual_seed(0), data.train.x, None, nll,
+                             lambda lr: torch.optim.Adam(net.parameters(), lr=lr), score)
+    assert info["random_start"] == 1 and info["random_start_scores"] == [-1.0, 5.0, 2.0]
+    assert all(torch.equal(v, seen[1][k]) for k, v in net.state_dict().items())
+    assert not all(torch.equal(v, seen[2][k]) for k, v in net.state_dict().items())

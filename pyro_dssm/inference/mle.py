@@ -53,12 +53,12 @@ def fit_baseline(
     def nll(x, mask, step):
         return loss.differentiable_loss(model, net.guide, x, mask) / n_valid(x, mask), {}
 
+    x, mask = train.x.to(device), device_mask(train, device)  # once, for the random starts and the run
     started = {}
     if cfg.init == "random" and cfg.init_restarts > 1:  # scored by exact validation log p(X)
-        started = best_random_start(net, cfg, gen, train.x.to(device), device_mask(train, device), nll,
-                          lambda lr: torch.optim.Adam(net.parameters(), lr=lr),
-                          lambda: evaluate_hmm(net, val)["val_loglik_per_step"])
-    step = SGDStep(net, nll, train.x.to(device), device_mask(train, device), cfg.grad_clip, tracker)
+        started = best_random_start(net, cfg, gen, x, mask, nll, lambda lr: torch.optim.Adam(net.parameters(), lr=lr),
+                                    lambda: evaluate_hmm(net, val)["val_loglik_per_step"])
+    step = SGDStep(net, nll, x, mask, cfg.grad_clip, tracker)
     state = TrainingState(torch.optim.Adam(net.parameters(), lr=cfg.lr), gen, SkippedSteps(cfg.max_consecutive_skips))
     state.train_seconds = time.perf_counter() - clock
     validation = Validation(lambda: evaluate_hmm(net, val), tracker, cfg.n_epochs, log_training=False)

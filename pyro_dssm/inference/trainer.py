@@ -202,8 +202,8 @@ def _random_starts(model: DSSM, x: torch.Tensor, mask: torch.Tensor, val: Sequen
     stage = replace(cfg, n_epochs=cfg.random_start_epochs, stop_after_epoch=None)
     loss = _svi_loss(model, stage, math.ceil(len(x) / cfg.batch_size), x.device)
     return best_random_start(model, cfg, gen, x, None if bool(mask.all()) else mask, loss,
-                      lambda lr: torch.optim.Adam(_parameter_groups(model, replace(cfg, lr=lr))),
-                      lambda: evaluate(model, val, seed=seed)["val_elbo_per_step"])
+                             lambda lr: torch.optim.Adam(_parameter_groups(model, replace(cfg, lr=lr))),
+                             lambda: evaluate(model, val, seed=seed)["val_elbo_per_step"])
 
 
 def _svi_loss(model: DSSM, cfg: TrainerConfig, steps_per_epoch: int, device: torch.device) -> LossFn:

@@ -49,8 +49,8 @@ class Evidence(NamedTuple):
     Fields:
         local: (B, T, K) :math:`\log p(x_t \mid c_t = k, x_{<t})`, normalised over k.
         log_trans: (K, K) :math:`\log p(c_t = j \mid c_{t-1} = i)`.
-        future: (B, T, K) :math:`\log \beta_t(k)`, normalised over k (zero after each
-            sequence's last valid step), or None.
+        future: (B, T, K) :math:`\log \beta_t(k)`, normalised over k (uniform from each
+            sequence's last valid step on), or None.
     """
 
     local: torch.Tensor
