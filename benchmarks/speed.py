@@ -95,20 +95,24 @@ def hand_loss(model: DSSM, x: torch.Tensor, mask: torch.Tensor, tau: float, obje
     # p(c_t | c_{t-1}) for every t in one call; uniform p(c_1)
     c = y.exp()
     p_logits = torch.cat([x.new_zeros(B, 1, K), model.transition(c[:, :-1])], 1)
-    if objective == "trace":
-        # log N(x_t; emitter(c_t), sigma^2 I) at the relaxed state
+    if objective == "concrete":
+        # log N(x_t; emitter(c_t), sigma^2 I) at the relaxed state, the relaxed densities
         z = (x - model.emitter(c)) / sigma
         reconstruction = -0.5 * z.pow(2).sum(-1) - D * (math.log(sigma) + 0.5 * math.log(2 * math.pi))  # (B, T)
         latent = _exp_concrete_log_prob(y, p_logits, tau) - _exp_concrete_log_prob(y, q_logits, tau)
-    else:  # sum_k q_k log N(x_t; mu_k, sigma^2 I), minus the exact categorical KL of every step
+    else:  # sum_k q_k log N(x_t; mu_k, sigma^2 I), then the latent term
         with torch.no_grad():
             table = hmm.gaussian_log_likelihood(x, model.emitter(eye), sigma)
         # the emission's gradient from the state drawn by the sample's argmax
         z = (x - model.emitter(eye[y.argmax(-1)])) / sigma
         drawn = -0.5 * z.pow(2).sum(-1)
         reconstruction = (q_logits.softmax(-1) * table).sum(-1) + drawn - drawn.detach()
-        log_q = q_logits.log_softmax(-1)
-        latent = -(log_q.exp() * (log_q - p_logits.log_softmax(-1))).sum(-1)
+        log_q, log_p = q_logits.log_softmax(-1), p_logits.log_softmax(-1)
+        if objective == "trace":  # log p - log q at the sampled state, straight-through
+            states = eye[y.argmax(-1)] + c - c.detach()
+            latent = (states * (log_p - log_q)).sum(-1)
+        else:  # minus the exact categorical KL of every step
+            latent = -(log_q.exp() * (log_q - log_p)).sum(-1)
     return -((reconstruction + latent) * mask).sum() / mask.sum()
 
 

@@ -51,20 +51,23 @@ def one_sequence_loss(model, x, y, objective):
         if t + 1 < len(x):
             p_logits.append(model.transition(y[t].exp()))
     q_logits, p_logits = torch.stack(q_logits), torch.stack(p_logits)
-    if objective == "trace":
+    if objective == "concrete":  # the relaxed state fed to the emission, the relaxed densities
         recon = Normal(model.emitter(y.exp()), SIGMA).log_prob(x).sum()
-    else:  # averaged exactly over c_t given the earlier steps
-        recon = (q_logits.softmax(-1) * table).sum()
-    if objective == "trace":
         tau = torch.tensor(TAU)
         latent = (ExpRelaxedCategorical(tau, logits=p_logits).log_prob(y)
                   - ExpRelaxedCategorical(tau, logits=q_logits).log_prob(y)).sum()
+        return -(recon + latent)
+    recon = (q_logits.softmax(-1) * table).sum()  # averaged exactly over c_t given the earlier steps
+    if objective == "trace":  # log p(c_t | c_{t-1}) - log q(c_t | ...) at the sampled state
+        c = y.argmax(-1)
+        steps = torch.arange(len(x))
+        latent = (p_logits.log_softmax(-1)[steps, c] - q_logits.log_softmax(-1)[steps, c]).sum()
     else:
         latent = -kl_divergence(Categorical(logits=q_logits), Categorical(logits=p_logits)).sum()
     return -(recon + latent)
 
 
-@pytest.mark.parametrize("objective", ["trace", "analytic"])
+@pytest.mark.parametrize("objective", ["trace", "analytic", "concrete"])
 def test_padded_loss_is_the_sum_of_unpadded_losses(batch, objective):
     model, x, mask = batch
     torch.manual_seed(3)

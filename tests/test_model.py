@@ -1,4 +1,4 @@
-"""Model, guide and both objectives against hand computations with torch's own distributions."""
+"""Model, guide and the objectives against hand computations with torch's own distributions."""
 
 import pyro
 import pytest
@@ -69,10 +69,11 @@ def hand_reconstruction(model, x, y):
     return Normal(model.emitter(y.exp()), 0.7).log_prob(x).sum((-2, -1))
 
 
-def test_trace_objective_equals_hand_computation(setup):
+def test_concrete_objective_equals_hand_computation(setup):
+    """``concrete``: the relaxed state fed to the emission, ExpConcrete densities for prior and guide."""
     model, x = setup
     torch.manual_seed(7)
-    loss = make_elbo("trace").differentiable_loss(model.model, model.guide, x, None, TAU)
+    loss = make_elbo("concrete").differentiable_loss(model.model, model.guide, x, None, TAU)
     y, q_logits = hand_sample_and_q_logits(model, x, 7)
     p_logits = hand_prior_logits(model, y)
     tau = torch.tensor(TAU)
@@ -80,6 +81,49 @@ def test_trace_objective_equals_hand_computation(setup):
     log_p = ExpRelaxedCategorical(tau, logits=p_logits).log_prob(y).sum(-1)
     expected = -(hand_reconstruction(model, x, y) + log_p - log_q).sum()
     assert torch.allclose(loss, expected, rtol=1e-5)
+
+
+def test_trace_objective_equals_hand_computation(setup):
+    """``trace``: value and gradient against a hand computation. The latent term is
+    log p(c_t | c_{t-1}) - log q(c_t | ...) at c_t = argmax of the relaxed sample, with a
+    straight-through state (one-hot forward, relaxed backward); the reconstruction is ``analytic``'s."""
+    model, x = setup
+    torch.manual_seed(7)
+    loss = make_elbo("trace").differentiable_loss(model.model, model.guide, x, None, TAU)
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    analytic, y = hand_analytic_loss(model, x, 7)
+    q_logits = hand_sample_and_q_logits(model, x, 7)[1]
+    p_logits = hand_prior_logits(model, y)
+    kl = kl_divergence(Categorical(logits=q_logits), Categorical(logits=p_logits)).sum()
+    soft = y.exp()
+    states = torch.eye(K)[y.argmax(-1)] + soft - soft.detach()
+    log_ratio = (states * (p_logits.log_softmax(-1) - q_logits.log_softmax(-1))).sum()
+    expected = analytic - kl - log_ratio  # analytic's reconstruction, the sampled log-ratio for the KL
+    assert torch.allclose(loss, expected, rtol=1e-5)
+    for g, r in zip(grads, torch.autograd.grad(expected, list(model.parameters()))):
+        assert torch.allclose(g, r, rtol=1e-4, atol=1e-6)
+    # neither the relaxed densities nor the exact KL
+    assert not torch.allclose(loss, analytic, rtol=1e-3)
+
+
+def test_trace_latent_term_is_unbiased_for_the_categorical_kl(setup):
+    """Over many draws, ``trace``'s loss averages to ``analytic``'s (their latent terms differ by
+    log q(c_t) - log p(c_t) - KL, whose mean over c_t ~ q is zero); ``concrete``'s does not, and the
+    gap is the relaxed KL's excess over the categorical one (same sequence repeated 4000 times)."""
+    model, x = setup
+    many = x[:1].expand(4000, T, D)
+    per_draw = {}
+    for objective in ("trace", "analytic", "concrete"):
+        torch.manual_seed(5)  # the same relaxed samples for all three
+        with torch.no_grad():
+            per_draw[objective] = torch.stack([
+                make_elbo(objective).differentiable_loss(model.model, model.guide, many[i::40], None, TAU)
+                for i in range(40)])  # 40 batch sums of 100 draws each
+    diff = per_draw["trace"] - per_draw["analytic"]
+    standard_error = diff.std() / 40 ** 0.5
+    assert abs(float(diff.mean())) < 4 * float(standard_error) + 1e-3
+    excess = per_draw["concrete"] - per_draw["analytic"]
+    assert float(excess.mean()) > 10 * float(excess.std() / 40 ** 0.5)
 
 
 def hand_analytic_loss(model, x, seed, exact_emission_gradient=False):
@@ -143,7 +187,7 @@ def test_model_and_guide_site_names_agree(setup):
     assert guide_tr.nodes["c"]["value"].shape == (B, T, K)
 
 
-@pytest.mark.parametrize("objective", ["trace", "analytic"])
+@pytest.mark.parametrize("objective", ["trace", "analytic", "concrete"])
 def test_objectives_finite_and_differentiable(setup, objective):
     model, x = setup
     loss = make_elbo(objective).differentiable_loss(model.model, model.guide, x, None, TAU)
@@ -164,7 +208,7 @@ def test_exp_relaxed_log_prob_matches_torch():
     assert torch.allclose(exp_relaxed_log_prob(value, logits, tau), expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("objective", ["trace", "analytic"])
+@pytest.mark.parametrize("objective", ["trace", "analytic", "concrete"])
 def test_training_at_tau_005_stays_finite(setup, objective):
     """Simplex densities overflow in float32 below tau ~ 0.2; the log-space chain must not."""
     model, x = setup
@@ -199,7 +243,7 @@ def test_bad_shapes_raise(setup):
         ModelConfig(n_states=1)
 
 
-@pytest.mark.parametrize("objective, reference", [("trace", Trace_ELBO), ("analytic", TraceMeanField_ELBO)])
+@pytest.mark.parametrize("objective, reference", [("concrete", Trace_ELBO), ("analytic", TraceMeanField_ELBO)])
 @pytest.mark.parametrize("masked", [False, True])
 def test_objectives_equal_pyros_own_elbos(setup, objective, reference, masked, monkeypatch):
     """The device-side losses are Pyro's Trace_ELBO / TraceMeanField_ELBO: same value, same gradient.
@@ -253,7 +297,8 @@ def test_greedy_decoding_feeds_the_argmax(setup):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_discrete_elbo_equals_hand_computation(setup, dtype):
-    """One hard path from the guide (same generator draws), log N(x_t; mu(c_t)) minus the per-step categorical KL."""
+    """One hard path from the guide (same generator draws); per step sum_k q_k log N(x_t; mu_k) at the path's
+    earlier steps minus the categorical KL."""
     from pyro_dssm.evaluation.evaluate import discrete_elbo
 
     model, x = setup
@@ -262,7 +307,8 @@ def test_discrete_elbo_equals_hand_computation(setup, dtype):
     q_logits, path = hand_unroll(model, x, lambda logits: torch.multinomial(logits.softmax(-1), 1, generator=gen)[:, 0])
     eye = torch.eye(K, dtype=dtype)
     p_logits = torch.cat([torch.zeros(B, 1, K, dtype=dtype), model.transition(eye[path[:, :-1]])], 1)
-    expected = (Normal(model.emitter(eye[path]), 0.7).log_prob(x).sum(-1)
+    table = Normal(model.emitter(eye), 0.7).log_prob(x[:, :, None, :]).sum(-1)  # (B, T, K)
+    expected = ((q_logits.softmax(-1) * table).sum(-1)
                 - kl_divergence(Categorical(logits=q_logits), Categorical(logits=p_logits))).sum(-1)
     mask = torch.ones(B, T, dtype=torch.bool)
     with torch.no_grad():
@@ -277,6 +323,6 @@ def test_float64_model_guide_and_objectives(setup):
     log_init, log_trans, means = model.hmm_parameters()
     assert {log_init.dtype, log_trans.dtype, means.dtype} == {torch.float64}
     assert model.guide_logits(x).dtype == torch.float64
-    for objective in ("trace", "analytic"):
+    for objective in ("trace", "analytic", "concrete"):
         loss = make_elbo(objective).differentiable_loss(model.model, model.guide, x, None, TAU)
         assert loss.dtype == torch.float64 and torch.isfinite(loss)

@@ -105,10 +105,11 @@ def test_same_log_joint_and_guide_density_on_the_same_chain(setup):
     assert torch.allclose(guide_tr.log_prob_sum(), ref_guide_tr.log_prob_sum(), rtol=1e-5)
 
 
-def test_trace_elbo_loss_equals_reference(setup):
+def test_concrete_elbo_loss_equals_reference(setup):
+    """``concrete`` is Trace_ELBO on the relaxed densities of the reference's per-step sites."""
     model, x, mask = setup
     pyro.set_rng_seed(3)
-    loss = make_elbo("trace").differentiable_loss(model.model, model.guide, x, mask, TAU)
+    loss = make_elbo("concrete").differentiable_loss(model.model, model.guide, x, mask, TAU)
     _, guide_tr = package_traces(model, x, mask, seed=3)  # same seed -> the chain that loss used
     ref_model_tr, ref_guide_tr = reference_traces(model, x, mask, guide_tr.nodes["c"]["value"])
     expected = -(ref_model_tr.log_prob_sum() - ref_guide_tr.log_prob_sum())

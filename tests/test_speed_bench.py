@@ -16,7 +16,7 @@ def test_speed_benchmark_quick(tmp_path):
     report = json.loads((tmp_path / "speed.json").read_text())
     records = report["records"]
     assert {(r["T"], r["B"], r["objective"]) for r in records} == {
-        (T, B, o) for T in (8, 16) for B in (4, 8) for o in ("trace", "analytic")}
+        (T, B, o) for T in (8, 16) for B in (4, 8) for o in ("trace", "analytic", "concrete")}
     for r in records:
         assert "error" not in r, r
         assert r["ratio"] > 0 and r["package_ms"] > 0 and r["hand_ms"] > 0

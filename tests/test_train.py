@@ -44,7 +44,7 @@ def test_cli_bad_config_is_one_line_exit_2(tmp_path):
     proc = run_cli("pyro_dssm.train", [f"hydra.run.dir={tmp_path}", *TINY, "trainer.objective=bogus"])
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "error: trainer.objective must be one of ('trace', 'analytic'), got 'bogus'"]
+        "error: trainer.objective must be one of ('trace', 'analytic', 'concrete'), got 'bogus'"]
     assert list(tmp_path.iterdir()) == []
 
 

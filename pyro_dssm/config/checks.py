@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 
 # The allowed values of the settings that name a choice; the modules that implement them import these.
-OBJECTIVES = ("trace", "analytic")  # trainer.objective: pyro_dssm/inference/objectives.py
+OBJECTIVES = ("trace", "analytic", "concrete")  # trainer.objective: pyro_dssm/inference/objectives.py
 INITS = ("em", "kmeans", "random", "none")  # trainer.init: pyro_dssm/inference/init.py, random_starts.py
 EMISSIONS = ("gaussian", "gaussian_scale", "autoregressive", "poisson")  # model.emission: pyro_dssm/model/emissions/
 FEATURES = ("raw", "diff", "absdiff")  # data.features: pyro_dssm/data/features.py

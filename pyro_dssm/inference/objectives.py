@@ -1,20 +1,38 @@
 r"""Training objectives and the temperature schedule.
 
-* ``trace``: ``Trace_ELBO`` on the relaxed densities,
-  E_q[log p(X, Y) - log q(Y | X)] with Y the log-space relaxed chain.
+All three draw the guide's relaxed chain :math:`\tilde c` (Gumbel-Softmax at temperature tau) and
+differ in how they score it:
+
 * ``analytic`` (default): ``TraceMeanField_ELBO`` with every step's expectation over
   c_t taken exactly, given the relaxed sample of the earlier steps: the latent term
   is the exact categorical KL of every step (:func:`pyro_dssm.model.relaxed._kl_chain`),
   the reconstruction term :math:`\sum_k q(c_t = k \mid \tilde c_{<t}, X) \log p(x_t \mid k, x_{<t})`
   (:meth:`pyro_dssm.model.relaxed.ChainLikelihood.expected_log_prob`).
+* ``trace``: ``Trace_ELBO``, the one-sample Monte Carlo estimate of the same ELBO of the
+  discrete model: the latent term is :math:`\log p(c_t \mid c_{t-1}) - \log q(c_t \mid \tilde c_{<t}, X)`
+  at the state :math:`c_t = \arg\max_k \tilde c_{tk}` the relaxed sample stands for (an exact draw
+  from q by Gumbel-max; :meth:`pyro_dssm.model.relaxed.RelaxedMarkovChain.discrete_log_prob`,
+  gradient straight-through), the reconstruction term as in ``analytic``. Its expectation
+  over that state is ``analytic``'s per-step KL, so the two objectives have the same value in
+  expectation and differ in the latent term's variance.
+* ``concrete``: ``Trace_ELBO`` on the relaxed (ExpConcrete) densities, E_q[log p(X, Y) - log q(Y | X)]
+  with Y the log-space relaxed chain and the emission fed the relaxed states (the seed's ``trace``;
+  kept to compare against). It does not estimate the discrete ELBO: for prior and guide at
+  one temperature the log-density ratio at a sample is
+  :math:`\sum_k \log(q_k/p_k) + K \log \sum_i \mathrm{softmax}(-g)_i\, p_i/q_i` (g the guide's
+  Gumbel noise, q and p the step's probabilities), the same at every tau, and its expectation
+  grows without bound as any :math:`q_k \to 0` (about :math:`-\log q_k`) where the categorical KL
+  stays below :math:`\max_k (-\log p_k)`; so it keeps the guide away from confident posteriors and the model
+  drifts from the data's regimes (docs/convergence.md).
 
-Both are Pyro's ELBO classes with one change: ``differentiable_loss`` returns
+All are Pyro's ELBO classes with one change: ``differentiable_loss`` returns
 the loss as a tensor on the model's device without reading it back to the host.
 Pyro's own ``differentiable_loss`` calls ``.item()`` on every site's log-density
 and on the loss (for its float-valued ``loss``) and checks the loss for NaN in
 the forward and backward pass: five to six host synchronisations per step, which
-stall a GPU. Here the loss is the same number with the same gradient (tested
-against Pyro's classes in ``tests/test_model.py``); non-finite losses are
+stall a GPU. Here ``concrete`` is Pyro's ``Trace_ELBO`` and ``analytic`` with the plain
+observed term Pyro's ``TraceMeanField_ELBO``: same number, same gradient (tested against
+Pyro's classes in ``tests/test_model.py``); non-finite losses are
 caught by the training loop instead (:class:`pyro_dssm.inference.loop.SGDStep`).
 
 Only Pyro's public API is used (``poutine.trace`` of the guide, ``poutine.replay``
@@ -80,22 +98,47 @@ class _DeviceLoss:
 class RelaxedTraceELBO(_DeviceLoss, Trace_ELBO):
     r"""``Trace_ELBO`` for fully reparameterised guides, loss kept on the device.
 
-    Per particle, :math:`\sum_{\text{model sites}} \log p - \sum_{\text{guide sites}} \log q`,
-    each term scaled and masked as Pyro does (the sites' ``log_prob_sum``; for a
-    reparameterised site Pyro's entropy term is that same sum).
+    ``densities="discrete"`` (objective ``trace``): per particle, every latent site contributes
+    :math:`\log p(c) - \log q(c)` of the discrete chain its relaxed sample stands for (the sites'
+    ``discrete_log_prob``), observed sites the reconstruction of :func:`_observed_term`.
+    ``densities="concrete"`` (objective ``concrete``): per particle,
+    :math:`\sum_{\text{model sites}} \log p - \sum_{\text{guide sites}} \log q` of the relaxed
+    densities, each term scaled and masked as Pyro does (the sites' ``log_prob_sum``; for a
+    reparameterised site Pyro's entropy term is that same sum): Pyro's ``Trace_ELBO`` itself.
     """
 
-    @staticmethod
-    def _particle_elbo(model_trace, guide_trace) -> torch.Tensor:
+    def __init__(self, densities: str = "discrete", **kwargs):
+        if densities not in ("discrete", "concrete"):
+            raise ValueError(f"densities must be 'discrete' or 'concrete', got {densities!r}")
+        super().__init__(**kwargs)
+        self.densities = densities
+
+    def _particle_elbo(self, model_trace, guide_trace) -> torch.Tensor:
         model_sites, guide_sites = _sample_sites(model_trace), _sample_sites(guide_trace)
         _check_sites(model_sites, guide_sites)
-        model_trace.compute_log_prob(lambda name, site: name in model_sites)
-        guide_trace.compute_log_prob(lambda name, site: name in guide_sites)
+        if self.densities == "concrete":
+            model_trace.compute_log_prob(lambda name, site: name in model_sites)
+            guide_trace.compute_log_prob(lambda name, site: name in guide_sites)
+            elbo = 0.0
+            for site in model_sites.values():
+                elbo = elbo + site["log_prob_sum"]
+            for site in guide_sites.values():
+                elbo = elbo - site["log_prob_sum"]
+            return elbo
+        model_trace.compute_log_prob(lambda name, site: _observed(name, site) and _chain_of(site) is None)
         elbo = 0.0
-        for site in model_sites.values():
-            elbo = elbo + site["log_prob_sum"]
-        for site in guide_sites.values():
-            elbo = elbo - site["log_prob_sum"]
+        for name, site in model_sites.items():
+            if site["is_observed"]:
+                elbo = elbo + _observed_term(site, guide_sites)
+                continue
+            guide_site = guide_sites[name]
+            value = guide_site["value"]
+            for fn in (site["fn"], guide_site["fn"]):
+                if not hasattr(fn, "discrete_log_prob"):
+                    raise ValueError(f"objective 'trace' scores latent site {name!r} by the discrete chain its "
+                                     f"relaxed sample stands for; {type(fn).__name__} has no discrete_log_prob")
+            ratio = site["fn"].discrete_log_prob(value) - guide_site["fn"].discrete_log_prob(value)
+            elbo = elbo + scale_and_mask(ratio, guide_site["scale"], guide_site["mask"]).sum()
         return elbo
 
 
@@ -151,7 +194,9 @@ def _observed_term(site: dict, guide_sites: dict) -> torch.Tensor:
 def make_elbo(objective: str) -> ELBO:
     """The Pyro ELBO for ``objective`` (one of :data:`OBJECTIVES`)."""
     if objective == "trace":
-        return RelaxedTraceELBO()
+        return RelaxedTraceELBO("discrete")
+    if objective == "concrete":
+        return RelaxedTraceELBO("concrete")
     if objective == "analytic":
         return RelaxedMeanFieldELBO()
     raise ValueError(f"trainer.objective must be one of {OBJECTIVES}, got {objective!r}")

@@ -93,6 +93,24 @@ class RelaxedMarkovChain(TorchDistribution):
         step = exp_relaxed_log_prob(value, self.chain_logits(value), self.temperature)
         return step.masked_fill(~self.mask, 0.0).sum(-1)
 
+    def discrete_log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        r"""(B,) log-probability of the *discrete* chain that ``value`` (B, T, K) stands for, straight-through.
+
+        The state of step t is :math:`c_t = \arg\max_k y_{tk}`; for a sample of this chain
+        (:meth:`rsample`) that is an exact draw from the step's categorical (Gumbel-max:
+        :math:`\arg\max_k (\ell_{tk} + g_{tk})`). The value is
+        :math:`\sum_t \log \mathrm{softmax}(\ell_t)_{c_t}` over the valid steps with
+        :math:`\ell_t` = :meth:`chain_logits` (value), the density of the HMM's own discrete chain.
+        The gradient flows through the logits and, straight-through, through the relaxed state
+        (forward the one-hot :math:`c_t`, backward :math:`\exp y_t`), so the temperature shapes
+        the gradient only, never the value.
+        """
+        soft = value.exp()
+        hard = torch.nn.functional.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft.dtype)
+        states = hard + (soft - soft.detach())  # straight-through: one-hot value, relaxed gradient
+        step = (states * self.chain_logits(value).log_softmax(-1)).sum(-1)
+        return step.masked_fill(~self.mask, 0.0).sum(-1)
+
     expand = _expand_to_itself
 
 
