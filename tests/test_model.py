@@ -106,6 +106,13 @@ def test_trace_objective_equals_hand_computation(setup):
     assert not torch.allclose(loss, analytic, rtol=1e-3)
 
 
+def test_unknown_trace_densities_raise():
+    from pyro_dssm.inference.objectives import RelaxedTraceELBO
+
+    with pytest.raises(ValueError, match="'discrete' or 'concrete', got 'relaxed'"):
+        RelaxedTraceELBO("relaxed")
+
+
 def test_trace_latent_term_is_unbiased_for_the_categorical_kl(setup):
     """Over many draws, ``trace``'s loss averages to ``analytic``'s (their latent terms differ by
     log q(c_t) - log p(c_t) - KL, whose mean over c_t ~ q is zero); ``concrete``'s does not, and the

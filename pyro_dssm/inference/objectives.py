@@ -125,11 +125,9 @@ class RelaxedTraceELBO(_DeviceLoss, Trace_ELBO):
             for site in guide_sites.values():
                 elbo = elbo - site["log_prob_sum"]
             return elbo
-        model_trace.compute_log_prob(lambda name, site: _observed(name, site) and _chain_of(site) is None)
-        elbo = 0.0
+        elbo = _reconstruction(model_trace, model_sites, guide_sites)
         for name, site in model_sites.items():
             if site["is_observed"]:
-                elbo = elbo + _observed_term(site, guide_sites)
                 continue
             guide_site = guide_sites[name]
             value = guide_site["value"]
@@ -154,16 +152,24 @@ class RelaxedMeanFieldELBO(_DeviceLoss, TraceMeanField_ELBO):
     def _particle_elbo(model_trace, guide_trace) -> torch.Tensor:
         model_sites, guide_sites = _sample_sites(model_trace), _sample_sites(guide_trace)
         _check_sites(model_sites, guide_sites)
-        model_trace.compute_log_prob(lambda name, site: _observed(name, site) and _chain_of(site) is None)
-        elbo = 0.0
+        elbo = _reconstruction(model_trace, model_sites, guide_sites)
         for name, site in model_sites.items():
             if site["is_observed"]:
-                elbo = elbo + _observed_term(site, guide_sites)
                 continue
             guide_site = guide_sites[name]
             kl = kl_divergence(guide_site["fn"], site["fn"])
             elbo = elbo - scale_and_mask(kl, guide_site["scale"], guide_site["mask"]).sum()
         return elbo
+
+
+def _reconstruction(model_trace, model_sites: dict, guide_sites: dict) -> torch.Tensor:
+    """The sum of the observed sites' terms (:func:`_observed_term`); computes the log-densities it reads."""
+    model_trace.compute_log_prob(lambda name, site: _observed(name, site) and _chain_of(site) is None)
+    elbo = 0.0
+    for site in model_sites.values():
+        if site["is_observed"]:
+            elbo = elbo + _observed_term(site, guide_sites)
+    return elbo
 
 
 def _chain_of(site: dict) -> str | None:
