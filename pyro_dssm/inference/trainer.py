@@ -21,8 +21,9 @@ exactly where it stopped (same minibatches, same Gumbel noise, same learning rat
 ``trainer.keep_best`` ends training with the weights of the evaluation with
 the best validation ELBO (epoch 0, the initialised model, included) and
 reports that evaluation's metrics, ``best_epoch`` saying which: early stopping
-by a label-free criterion, which guards against a late drift of the relaxed
-objective (README, Convergence).
+by a label-free criterion (:func:`~pyro_dssm.evaluation.evaluate.discrete_elbo`, each
+step's reconstruction averaged over c_t), which guards against a dip or drift of SVI
+below its start (docs/convergence.md).
 
 Streamed training data (rows read from disk when used): the init and guide
 warm-up see ``trainer.init_max_sequences`` random sequences. Data-parallel: the
