@@ -51,7 +51,7 @@ from compare_tables import METHODS, OWN_INIT, TRAINED, fmt, summarise, table_row
 from machine_info import cpu_model  # noqa: E402
 from pyro_dssm.model.exact import ExactBaseline  # noqa: E402
 from pyro_dssm.inference.mle import fit_baseline  # noqa: E402
-from pyro_dssm.inference.prepare import initialise  # noqa: E402
+from pyro_dssm.inference.init import initialise  # noqa: E402
 from pyro_dssm.evaluation.evaluate import evaluate_hmm, oracle_metrics  # noqa: E402
 from pyro_dssm.evaluation.metrics import hungarian_accuracy  # noqa: E402
 from pyro_dssm.model.dssm import DSSM, ModelConfig, NeuralHMM  # noqa: E402

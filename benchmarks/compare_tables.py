@@ -75,7 +75,7 @@ def learning_table(records, rows):
 
 def per_seed_table(records, seeds, rows):
     seed_cells = " | ".join(f"seed {s}" for s in seeds)
-    lines = ["", "Per seed, accuracy / oracle accuracy of the model returned (the bar of issue 4 is on every seed):",
+    lines = ["", "Per seed, accuracy / oracle accuracy of the model returned (the convergence bar is on every seed):",
              "", f"| method | init | {seed_cells} | min | median | >= 0.95 | >= 0.98 |",
              "|---|---|" + "---|" * (len(seeds) + 4)]
     for method, init in rows:

@@ -1,4 +1,4 @@
-"""SVI step time of each emission family against the ``gaussian`` step, in one process (issue 12's speed bar).
+"""SVI step time of each emission family against the ``gaussian`` step, in one process (the families' speed bar).
 
     OMP_NUM_THREADS=1 python benchmarks/emission_speed.py                 # T=100, B=64, 31 repeats
     python benchmarks/emission_speed.py --families gaussian autoregressive --repeats 11
@@ -28,7 +28,7 @@ from machine_info import cpu_model  # noqa: E402
 from pyro_dssm.config import ModelConfig  # noqa: E402
 from pyro_dssm.inference.objectives import make_elbo  # noqa: E402
 from pyro_dssm.model.dssm import DSSM  # noqa: E402
-from pyro_dssm.model.emissions import EMISSIONS  # noqa: E402
+from pyro_dssm.config.families import EMISSIONS  # noqa: E402
 
 TAU = 0.5
 

@@ -33,7 +33,7 @@ from pyro_dssm.config import TrainerConfig  # noqa: E402
 from pyro_dssm.inference.batches import n_valid  # noqa: E402
 from pyro_dssm.inference.faults import SkippedSteps  # noqa: E402
 from pyro_dssm.inference.loop import SGDStep, train_epochs  # noqa: E402
-from pyro_dssm.inference.prepare import device_mask  # noqa: E402
+from pyro_dssm.inference.batches import device_mask  # noqa: E402
 from pyro_dssm.inference.state import TrainingState  # noqa: E402
 
 

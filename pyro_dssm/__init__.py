@@ -9,10 +9,13 @@ From Python (:mod:`pyro_dssm.api`)::
     model = pyro_dssm.fit(sequences, n_states=3, overrides=["trainer.n_epochs=5"])
     model.predict(x), model.predict_proba(x), model.score(x), model.bic(x), model.save("model.pt")
     model = pyro_dssm.load("runs/mine")
+
+A family of your own (an emission or a transition): a subclass of
+:class:`pyro_dssm.model.emissions.base.Emission` registered with ``pyro_dssm.register_emission``.
 """
 
 __version__ = "0.1.0"
-__all__ = ["fit", "load", "FittedDSSM"]
+__all__ = ["fit", "load", "FittedDSSM", "register_emission", "register_transition"]
 
 
 def __getattr__(name: str):
@@ -21,6 +24,10 @@ def __getattr__(name: str):
         from pyro_dssm import api
 
         return getattr(api, name)
+    if name in ("register_emission", "register_transition"):
+        from pyro_dssm.config import families
+
+        return getattr(families, name)
     if name == "FittedDSSM":
         from pyro_dssm.fitted import FittedDSSM
 

@@ -105,10 +105,10 @@ def exact_log_px(model: DSSM, xs: list[np.ndarray]) -> tuple[float, int]:
     return total, sum(len(s) for s in xs)
 
 
-def n_hmm_parameters(n_states: int, obs_dim: int) -> int:
-    """K(K-1) + KD: the free parameters of a K-state Gaussian HMM with uniform p(c_1) and fixed sigma
-    (see :meth:`FittedDSSM.n_parameters`)."""
-    return n_states * (n_states - 1) + n_states * obs_dim
+def n_parameters(model: DSSM) -> int:
+    """The free parameters of the HMM ``model``'s networks define: its transition family's count plus its
+    emission family's (:meth:`FittedDSSM.n_parameters` says why these and not the weight count)."""
+    return model.transition.n_parameters() + model.emitter.n_parameters()
 
 
 def check_sequences(x, name: str = "x", columns: list[str] | None = None) -> tuple[list[np.ndarray], bool]:
@@ -218,19 +218,18 @@ class FittedDSSM:
         return total / n if per_step else total
 
     def n_parameters(self) -> int:
-        """Free parameters of the HMM the networks define: :math:`K(K-1) + KD` for ``gaussian``
-        (K(K-1) plus the family's ``n_parameters()`` in general).
+        """Free parameters of the HMM the networks define: the transition family's plus the emission family's
+        (:func:`n_parameters`), e.g. :math:`K(K-1) + KD` for ``stationary`` and ``gaussian``.
 
         With one-hot states the transition network is only ever evaluated at K
         inputs, giving K rows of a stochastic matrix (K - 1 free numbers each), and
         the emitter at K inputs, giving K means in D dimensions; p(c_1) is uniform
         and sigma fixed, so they add nothing. The networks' weight count (hidden
         layers, the guide's GRU) is larger, but the likelihood depends on the
-        weights only through these K(K-1) + KD numbers, so only they are
-        identifiable and only they count in BIC / AIC.
+        weights only through these numbers, so only they are identifiable and
+        only they count in BIC / AIC. ``select_k`` counts the same way.
         """
-        K = self.n_states
-        return K * (K - 1) + self.model.emitter.n_parameters()
+        return n_parameters(self.model)
 
     def bic(self, x) -> float:
         """Bayesian information criterion :math:`-2 \\log p(X) + p \\log n` (lower is better).

@@ -10,8 +10,9 @@ the K of least BIC:
 | column | what |
 |---|---|
 | BIC | :math:`-2 \log p(X_{train}) + p \log n`: exact log-likelihood of the training split (the
-  sequences or windows training saw, as model inputs), n its time steps, p = K(K-1) + KD
-  (:func:`pyro_dssm.fitted.n_hmm_parameters`: the HMM the networks define, not their weight count) |
+  sequences or windows training saw, as model inputs), n its time steps, p the parameter count of
+  ``FittedDSSM.bic`` (:func:`pyro_dssm.fitted.n_parameters`: the families' own counts of the HMM the
+  networks define, not their weight count; K(K-1) + KD for ``gaussian``) |
 | AIC | :math:`-2 \log p(X_{train}) + 2p` |
 | held-out log p(X)/step | ``val_loglik_per_step`` of the run: exact log p(X) per step of the validation
   split (with ``data.val_fraction=0``, of the training sequences) |
@@ -43,7 +44,7 @@ from omegaconf import MISSING
 from pyro_dssm import cli
 from pyro_dssm.api import compose_config, trained_model
 from pyro_dssm.data.sequences import SequenceData
-from pyro_dssm.fitted import exact_log_px, n_hmm_parameters
+from pyro_dssm.fitted import exact_log_px, n_parameters
 from pyro_dssm.train import load_data, train
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ def sweep(ks: list[int], overrides: list[str], out: str | Path) -> list[dict]:
         metrics = train(compose_config(run_overrides), run_dir, run_overrides)
         model, _ = trained_model(run_dir, cfg, metrics)
         log_px, n = exact_log_px(model, train_x)
-        p = n_hmm_parameters(K, model.config.obs_dim)
+        p = n_parameters(model)
         rows.append({"K": K, "bic": -2 * log_px + p * math.log(n), "aic": -2 * log_px + 2 * p,
                      "heldout_loglik_per_step": metrics["val_loglik_per_step"],
                      "train_seconds": metrics["train_seconds"], "n_parameters": p, "run_dir": str(run_dir)})

@@ -47,6 +47,15 @@ def hand_messages(local, log_trans, lengths=None):
     return out.log_softmax(-1)
 
 
+def data_driven_init(net, x, mask, gen, method="em", restarts=1, em_iters=20, max_sequences=300):
+    """The package's one init entry point (pyro_dssm.inference.init.initialise) with these trainer settings."""
+    from pyro_dssm.config import TrainerConfig
+    from pyro_dssm.inference.init import initialise
+
+    cfg = TrainerConfig(init=method, init_restarts=restarts, init_em_iters=em_iters, init_max_sequences=max_sequences)
+    return initialise(net, x, mask, cfg, gen)
+
+
 def run_cli(module: str, args, cwd=None, timeout=300, env=None):
     """Run ``python -m module args`` in a subprocess; returns CompletedProcess with text output."""
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd or REPO, capture_output=True, text=True,

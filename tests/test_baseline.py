@@ -95,14 +95,18 @@ def test_oracle_accuracy_reproduced_by_hmmlearn_on_default_data_seed_0():
 def test_baum_welch_step_equals_hmmlearn_em_step():
     """One EM iteration (means and transitions; uniform start and sigma fixed) equals hmmlearn's."""
     pytest.importorskip("hmmlearn", reason="hmmlearn not installed (pip install -e '.[dev]')")
-    from pyro_dssm.inference.init import baum_welch, sticky_transition
+    from pyro_dssm.data.chain import sticky_transition
+    from pyro_dssm.inference.em import baum_welch
+    from pyro_dssm.model.emissions.gaussian import GaussianEmission
 
     data = make_synthetic(n_states=3, obs_dim=2, seq_len=40, n_train=6, n_val=1, seed=2)
     x = data.train.x.double()
     g = torch.Generator().manual_seed(0)
     means0 = torch.randn(3, 2, generator=g, dtype=torch.float64)
     trans0 = sticky_transition(3, 0.7).double()
-    means, trans, _ = baum_welch(x, data.train.mask, means0, trans0, 1.0, n_iter=2)
+    emitter = GaussianEmission(3, 2, 8, noise_std=1.0).double()
+    params, trans, _ = baum_welch(emitter, {"mean": means0}, x, data.train.mask.bool(), trans0, n_iter=2)
+    means = params["mean"]
 
     from hmmlearn.hmm import GaussianHMM
 

@@ -16,7 +16,7 @@ from pyro_dssm.inference.trainer import TrainerConfig
 
 from .helpers import compose_config
 
-BAR = 0.98  # fraction of the oracle accuracy (issue 4)
+BAR = 0.98  # fraction of the oracle accuracy
 
 
 @pytest.mark.slow
@@ -45,7 +45,7 @@ def test_default_exact_baseline_reaches_the_oracle(seed):
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_autoregressive_emission_finds_regimes_that_differ_in_dynamics(tmp_path, seed):
-    """Issue 12: on data=switching_ar (same mean, different dynamics) the autoregressive family, chosen by the
+    """On data=switching_ar (same mean, different dynamics) the autoregressive family, chosen by the
     data option, reaches 0.98 x oracle; a mean-only Gaussian HMM is near chance there (tests/test_synthetic_families.py)."""
     metrics = train(compose_config(["data=switching_ar", f"seed={seed}"]), tmp_path)
     assert metrics["accuracy_over_oracle"] >= BAR, metrics
@@ -60,7 +60,7 @@ def test_autoregressive_emission_finds_regimes_that_differ_in_dynamics(tmp_path,
         "posteriors; it drifts (pyro_dssm/inference/objectives.py, benchmarks/RESULTS.md)"))),
 ])
 def test_svi_from_kmeans_ends_above_its_start(tmp_path, objective):
-    """Issue 13: from a k-means start, no guide warm-up, no keep-best, SVI must raise the exact validation
+    """From a k-means start, no guide warm-up, no keep-best, SVI must raise the exact validation
     log p(X) and reach 0.98 x oracle on the default data (seed 0). ``concrete`` (the seed's ``trace``, on
     the relaxed densities) fails it: had ``trace`` reverted to it, this test would fail."""
     metrics = train(compose_config(["seed=0", "trainer.init=kmeans", "trainer.guide_warmup_steps=0",
@@ -72,7 +72,7 @@ def test_svi_from_kmeans_ends_above_its_start(tmp_path, objective):
 
 @pytest.mark.slow
 def test_svi_learns_from_scratch(tmp_path):
-    """Issue 13, goal 3: from random weights (trainer.init=random, every other setting at its default) SVI
+    """From random weights (trainer.init=random, every other setting at its default) SVI
     reaches 0.95 x oracle on the default data, from the best of its random starts by validation ELBO."""
     metrics = train(compose_config(["seed=0", "trainer.init=random"]), tmp_path)
     scores = metrics["random_start_scores"]

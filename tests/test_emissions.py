@@ -13,16 +13,14 @@ from torch.nn.functional import softplus
 
 from pyro_dssm.config import ModelConfig
 from pyro_dssm.data.synthetic import make_synthetic
-from pyro_dssm.inference.init import data_driven_init
-from pyro_dssm.inference.init_families import LinearARHMM, fit_classical
+from pyro_dssm.config.families import EMISSIONS
+from pyro_dssm.inference.em import fit_classical
 from pyro_dssm.model import hmm
 from pyro_dssm.model.dssm import DSSM
-from pyro_dssm.model.emissions import EMISSIONS
-from pyro_dssm.model.emissions.gaussian_scale import SCALE_FLOOR
-from pyro_dssm.model.emissions.poisson import RATE_FLOOR
+from pyro_dssm.model.emissions.statistics import RATE_FLOOR, SCALE_FLOOR
 from pyro_dssm.model.exact import ExactBaseline
 
-from .helpers import hand_messages
+from .helpers import data_driven_init, hand_messages
 
 FAMILIES = sorted(EMISSIONS)
 K, D = 2, 2
@@ -214,11 +212,9 @@ def test_autoregressive_init_puts_the_linear_ar_hmm_into_the_network_exactly():
     x = torch.cumsum(torch.randn(6, 40, D, generator=gen), 1) * 0.3
     mask = torch.ones(6, 40, dtype=torch.bool)
     net = make_model("autoregressive")
-    family, trans, _, _ = fit_classical("autoregressive", 1, x, mask, torch.Generator().manual_seed(0), K, "em",
-                                        1, 5, 0.8)
+    params, trans, _, _ = fit_classical(net.emitter, x, mask, torch.Generator().manual_seed(0), "em", 1, 5, 0.8)
     data_driven_init(net, x, mask, torch.Generator().manual_seed(0), "em", restarts=1, em_iters=5)
-    assert isinstance(family, LinearARHMM)
-    assert torch.allclose(net.emitter.table(x), family.log_lik(x), atol=1e-4)
+    assert torch.allclose(net.emitter.table(x), net.emitter.classical_table(params, x), atol=1e-4)
     assert torch.allclose(net.transition_parameters()[1].exp(), trans, atol=0.02)
 
 
@@ -302,7 +298,7 @@ def test_autoregressive_warm_start_reaches_the_exact_posterior():
     """States that differ in dynamics only: after the warm start the guide's greedy path agrees with the exact
     marginals' argmax (measured 0.994 with the table input, 0.90 from x alone)."""
     from pyro_dssm.data.switching_ar import make_switching_ar
-    from pyro_dssm.inference.init import warm_start_guide
+    from pyro_dssm.inference.warm_start import warm_start_guide
     torch.manual_seed(0)
     data = make_switching_ar(2, 2, 60, 64, 1, 0.95, 0.3, 0.95, 0.5, 1.0, seed=0)
     x, mask = data.train.x, data.train.mask

@@ -1,4 +1,4 @@
-"""Every bad input of issue 7 through the CLI: exit code, one line on stderr naming the value, nothing overwritten.
+"""Every bad input through the CLI: exit code, one line on stderr naming the value, nothing overwritten.
 
 Each case runs ``python -m pyro_dssm.train`` or ``python -m pyro_dssm.decode`` in a child process
 (:class:`~tests.helpers.CLIServer`) against real files: an existing run directory, or an existing

@@ -138,7 +138,8 @@ def analytic_values(model, x, tau, seed) -> torch.Tensor:
     torch.manual_seed(seed)
     guide_tr = poutine.trace(model.guide).get_trace(x, None, tau)
     model_tr = poutine.trace(poutine.replay(model.model, trace=guide_tr)).get_trace(x, None, tau)
-    value, q_logits = guide_tr.nodes["c"]["fn"].last_sample()
+    value = guide_tr.nodes["c"]["value"]
+    q_logits = guide_tr.nodes["c"]["fn"].chain_logits(value)
     p_logits = model_tr.nodes["c"]["fn"].chain_logits(value)
     states = torch.nn.functional.one_hot(value.argmax(-1), K).to(value)
     reconstruction = model_tr.nodes["x"]["fn"].expected_log_prob(x, q_logits.softmax(-1), states)

@@ -1,4 +1,4 @@
-"""Input hygiene of issue 14 through the CLI: files as spreadsheets save them, overflowing values, run
+"""Input hygiene through the CLI: files as spreadsheets save them, overflowing values, run
 directories that cannot be created or already hold a run.
 
 Each case either works or ends with exit code 2 and one line on stderr naming the problem, with an

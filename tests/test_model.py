@@ -256,10 +256,18 @@ def test_objectives_equal_pyros_own_elbos(setup, objective, reference, masked, m
     """The device-side losses are Pyro's Trace_ELBO / TraceMeanField_ELBO: same value, same gradient.
 
     Pyro's mean-field class reads the observed site's log-density; ours averages the reconstruction
-    exactly over c_t (tested above), so for this comparison that average is switched off."""
-    from pyro_dssm.inference import objectives
+    exactly over c_t (tested above), so for this comparison that average is switched off. Pyro's class
+    takes the latent term from a registered KL, which has no argument for the sample: for this
+    comparison one is registered that reads the sample the guide drew (ours passes it explicitly)."""
+    from torch.distributions import kl as torch_kl
 
-    monkeypatch.setattr(objectives, "_chain_of", lambda site: None)  # every observed site by its log-density
+    from pyro_dssm.inference import objectives
+    from pyro_dssm.model.relaxed import RelaxedChainPosterior, RelaxedChainPrior, chain_kl
+
+    monkeypatch.setattr(objectives, "_averaged", lambda site: False)  # every observed site by its log-density
+    monkeypatch.setitem(torch_kl._KL_REGISTRY, (RelaxedChainPosterior, RelaxedChainPrior),
+                        lambda q, p: chain_kl(q, p, q._drawn[0]))  # the memo: the drawn sample
+    monkeypatch.setattr(torch_kl, "_KL_MEMOIZE", {})
     model, x = setup
     mask = None
     if masked:

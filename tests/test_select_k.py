@@ -55,3 +55,29 @@ def test_bad_arguments_are_one_line_and_exit_2(cli, tmp_path, args, message):
     proc = cli.run("pyro_dssm.select_k", [*args, f"out={tmp_path / 'sweep'}"])
     assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.parametrize("emission", ["gaussian", "gaussian_scale", "autoregressive", "poisson"])
+def test_select_k_ranks_by_the_bic_of_the_fitted_model_for_every_family(tmp_path, emission):
+    """select_k's BIC and AIC are FittedDSSM.bic / aic of the run's model on its training data: one parameter
+    count, the families' own (gaussian_scale and autoregressive have more than K(K-1) + KD)."""
+    from pyro_dssm.select_k import sweep
+
+    data = ["data=counts"] if emission == "poisson" else DATA
+    overrides = [*data, *FAST, "data.n_train=10", "data.n_val=5", f"model.emission={emission}"]
+    rows = sweep([2], overrides, tmp_path)
+    source = dict(o.split("=", 1) for o in data if o.startswith("data.") or o.startswith("seed"))
+    if emission == "poisson":
+        from pyro_dssm.api import compose_config
+        from pyro_dssm.train import load_data
+
+        cfg = compose_config(overrides)
+        train = load_data(cfg.data, cfg.seed).train
+    else:
+        train = make_synthetic(n_states=int(source["data.n_states"]), obs_dim=4, seq_len=30, n_train=10, n_val=5,
+                               noise_std=0.3, seed=2).train
+    xs = [x[:n].double().numpy() for x, n in zip(train.x, train.lengths.tolist())]
+    model = pyro_dssm.load(tmp_path / "k2")
+    assert rows[0]["n_parameters"] == model.n_parameters() == model.model.emitter.n_parameters() + 2
+    assert rows[0]["bic"] == pytest.approx(model.bic(xs), rel=1e-6)
+    assert rows[0]["aic"] == pytest.approx(model.aic(xs), rel=1e-6)

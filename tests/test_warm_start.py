@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pyro_dssm.inference.init import warm_start_guide
+from pyro_dssm.inference.warm_start import warm_start_guide
 from pyro_dssm.model import hmm
 from pyro_dssm.model.dssm import DSSM, ModelConfig
 

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import math
 
+from collections.abc import Mapping
+
+from pyro_dssm.config.families import EMISSIONS, TRANSITIONS, is_family
+
 # The allowed values of the settings that name a choice; the modules that implement them import these.
 OBJECTIVES = ("trace", "analytic", "concrete")  # trainer.objective: pyro_dssm/inference/objectives.py
 INITS = ("em", "kmeans", "random", "none")  # trainer.init: pyro_dssm/inference/init.py, random_starts.py
-EMISSIONS = ("gaussian", "gaussian_scale", "autoregressive", "poisson")  # model.emission: pyro_dssm/model/emissions/
 FEATURES = ("raw", "diff", "absdiff")  # data.features: pyro_dssm/data/features.py
 SOURCES = ("csv", "npz")  # data.name of the file readers: pyro_dssm/data/files.py
 
@@ -49,7 +52,12 @@ def model_checks(c) -> list[tuple[bool, str]]:
     return [*((is_int(getattr(c, name), least), f"model.{name} must be an integer >= {least}, got {getattr(c, name)!r}")
               for name, least in sizes),
             (is_number(c.noise_std) and c.noise_std > 0, f"model.noise_std must be a number > 0, got {c.noise_std!r}"),
-            (c.emission in EMISSIONS, f"model.emission must be one of {EMISSIONS}, got {c.emission!r}"),
+            (is_family("emission", c.emission), f"model.emission must be one of {tuple(EMISSIONS)} or a 'module:Class' "
+                                                f"path that imports, got {c.emission!r}"),
+            (is_family("transition", c.transition), f"model.transition must be one of {tuple(TRANSITIONS)} or a "
+                                                    f"'module:Class' path that imports, got {c.transition!r}"),
+            (isinstance(c.emission_options, Mapping) and all(isinstance(k, str) for k in c.emission_options),
+             f"model.emission_options must be a mapping of option names to values, got {c.emission_options!r}"),
             (is_int(c.ar_order, 1), f"model.ar_order must be an integer >= 1, got {c.ar_order!r}"),
             (c.guide_evidence in (None, True, False),
              f"model.guide_evidence must be true, false or null (by family), got {c.guide_evidence!r}"),
@@ -152,7 +160,7 @@ def switching_ar_checks(c) -> list[tuple[bool, str]]:
          f"data.max_angle must be in (0, pi], got {c.max_angle!r}"),
         (is_number(c.noise_spread) and c.noise_spread >= 1.0,
          f"data.noise_spread must be a number >= 1, got {c.noise_spread!r}"),
-        (c.emission in EMISSIONS, f"data.emission must be one of {EMISSIONS}, got {c.emission!r}"),
+        (is_family("emission", c.emission), f"data.emission must be one of {tuple(EMISSIONS)}, got {c.emission!r}"),
     ]
 
 
@@ -163,7 +171,7 @@ def counts_checks(c) -> list[tuple[bool, str]]:
         (is_number(c.mean_rate) and c.mean_rate > 0.0, f"data.mean_rate must be a number > 0, got {c.mean_rate!r}"),
         (is_number(c.rate_spread) and c.rate_spread >= 0.0,
          f"data.rate_spread must be a number >= 0, got {c.rate_spread!r}"),
-        (c.emission in EMISSIONS, f"data.emission must be one of {EMISSIONS}, got {c.emission!r}"),
+        (is_family("emission", c.emission), f"data.emission must be one of {tuple(EMISSIONS)}, got {c.emission!r}"),
     ]
 
 

@@ -40,8 +40,9 @@ from pyro_dssm.config.checks import (baseline_checks, counts_checks, file_data_c
 class ModelConfig:
     """Group ``model``: sizes of the networks. ``noise_std`` is the fixed emission sigma.
 
-    ``emission`` names the family of p(x_t | c_t, past) (:data:`~pyro_dssm.config.checks.EMISSIONS`,
-    :mod:`pyro_dssm.model.emissions`); ``ar_order`` is p of ``emission=autoregressive``.
+    ``emission`` names the family of p(x_t | c_t, past) and ``transition`` that of p(c_t | c_{t-1})
+    (the registry :mod:`pyro_dssm.config.families`); ``ar_order`` is p of ``emission=autoregressive``;
+    ``emission_options`` more keyword options of the emission family (a family of your own).
     ``guide_evidence``: the guide's logits add the model's own terms (emission table and
     transition matrix, :class:`~pyro_dssm.model.networks.Evidence`) to its networks' output;
     None (the default) = on for families without memory, off for those with memory
@@ -61,6 +62,8 @@ class ModelConfig:
     noise_std: float = 1.0
     emission: str = "gaussian"
     ar_order: int = 1
+    emission_options: dict[str, Any] = field(default_factory=dict)
+    transition: str = "stationary"
     guide_evidence: bool | None = None
     guide_messages: bool = True
 

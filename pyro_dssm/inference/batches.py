@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from pyro_dssm.data.sequences import SequenceData
+
 
 def n_valid(x: torch.Tensor, mask: torch.Tensor | None):
     """Number of valid steps of a batch x (B, T, D): ``mask.sum()`` of mask (B, T), or B * T without a mask."""
@@ -62,3 +64,12 @@ class EpochProgress:
     @classmethod
     def from_state_dict(cls, state: dict) -> "EpochProgress":
         return cls(state["order"], state["batch_size"], state["done"], list(state["losses"]), state["tau"])
+
+
+def device_mask(data: SequenceData, device: torch.device) -> torch.Tensor | None:
+    """(N, T) mask on ``device``, or None when no sequence is padded (decided once, on the CPU).
+
+    None lets the model and guide skip per-batch length checks, which would
+    force a host sync every step on a GPU.
+    """
+    return None if bool((data.lengths == data.x.shape[1]).all()) else data.mask.to(device)

@@ -14,7 +14,8 @@ from pyro_dssm.inference.batches import n_valid
 from pyro_dssm.inference.faults import SkippedSteps
 from pyro_dssm.inference.hooks import Validation
 from pyro_dssm.inference.loop import SGDStep, train_epochs
-from pyro_dssm.inference.prepare import device_mask, initialise
+from pyro_dssm.inference.batches import device_mask
+from pyro_dssm.inference.init import initialise
 from pyro_dssm.inference.random_starts import best_random_start
 from pyro_dssm.inference.state import TrainingState
 from pyro_dssm.io.tracking import Tracker

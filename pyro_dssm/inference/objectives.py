@@ -5,7 +5,7 @@ differ in how they score it:
 
 * ``analytic`` (default): ``TraceMeanField_ELBO`` with every step's expectation over
   c_t taken exactly, given the relaxed sample of the earlier steps: the latent term
-  is the exact categorical KL of every step (:func:`pyro_dssm.model.relaxed._kl_chain`),
+  is the exact categorical KL of every step (:func:`pyro_dssm.model.relaxed.chain_kl`),
   the reconstruction term :math:`\sum_k q(c_t = k \mid \tilde c_{<t}, X) \log p(x_t \mid k, x_{<t})`
   (:meth:`pyro_dssm.model.relaxed.ChainLikelihood.expected_log_prob`).
 * ``trace``: ``Trace_ELBO``, the one-sample Monte Carlo estimate of the same ELBO of the
@@ -52,9 +52,8 @@ from pyro import poutine
 from pyro.distributions.util import scale_and_mask
 from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
 from pyro.poutine.util import site_is_subsample
-from torch.distributions import kl_divergence
-
 from pyro_dssm.config import OBJECTIVES  # the names live with the settings that check them
+from pyro_dssm.model.relaxed import chain_kl
 
 
 def _sample_sites(trace) -> dict:
@@ -144,8 +143,9 @@ class RelaxedMeanFieldELBO(_DeviceLoss, TraceMeanField_ELBO):
     r"""``TraceMeanField_ELBO`` for fully reparameterised guides, loss kept on the device.
 
     Per particle, :math:`\sum_{\text{observed}} \log p - \sum_{\text{latent}} \mathrm{KL}(q \| p)`
-    with the registered KL (for the relaxed chain: the exact categorical KL per step),
-    scaled and masked by the guide site's plates.
+    with, for a relaxed chain, the exact categorical KL of every step along the guide's sample
+    (:func:`pyro_dssm.model.relaxed.chain_kl`, the sample passed explicitly), scaled and masked by
+    the guide site's plates.
     """
 
     @staticmethod
@@ -157,43 +157,54 @@ class RelaxedMeanFieldELBO(_DeviceLoss, TraceMeanField_ELBO):
             if site["is_observed"]:
                 continue
             guide_site = guide_sites[name]
-            kl = kl_divergence(guide_site["fn"], site["fn"])
+            for fn in (site["fn"], guide_site["fn"]):
+                if not hasattr(fn, "chain_logits"):
+                    raise ValueError(f"objective 'analytic' takes the categorical KL of every step of latent site "
+                                     f"{name!r}; {type(fn).__name__} has no chain_logits")
+            kl = chain_kl(guide_site["fn"], site["fn"], guide_site["value"])
             elbo = elbo - scale_and_mask(kl, guide_site["scale"], guide_site["mask"]).sum()
         return elbo
 
 
 def _reconstruction(model_trace, model_sites: dict, guide_sites: dict) -> torch.Tensor:
     """The sum of the observed sites' terms (:func:`_observed_term`); computes the log-densities it reads."""
-    model_trace.compute_log_prob(lambda name, site: _observed(name, site) and _chain_of(site) is None)
+    chains = {id(site["fn"]): name for name, site in model_sites.items() if not site["is_observed"]}
+    model_trace.compute_log_prob(lambda name, site: _observed(name, site) and not _averaged(site))
     elbo = 0.0
     for site in model_sites.values():
         if site["is_observed"]:
-            elbo = elbo + _observed_term(site, guide_sites)
+            elbo = elbo + _observed_term(site, guide_sites, chains)
     return elbo
 
 
-def _chain_of(site: dict) -> str | None:
-    """The latent chain site an observed site can be averaged over exactly (its ``chain_site``), or None."""
-    return getattr(site["fn"], "chain_site", None)
+def _averaged(site: dict) -> bool:
+    """Whether an observed site's term is averaged exactly over a latent chain (a likelihood that names its chain)."""
+    return hasattr(site["fn"], "chain")
 
 
-def _observed_term(site: dict, guide_sites: dict) -> torch.Tensor:
-    r"""An observed site's term of the mean-field ELBO.
+def _observed_term(site: dict, guide_sites: dict, chains: dict) -> torch.Tensor:
+    r"""An observed site's term of the ELBO.
 
     For a :class:`~pyro_dssm.model.relaxed.ChainLikelihood` the reconstruction
     :math:`\sum_t \mathbb E_{q(c_t \mid \tilde c_{<t}, X)} \log p(x_t \mid c_t, x_{<t})`
     is computed exactly over the current step (Rao-Blackwellised) from the guide's
-    step probabilities at its latest sample, the emission's gradient from the sampled
-    states (:meth:`~pyro_dssm.model.relaxed.ChainLikelihood.expected_log_prob`); other
-    sites give their log-density.
+    step probabilities at its sample, the emission's gradient from the sampled
+    states (:meth:`~pyro_dssm.model.relaxed.ChainLikelihood.expected_log_prob`). Its chain is
+    the latent site whose prior the likelihood names (``fn.chain``); ``chains`` maps the model's
+    latent distributions to their site names. Other sites give their log-density.
     """
-    chain = _chain_of(site)
-    if chain is None:
+    if not _averaged(site):
         return site["log_prob_sum"]
-    sample, logits = guide_sites[chain]["fn"].last_sample()  # (B, T, K) each
+    name = chains.get(id(site["fn"].chain))
+    if name is None:
+        raise ValueError("the observed site's chain is not a latent site of this model trace")
+    guide = guide_sites[name]
+    q, sample = guide["fn"], guide["value"]
+    logits = q.chain_logits(sample)  # (B, T, K), drawn with the sample
     # the relaxed sample's argmax is an exact draw from q(c_t | earlier steps) (Gumbel-max)
     states = torch.nn.functional.one_hot(sample.argmax(-1), logits.shape[-1]).to(logits.dtype)
-    expected = site["fn"].expected_log_prob(site["value"], logits.softmax(-1), states)
+    table = getattr(q, "emission_table", None)
+    expected = site["fn"].expected_log_prob(site["value"], logits.softmax(-1), states, table)
     return scale_and_mask(expected, site["scale"], site["mask"]).sum()
 
 

@@ -3,8 +3,8 @@
 From random weights a gradient-trained HMM (SVI or exact maximum likelihood) first
 spends a long time near saddles where two true states share one emission and another
 state is wasted; how long depends on the start, and at the refining rate of the main
-run (``trainer.lr``) 20 epochs were not enough on any of seeds 0-3 of the default data
-(benchmarks/RESULTS.md). So, before the main run, ``trainer.init_restarts`` random starts
+run (``trainer.lr``) 20 epochs were not enough on the default data (benchmarks/RESULTS.md, "Numbers moved
+out of docstrings"). So, before the main run, ``trainer.init_restarts`` random starts
 (the given weights, then fresh ones) are each trained by the run's own learning method
 (its own loss, the same minibatch loop) for ``trainer.random_start_epochs`` epochs at the
 faster constant rate ``trainer.random_start_lr``, and scored by a label-free criterion

@@ -46,17 +46,17 @@ import torch
 from pyro_dssm.config import TrainerConfig
 from pyro_dssm.data.sequences import SequenceData
 from pyro_dssm.evaluation.evaluate import evaluate
-from pyro_dssm.inference.batches import EpochProgress, n_valid
+from pyro_dssm.inference.batches import EpochProgress, device_mask, n_valid
 from pyro_dssm.inference.distributed import DataParallel
 from pyro_dssm.inference.faults import SkippedSteps, TrainingDiverged
 from pyro_dssm.inference.hooks import Checkpoints, Figures, KeepBest, StopRequest, Validation
-from pyro_dssm.inference.init import warm_start_guide
 from pyro_dssm.inference.loop import LossFn, SGDStep, train_epochs
 from pyro_dssm.inference.objectives import make_elbo, temperature_schedule
-from pyro_dssm.inference.prepare import device_mask, initialise
+from pyro_dssm.inference.init import initialise
 from pyro_dssm.inference.random_starts import best_random_start
 from pyro_dssm.inference.schedule import exponential_decay
 from pyro_dssm.inference.state import TrainingState
+from pyro_dssm.inference.warm_start import warm_start_guide
 from pyro_dssm.io.tracking import Tracker
 from pyro_dssm.model.dssm import DSSM
 
@@ -135,7 +135,7 @@ def fit(model: DSSM, train: SequenceData, val: SequenceData, cfg: TrainerConfig,
     gen = torch.Generator().manual_seed(seed)
     clock = time.perf_counter()
     if resume is None:
-        started = _initialise(model, train, val, cfg, gen, group, seed)
+        started = _starting_point(model, train, val, cfg, gen, group, seed)
     else:  # what the random starts did, as the checkpoint recorded it
         started = {k: resume[k] for k in STARTS_KEYS if k in resume}
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
@@ -169,7 +169,7 @@ def fit(model: DSSM, train: SequenceData, val: SequenceData, cfg: TrainerConfig,
     return {**_final_metrics(state, last, cfg, best), **started}
 
 
-def _initialise(model: DSSM, train: SequenceData, val: SequenceData, cfg: TrainerConfig, gen: torch.Generator,
+def _starting_point(model: DSSM, train: SequenceData, val: SequenceData, cfg: TrainerConfig, gen: torch.Generator,
                 group: DataParallel | None, seed: int) -> dict:
     """Data-driven init (or the best of random starts) and guide warm-up, once: on rank 0, whose parameters and
     minibatch order all ranks take. Returns what the random starts did (their scores and the one kept), or {}."""

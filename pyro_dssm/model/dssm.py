@@ -8,9 +8,9 @@ from torch import nn
 
 from pyro_dssm.model import hmm
 from pyro_dssm.config import ModelConfig  # noqa: F401 (re-exported: the model's settings)
+from pyro_dssm.model.families import make_emission, make_transition
+from pyro_dssm.model.networks import Evidence, PosteriorNet
 from pyro_dssm.model.relaxed import ChainLikelihood, RelaxedChainPosterior, RelaxedChainPrior
-from pyro_dssm.model.emissions import make_emission
-from pyro_dssm.model.networks import Evidence, PosteriorNet, Transition
 
 
 TABLE_FLOOR = 10.0  # the guide reads normalised per-state log-likelihoods floored at -10 (DSSM.guide_features)
@@ -35,17 +35,17 @@ def check_batch(x: torch.Tensor, mask: torch.Tensor | None, obs_dim: int) -> tor
 
 
 class NeuralHMM(nn.Module):
-    """The generative half shared by the DSSM and the exact baseline: transition and emission networks.
+    """The generative half shared by the DSSM and the exact baseline: transition and emission families.
 
-    ``emitter`` holds the emission family of ``config.emission``
-    (:mod:`pyro_dssm.model.emissions`). With hard one-hot states these define an
-    exact HMM (:meth:`exact_hmm`).
+    ``transition`` holds the family of ``config.transition`` (:mod:`pyro_dssm.model.transitions`),
+    ``emitter`` that of ``config.emission`` (:mod:`pyro_dssm.model.emissions`). With hard one-hot
+    states they define an exact HMM (:meth:`exact_hmm`).
     """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.transition = Transition(config.n_states, config.transition_hidden)
+        self.transition = make_transition(config)
         self.emitter = make_emission(config)
 
     @property
@@ -54,9 +54,8 @@ class NeuralHMM(nn.Module):
 
     def transition_parameters(self) -> tuple[torch.Tensor, torch.Tensor]:
         """log_init (K,): uniform log p(c_1); log_trans (K, K): ``[i, j] = log p(c_t = j | c_{t-1} = i)``."""
-        weight = self.transition.net[0].weight
-        eye = torch.eye(self.n_states, dtype=weight.dtype, device=weight.device)  # one-hot states
-        return hmm.uniform_log_init(self.n_states, eye), self.transition(eye).log_softmax(-1)
+        log_trans = self.transition.log_matrix()
+        return hmm.uniform_log_init(self.n_states, log_trans), log_trans
 
     def exact_hmm(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The exact HMM of the generative model with hard one-hot states, on x (B, T, D).
@@ -68,11 +67,12 @@ class NeuralHMM(nn.Module):
         return (*self.transition_parameters(), self.emitter.table(x))
 
     def hmm_parameters(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``emission=gaussian`` only: log_init (K,), log_trans (K, K) and the (K, D) emission means."""
-        if self.config.emission != "gaussian":
-            raise ValueError(f"hmm_parameters() gives the means of emission=gaussian, this model has "
+        """A family with fixed per-state means only (``gaussian``): log_init (K,), log_trans (K, K) and the (K, D) means."""
+        means = getattr(self.emitter, "means", None)
+        if means is None:
+            raise ValueError(f"hmm_parameters() gives the means of a family with one mean per state, this model has "
                              f"emission={self.config.emission!r}; use exact_hmm(x)")
-        return (*self.transition_parameters(), self.emitter.means())
+        return (*self.transition_parameters(), means())
 
 
 class DSSM(NeuralHMM):
@@ -127,13 +127,19 @@ class DSSM(NeuralHMM):
     def guide_inputs(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, Evidence | None]:
         """(B, T, D) -> the BiGRU features (B, T, 2H) (:meth:`guide_features`) and the model's
         :class:`~pyro_dssm.model.networks.Evidence` for the guide's logits (None with
-        ``model.guide_evidence`` off). The emission table is computed once for both, detached."""
+        ``model.guide_evidence`` off)."""
+        return self.guide_reading(x, lengths)[:2]
+
+    def guide_reading(self, x: torch.Tensor, lengths: torch.Tensor | None = None):
+        """:meth:`guide_inputs` and the detached emission table (B, T, K) they were computed from (None when
+        the guide reads no table): computed once for both, and handed on to the objectives with the guide's chain."""
         use_table = self.posterior.extra_dim or self.uses_evidence
         with torch.no_grad():
-            local = self.emitter.detached_table(x).log_softmax(-1) if use_table else None
+            table = self.emitter.table(x) if use_table else None
+            local = table.log_softmax(-1) if use_table else None
             evidence = self._evidence(local, lengths) if self.uses_evidence else None
         extra = local.clamp_min(-TABLE_FLOOR) if self.posterior.extra_dim else None
-        return self.posterior.encode(x, lengths, extra), evidence
+        return self.posterior.encode(x, lengths, extra), evidence, table
 
     def _evidence(self, local: torch.Tensor, lengths: torch.Tensor | None) -> Evidence:
         """The guide's :class:`~pyro_dssm.model.networks.Evidence` from the normalised table ``local`` (B, T, K);
@@ -149,17 +155,18 @@ class DSSM(NeuralHMM):
         """x (B, T, D); mask (B, T) bool of valid steps; tau the relaxation temperature."""
         mask = check_batch(x, mask, self.config.obs_dim)
         with pyro.plate("sequences", x.shape[0]):
-            y = pyro.sample("c", RelaxedChainPrior(self.transition, tau, mask, self.n_states))
-            pyro.sample("x", ChainLikelihood(self.emitter, y.exp(), mask, chain_site="c"), obs=x)
+            prior = RelaxedChainPrior(self.transition, tau, mask, self.n_states)
+            y = pyro.sample("c", prior)
+            pyro.sample("x", ChainLikelihood(self.emitter, y.exp(), mask, chain=prior), obs=x)
 
     # q(c_{1:T} | x_{1:T})
     def guide(self, x: torch.Tensor, mask: torch.Tensor | None = None, tau: float = 1.0) -> None:
         """Same arguments as :meth:`model`; samples the site ``c`` (B, T, K) in log space."""
         lengths = None if mask is None else mask.sum(-1)
         mask = check_batch(x, mask, self.config.obs_dim)
-        features, evidence = self.guide_inputs(x, lengths)
+        features, evidence, table = self.guide_reading(x, lengths)
         with pyro.plate("sequences", x.shape[0]):
-            pyro.sample("c", RelaxedChainPosterior(self.posterior, features, tau, mask, evidence))
+            pyro.sample("c", RelaxedChainPosterior(self.posterior, features, tau, mask, evidence, table))
 
     def guide_logits(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Greedy, noise-free decoding of the guide: (B, T, K) logits of q(c_t | c_{t-1}, X).

@@ -1,4 +1,5 @@
-"""The neural factors of the model and of the guide, one module each (the emission: :mod:`pyro_dssm.model.emissions`)."""
+"""The guide's networks and the model's evidence it reads (the model's factors are families:
+:mod:`pyro_dssm.model.emissions`, :mod:`pyro_dssm.model.transitions`)."""
 
 from __future__ import annotations
 
@@ -11,23 +12,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 
 def mlp(n_in: int, n_hidden: int, n_out: int) -> nn.Sequential:
-    """Linear -> ReLU -> Linear: the shape of the transition and emission networks."""
+    """Linear -> ReLU -> Linear: the shape of the built-in transition and emission networks."""
     return nn.Sequential(nn.Linear(n_in, n_hidden), nn.ReLU(), nn.Linear(n_hidden, n_out))
-
-
-class Transition(nn.Module):
-    """Parameterizes p(c_t | c_{t-1}): logits of the next state given the previous (relaxed) state.
-
-    Input (..., K) point of the simplex (a one-hot vector for a hard state);
-    output (..., K) unnormalised logits.
-    """
-
-    def __init__(self, n_states: int, hidden_dim: int):
-        super().__init__()
-        self.net = mlp(n_states, hidden_dim, n_states)
-
-    def forward(self, prev_state: torch.Tensor) -> torch.Tensor:
-        return self.net(prev_state)
 
 
 class Evidence(NamedTuple):

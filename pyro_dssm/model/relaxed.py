@@ -21,9 +21,10 @@ import math
 
 import torch
 from pyro.distributions import TorchDistribution
-from torch.distributions import constraints, register_kl
+from torch.distributions import constraints
 
-from pyro_dssm.model.networks import Evidence, PosteriorNet, Transition
+from pyro_dssm.model.networks import Evidence, PosteriorNet
+from pyro_dssm.model.transitions.base import Transition
 
 
 def exp_relaxed_rsample(logits: torch.Tensor, temperature: torch.Tensor, gumbels: torch.Tensor) -> torch.Tensor:
@@ -119,18 +120,12 @@ class RelaxedChainPrior(RelaxedMarkovChain):
 
     def __init__(self, transition: Transition, temperature, mask: torch.Tensor, n_states: int, validate_args=None):
         self.transition = transition
-        self._cache = None  # (value, logits) of the latest chain_logits call
         super().__init__(temperature, mask, n_states, validate_args)
 
     def chain_logits(self, value):
-        # The analytic objective asks twice for the same value (log_prob, then the KL).
-        if self._cache is not None and value is self._cache[0]:
-            return self._cache[1]
         B, T, K = value.shape
         first = value.new_zeros(B, 1, K)  # uniform p(c_1)
-        logits = torch.cat([first, self.transition(value[:, :-1].exp())], dim=1)
-        self._cache = (value, logits)
-        return logits
+        return torch.cat([first, self.transition(value[:, :-1].exp())], dim=1)
 
     def rsample(self, sample_shape=torch.Size()):
         if sample_shape:
@@ -150,19 +145,24 @@ class RelaxedChainPosterior(RelaxedMarkovChain):
     r"""q(c_{1:T} | X) = q(c_1 | X) prod_t q(c_t | c_{t-1}, X), from :class:`PosteriorNet`.
 
     ``features`` (B, T, 2H) are the BiGRU outputs h_t; ``evidence`` the model's own
-    terms added to the logits (:class:`~pyro_dssm.model.networks.Evidence`), or None.
+    terms added to the logits (:class:`~pyro_dssm.model.networks.Evidence`), or None;
+    ``emission_table`` the detached (B, T, K) emission table the guide read (or None), which the
+    objectives reuse for the expected reconstruction instead of computing it again.
     The step logits depend on the whole past through the GRU cell, so
-    :meth:`chain_logits` runs the recursion; the logits computed while sampling
-    are kept and reused when the density of that same sample is asked for
-    (Trace_ELBO always does).
+    :meth:`chain_logits` runs the recursion teacher-forced by the value. One memo: the logits
+    computed while drawing a sample are kept with it, and :meth:`chain_logits` of that very
+    tensor (the key: the sample object this distribution returned, which Pyro hands back
+    unchanged as the site's value) returns them without a second recursion; any other tensor,
+    a copy of the sample included, is computed afresh (same numbers, twice the cost).
     """
 
     def __init__(self, net: PosteriorNet, features: torch.Tensor, temperature, mask: torch.Tensor,
-                 evidence: Evidence | None = None, validate_args=None):
+                 evidence: Evidence | None = None, emission_table: torch.Tensor | None = None, validate_args=None):
         self.net = net
         self.features = features
         self.evidence = evidence
-        self._last = None  # (sample, logits) of the latest rsample
+        self.emission_table = emission_table
+        self._drawn = None  # (sample, its logits): the memo of chain_logits, keyed by the sample object
         super().__init__(temperature, mask, net.n_states, validate_args)
 
     def _run(self, value: torch.Tensor | None):
@@ -184,19 +184,13 @@ class RelaxedChainPosterior(RelaxedMarkovChain):
     def rsample(self, sample_shape=torch.Size()):
         if sample_shape:
             raise NotImplementedError("RelaxedChainPosterior draws one chain per batch element")
-        self._last = self._run(None)
-        return self._last[0]
+        self._drawn = self._run(None)
+        return self._drawn[0]
 
     def chain_logits(self, value):
-        if self._last is not None and value is self._last[0]:
-            return self._last[1]
+        if self._drawn is not None and value is self._drawn[0]:
+            return self._drawn[1]
         return self._run(value)[1]
-
-    def last_sample(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(sample, logits) of the latest :meth:`rsample`, both (B, T, K)."""
-        if self._last is None:
-            raise RuntimeError("RelaxedChainPosterior has not been sampled yet")
-        return self._last
 
 
 def categorical_kl(q_logits: torch.Tensor, p_logits: torch.Tensor) -> torch.Tensor:
@@ -205,17 +199,14 @@ def categorical_kl(q_logits: torch.Tensor, p_logits: torch.Tensor) -> torch.Tens
     return (log_q.exp() * (log_q - p_logits.log_softmax(-1))).sum(-1)
 
 
-@register_kl(RelaxedChainPosterior, RelaxedChainPrior)
-def _kl_chain(q: RelaxedChainPosterior, p: RelaxedChainPrior) -> torch.Tensor:
-    r"""Per-step exact categorical KL along the sampled chain, (B,).
+def chain_kl(q: RelaxedMarkovChain, p: RelaxedMarkovChain, value: torch.Tensor) -> torch.Tensor:
+    r"""Per-step exact categorical KL along the relaxed chain ``value`` (B, T, K), summed over valid steps: (B,).
 
-    :math:`\sum_t \mathrm{KL}(q(c_t \mid c_{<t}, X) \,\|\, p(c_t \mid c_{t-1}))` with both
-    conditionals evaluated at the guide's latest relaxed sample (against the
-    uniform p(c_1) at t = 1): the "analytic" objective's KL term. It is a
-    function of that sample, so TraceMeanField_ELBO differentiates through it.
+    :math:`\sum_t \mathrm{KL}(q(c_t \mid \tilde c_{<t}, X) \,\|\, p(c_t \mid \tilde c_{t-1}))` with both
+    conditionals evaluated at ``value`` (against the uniform p(c_1) at t = 1): the "analytic"
+    objective's latent term, a function of the sample it is given, so gradients flow through it.
     """
-    value, q_logits = q.last_sample()
-    kl = categorical_kl(q_logits, p.chain_logits(value))
+    kl = categorical_kl(q.chain_logits(value), p.chain_logits(value))
     return kl.masked_fill(~q.mask, 0.0).sum(-1)
 
 
@@ -228,17 +219,19 @@ class ChainLikelihood(TorchDistribution):
     :math:`\sum_t \sum_k \pi_{tk} \log p(x_t \mid c_t = k, x_{<t})` (the emission's table),
     which the analytic objective uses with :math:`\pi_t = q(c_t \mid \tilde c_{<t}, X)`:
     Rao-Blackwellised over the current step, so only the earlier steps stay relaxed.
-    ``chain_site`` names the latent site whose guide gives :math:`\pi`.
+    ``chain`` is the prior of the latent chain whose states these are (the distribution of the
+    model's latent site): the objectives average over the guide of that site.
     """
 
     arg_constraints = {}
     support = constraints.independent(constraints.real, 2)
 
-    def __init__(self, emitter, states: torch.Tensor, mask: torch.Tensor, chain_site: str, validate_args=None):
+    def __init__(self, emitter, states: torch.Tensor, mask: torch.Tensor, chain: RelaxedChainPrior,
+                 validate_args=None):
         self.emitter = emitter
         self.states = states
         self.mask = mask
-        self.chain_site = chain_site
+        self.chain = chain
         B, T = mask.shape
         super().__init__(torch.Size([B]), torch.Size([T, emitter.obs_dim]), validate_args=validate_args)
 
@@ -249,9 +242,10 @@ class ChainLikelihood(TorchDistribution):
         """(B,) from x (B, T, D); every step in one call of the emission."""
         return self._sum(self.emitter.log_prob(value, self.states))
 
-    def expected_log_prob(self, value: torch.Tensor, probs: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
-        r"""(B,) from x (B, T, D), per-step state probabilities ``probs`` (B, T, K) and one-hot
-        ``states`` (B, T, K) drawn from them.
+    def expected_log_prob(self, value: torch.Tensor, probs: torch.Tensor, states: torch.Tensor,
+                          table: torch.Tensor | None = None) -> torch.Tensor:
+        r"""(B,) from x (B, T, D), per-step state probabilities ``probs`` (B, T, K), one-hot
+        ``states`` (B, T, K) drawn from them and, if known, the detached emission table of x (B, T, K).
 
         The value is exact, :math:`\sum_k \pi_{tk} \log p(x_t \mid k, x_{<t})`, and so is its
         gradient through ``probs``. The emission's weights get the gradient of
@@ -259,7 +253,9 @@ class ChainLikelihood(TorchDistribution):
         :math:`\sum_k \pi_{tk} \nabla \log p(x_t \mid k, x_{<t})` that costs one state per step
         instead of K (the table's backward through an emission network is K times its forward).
         """
-        table = self.emitter.detached_table(value)  # (B, T, K), shared with the guide's inputs
+        if table is None:
+            with torch.no_grad():
+                table = self.emitter.table(value)  # (B, T, K)
         drawn = self.emitter.log_prob(value, states)  # (B, T), with the emission's gradient
         return self._sum((probs * table).sum(-1) + (drawn - drawn.detach()))
 

@@ -10,8 +10,8 @@ For t > p, with the history :math:`h_t = [x_{t-1}, \dots, x_{t-p}]` (pD values),
 with per-state linear maps :math:`A_k` (D, pD), offsets :math:`b_k` and scales
 :math:`r_k` (a linear path that holds a linear AR-HMM with diagonal noise exactly)
 plus an MLP correction :math:`g = (g_\mu, g_s)` of [state, history] whose output
-layer starts at zero (so the model starts as the linear AR-HMM the init fits,
-:mod:`pyro_dssm.inference.init_families`). Relaxed states enter linearly:
+layer starts at zero (so the model starts as the linear AR-HMM of its classical init,
+:meth:`AutoregressiveEmission.m_step`). Relaxed states enter linearly:
 :math:`\sum_k c_k (A_k h_t + b_k)` and :math:`\sum_k c_k r_k`, and as the MLP's input.
 
 **The first p steps** have no complete history. They get their own state-dependent
@@ -21,9 +21,8 @@ are drawn from a per-state initial density (as the classical AR-HMM conditions o
 its first observations, but without dropping them from log p(X)). Padding with zeros
 would instead treat a missing past as an observed zero and bias the AR fit.
 
-With observed history every factor is a function of (c_t, x_{<t}) only, so
-:meth:`AutoregressiveEmission.table` is the exact HMM table and forward, Viterbi,
-marginals and log p(X) are exact.
+The context of step t (:meth:`AutoregressiveEmission.context`) is :math:`[h_t, [t \le p]]`:
+every factor is a function of (c_t, x_{<t}) only, so the table is the exact HMM's.
 """
 
 from __future__ import annotations
@@ -31,9 +30,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pyro_dssm.model.emissions.base import Emission
+from pyro_dssm.model.emissions.base import Emission, broadcast_states
+from pyro_dssm.model.emissions.statistics import (PRIOR_WEIGHT, SCALE_FLOOR, diagonal_normal, inverse_softplus,
+                                                  weighted_moments)
 from pyro_dssm.model.networks import mlp
-from pyro_dssm.model.emissions.gaussian_scale import SCALE_FLOOR, diagonal_normal_log_prob, inverse_softplus
 
 
 def history(x: torch.Tensor, order: int) -> torch.Tensor:
@@ -45,51 +45,53 @@ def history(x: torch.Tensor, order: int) -> torch.Tensor:
 class AutoregressiveEmission(Emission):
     """Parameterizes p(x_t | c_t, x_{t-p:t-1}) (module docstring): linear AR per state + MLP correction."""
 
-    def __init__(self, n_states: int, obs_dim: int, hidden_dim: int, noise_std: float, order: int = 1):
-        super().__init__(n_states, obs_dim)
+    def __init__(self, n_states: int, obs_dim: int, hidden_dim: int, order: int = 1, start_scale: float = 1.0):
+        super().__init__(n_states, obs_dim, hidden_dim)
         if not isinstance(order, int) or order < 1:
             raise ValueError(f"autoregressive order must be an integer >= 1, got {order!r}")
         K, D = n_states, obs_dim
         self.order = order
-        start_scale = inverse_softplus(max(noise_std - SCALE_FLOOR, 1e-3))
+        raw_start = float(inverse_softplus(max(start_scale - SCALE_FLOOR, 1e-3)))
         self.weight = nn.Parameter(torch.zeros(K, D, order * D))  # A_k
         self.bias = nn.Parameter(torch.randn(K, D) * 0.1)  # b_k
-        self.raw_scale = nn.Parameter(torch.full((K, D), start_scale))  # r_k
+        self.raw_scale = nn.Parameter(torch.full((K, D), raw_start))  # r_k
         self.init_mean = nn.Parameter(torch.randn(K, D) * 0.1)  # m_k, t <= p
-        self.init_raw_scale = nn.Parameter(torch.full((K, D), start_scale))  # s_k, t <= p
+        self.init_raw_scale = nn.Parameter(torch.full((K, D), raw_start))  # s_k, t <= p
         self.net = mlp(K + order * D, hidden_dim, 2 * D)  # g
         nn.init.zeros_(self.net[2].weight)
         nn.init.zeros_(self.net[2].bias)
+
+    @classmethod
+    def options(cls, config) -> dict:
+        return {"order": config.ar_order, "start_scale": config.noise_std}
+
+    def context(self, x):
+        first = torch.arange(x.shape[1], device=x.device) < self.order  # (T,)
+        return torch.cat([history(x, self.order), first.to(x.dtype)[:, None].expand(*x.shape[:2], 1)], -1)
 
     def per_state_linear(self, hist: torch.Tensor) -> torch.Tensor:
         """hist (..., pD) -> (..., K, D): A_k h + b_k for every state."""
         K, D = self.n_states, self.obs_dim
         return (hist @ self.weight.reshape(K * D, -1).T).unflatten(-1, (K, D)) + self.bias
 
-    def moments(self, states: torch.Tensor, hist: torch.Tensor, first: torch.Tensor):
-        """Mean and scale (..., D) for states (..., K) on the simplex, hist (..., pD), first (...) bool (t <= p)."""
+    def distribution(self, states, context):
+        states, context = broadcast_states(states, context)
+        hist, first = context[..., :-1], context[..., -1:] > 0.5
         lin = (states.unsqueeze(-1) * self.per_state_linear(hist)).sum(-2)
         corr_mean, corr_scale = self.net(torch.cat([states, hist], -1)).split(self.obs_dim, -1)
-        mean = torch.where(first[..., None], states @ self.init_mean, lin + corr_mean)
-        raw = torch.where(first[..., None], states @ self.init_raw_scale, states @ self.raw_scale + corr_scale)
-        return mean, nn.functional.softplus(raw) + SCALE_FLOOR
-
-    def _first(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.arange(x.shape[1], device=x.device) < self.order  # (T,)
-
-    def log_prob(self, x, states):
-        first = self._first(x).expand(x.shape[:2])
-        return diagonal_normal_log_prob(x, *self.moments(states, history(x, self.order), first))
+        mean = torch.where(first, states @ self.init_mean, lin + corr_mean)
+        raw = torch.where(first, states @ self.init_raw_scale, states @ self.raw_scale + corr_scale)
+        return diagonal_normal(mean, nn.functional.softplus(raw) + SCALE_FLOOR)
 
     def table(self, x):
+        """:meth:`Emission.table` without K copies of the history through the MLP (:meth:`_correction_per_state`)."""
         D = x.shape[-1]
-        hist = history(x, self.order)  # (B, T, pD)
+        context = self.context(x)
+        hist, first = context[..., :-1], context[..., -1:, None] > 0.5  # first (B, T, 1, 1) against (B, T, K, D)
         corr_mean, corr_scale = self._correction_per_state(hist).split(D, -1)
-        first = self._first(x)[:, None, None]  # (T, 1, 1) against (B, T, K, D)
         mean = torch.where(first, self.init_mean, self.per_state_linear(hist) + corr_mean)
         raw = torch.where(first, self.init_raw_scale, self.raw_scale + corr_scale)
-        scale = nn.functional.softplus(raw) + SCALE_FLOOR
-        return diagonal_normal_log_prob(x[:, :, None], mean, scale)  # (B, T, K)
+        return diagonal_normal(mean, nn.functional.softplus(raw) + SCALE_FLOOR).log_prob(x[:, :, None])
 
     def _correction_per_state(self, hist: torch.Tensor) -> torch.Tensor:
         """hist (B, T, pD) -> (B, T, K, 2D): the MLP g([e_k, h_t]) for every one-hot state e_k.
@@ -102,19 +104,44 @@ class AutoregressiveEmission(Emission):
         hidden = (hist @ first.weight[:, K:].T + first.bias)[:, :, None, :] + first.weight[:, :K].T  # (B, T, K, H)
         return last(activation(hidden))
 
-    def sample(self, states, generator=None):
-        N, T = states.shape
-        p, D = self.order, self.obs_dim
-        noise = torch.randn(N, T, D, generator=generator).to(self.bias)
-        one_hot = nn.functional.one_hot(states, self.n_states).to(self.bias)
-        hist = noise.new_zeros(N, p * D)  # [x_{t-1}, ..., x_{t-p}]
-        xs = []
-        for t in range(T):
-            first = torch.full((N,), t < p, dtype=torch.bool, device=noise.device)
-            mean, scale = self.moments(one_hot[:, t], hist, first)
-            xs.append(mean + scale * noise[:, t])
-            hist = torch.cat([xs[-1], hist[:, :-D]], -1)
-        return torch.stack(xs, 1)
+    def m_step(self, x, mask, weights, ridge: float = 1e-3):
+        r"""Linear AR(p)-HMM with diagonal noise, weighted least squares (in float64):
+        :math:`W_k = (\sum_t w_{tk} y_t u_t^\top)(\sum_t w_{tk} u_t u_t^\top + \lambda I)^{-1}`, :math:`u_t = [h_t, 1]`;
+        the first p steps' Gaussian from their weighted moments."""
+        context = self.context(x.double())
+        u, first = torch.cat([context[..., :-1], torch.ones_like(context[..., :1])], -1), context[0, :, -1] > 0.5
+        w = (weights * mask[..., None]).double()
+        w_ar = w * (~first)[None, :, None]
+        gram = torch.einsum("btk,bti,btj->kij", w_ar, u, u) + ridge * torch.eye(u.shape[-1], dtype=u.dtype)
+        cross = torch.einsum("btk,btd,btj->kdj", w_ar, x.double(), u)  # (K, D, pD + 1)
+        coef = torch.linalg.solve(gram, cross.transpose(1, 2)).transpose(1, 2)
+        resid = x.double()[:, :, None] - torch.einsum("kdj,btj->btkd", coef, u)
+        var = (torch.einsum("btk,btkd->kd", w_ar, resid.pow(2)) + PRIOR_WEIGHT * resid.pow(2).mean((0, 1, 2))) \
+            / (w_ar.sum((0, 1))[:, None] + PRIOR_WEIGHT)
+        init_mean, init_var = weighted_moments(torch.where(first[None, :, None], x.double(), 0.0),
+                                               w * first[None, :, None])
+        return {"coef": coef.to(x), "scale": var.sqrt().clamp_min(2 * SCALE_FLOOR).to(x), "init_mean": init_mean.to(x),
+                "init_scale": init_var.sqrt().clamp_min(2 * SCALE_FLOOR).to(x)}
+
+    def classical_distribution(self, params, context):
+        K, D = self.n_states, self.obs_dim
+        hist, first = context[..., 0, :-1], context[..., -1:] > 0.5  # first (..., 1, 1) against (..., K, D)
+        coef = params["coef"]  # (K, D, pD + 1)
+        lin = (hist @ coef[..., :-1].reshape(K * D, -1).T).unflatten(-1, (K, D)) + coef[..., -1]
+        mean = torch.where(first, params["init_mean"], lin)
+        return diagonal_normal(mean, torch.where(first, params["init_scale"], params["scale"]))
+
+    def fit_to(self, params):
+        """The linear path takes A_k, b_k, sigma_k and the first steps' Gaussian exactly; the MLP correction is zero."""
+        with torch.no_grad():
+            self.weight.copy_(params["coef"][..., :-1])
+            self.bias.copy_(params["coef"][..., -1])
+            self.raw_scale.copy_(inverse_softplus(params["scale"] - SCALE_FLOOR))
+            self.init_mean.copy_(params["init_mean"])
+            self.init_raw_scale.copy_(inverse_softplus(params["init_scale"] - SCALE_FLOOR))
+            nn.init.zeros_(self.net[2].weight)
+            nn.init.zeros_(self.net[2].bias)
+        return None
 
     def n_parameters(self) -> int:
         """Of the linear AR-HMM part: A_k, b_k, r_k and the initial m_k, s_k (the MLP correction not counted)."""

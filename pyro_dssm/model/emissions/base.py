@@ -1,56 +1,89 @@
-r"""The interface of an emission family: :math:`p(x_t \mid c_t, x_{t-p:t-1})`.
+r"""The contract of an emission family: :math:`p(x_t \mid c_t, \text{context}_t)`, one class per family.
 
-Every family is one ``nn.Module`` with four methods. States are points of the
-simplex, (B, T, K): relaxed Gumbel-Softmax samples while training the DSSM,
-one-hot vectors for the exact HMM. With hard states and observed history the
-emission is a (B, T, K) table of :math:`\log p(x_t \mid c_t = k, x_{<t})`
-(:meth:`Emission.table`), so forward, Viterbi, marginals and log p(X) of
-:mod:`pyro_dssm.model.hmm` hold for every family.
+A family writes one method, :meth:`Emission.distribution`: the distribution of x_t
+for states c_t given what it reads of the observed past (:meth:`Emission.context`,
+e.g. the last p observations; nothing for a memoryless family). States are points
+of the simplex, (..., K): relaxed Gumbel-Softmax samples while training the DSSM,
+one-hot vectors for the exact HMM. From it the package derives
+
+* :meth:`Emission.log_prob`: log p(x_t | c_t, past) at (relaxed) states, (B, T);
+* :meth:`Emission.table`: the exact HMM's (B, T, K) table :math:`\log p(x_t \mid c_t = k, x_{<t})`
+  (the K one-hot states against every step), so forward, Viterbi, marginals and
+  log p(X) of :mod:`pyro_dssm.model.hmm` hold for every family;
+* :meth:`Emission.sample`: x given a state path, step by step where the past matters.
+
+A family may override a derived method for speed; a test then checks it against the
+derivation. Beside the networks the same class holds its classical initialisation,
+the emission of a parametric HMM fitted by EM (:mod:`pyro_dssm.inference.em`):
+
+* :meth:`Emission.m_step`: per-state parameters maximising :math:`\sum_{t,k} w_{tk} \log p(x_t \mid k, \cdot)`;
+* :meth:`Emission.classical_distribution`: the distribution of x_t under those parameters;
+* :meth:`Emission.fit_to`: moves the networks to those parameters;
+
+and :meth:`Emission.n_parameters`, its free parameters for BIC / AIC. Options of its
+own come from :meth:`Emission.options` (the ``model`` settings it reads) and
+``model.emission_options``. Register a family in :mod:`pyro_dssm.config.families`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
+from torch.distributions import Distribution
 
 
 class Emission(nn.Module):
-    """Parameterizes p(x_t | c_t, x_{t-p:t-1}) for one family (``order`` = p past observations)."""
+    """Parameterizes p(x_t | c_t, context_t) for one family (``order`` = how many past observations it reads).
+
+    Subclasses take ``(n_states, obs_dim, hidden_dim, **options)``.
+    """
 
     order: int = 0
+    # The classical init (pyro_dssm/inference/em.py): a sticky Dirichlet prior of ``em_stickiness`` x (a state's share
+    # of the steps) extra self-transitions, and ``em_random_starts`` random-label starts per k-means start.
+    em_stickiness: float = 0.1
+    em_random_starts: int = 3
 
-    def __init__(self, n_states: int, obs_dim: int):
+    def __init__(self, n_states: int, obs_dim: int, hidden_dim: int):
         super().__init__()
         self.n_states = n_states
         self.obs_dim = obs_dim
+        self.hidden_dim = hidden_dim
 
-    def log_prob(self, x: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
-        """x (B, T, D), states (B, T, K) on the simplex -> (B, T) log p(x_t | state_t, past)."""
+    @classmethod
+    def options(cls, config) -> dict:
+        """The family's keyword options from the ``model`` settings (``ModelConfig``); none by default."""
+        return {}
+
+    # --- what a family writes -------------------------------------------------------------------------------------
+
+    def distribution(self, states: torch.Tensor, context: torch.Tensor) -> Distribution:
+        """p(x_t | c_t, context_t): states (..., K) on the simplex, context (..., C) broadcasting against them;
+        a distribution with batch shape the broadcast (...) and event shape (D,)."""
         raise NotImplementedError
 
-    def table(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, T, D) -> (B, T, K): log p(x_t | c_t = k, x_{<t}) for every state k (the exact HMM's table)."""
-        raise NotImplementedError
+    def context(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, T, D) -> (B, T, C): what step t's emission reads of x_{<t} (and of t itself, e.g. whether it
+        is among the first steps); C = 0 for a memoryless family. Never reads x_t."""
+        return x.new_zeros(*x.shape[:2], 0)
 
-    def detached_table(self, x: torch.Tensor) -> torch.Tensor:
-        """:meth:`table` without gradient, computed once per batch and weights.
+    def m_step(self, x: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The classical HMM's per-state parameters from x (B, T, D), mask (B, T) and state weights (B, T, K)."""
+        raise NotImplementedError(f"{type(self).__name__} has no classical init; use trainer.init=random or none")
 
-        The guide (its inputs) and the analytic objective (the expected reconstruction) both
-        ask for it within one step. The cache holds x itself, so it can only answer for this
-        very tensor, unchanged (``_version``), under unchanged weights (their ``_version``
-        grows with every optimiser step).
-        """
-        key = (x._version, tuple(p._version for p in self.parameters()))
-        cached = getattr(self, "_detached", None)
-        if cached is not None and cached[0] is x and cached[1] == key:
-            return cached[2]
-        with torch.no_grad():
-            table = self.table(x)
-        self._detached = (x, key, table)
-        return table
+    def classical_distribution(self, params: dict[str, torch.Tensor], context: torch.Tensor) -> Distribution:
+        """p(x_t | c_t = k, context_t) of the classical HMM, batch (..., K) for context (..., 1, C)."""
+        raise NotImplementedError(f"{type(self).__name__} has no classical init; use trainer.init=random or none")
 
-    def sample(self, states: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """states (N, T) int64 -> x (N, T, D) drawn from p(x_t | c_t, past), step by step where the past matters."""
+    def fit_to(self, params: dict[str, torch.Tensor]) -> Callable[[], torch.Tensor] | None:
+        """Move the networks to the classical ``params``: copy what maps exactly and return the loss whose
+        minimum puts the rest there (regressed jointly with the transition), or None when copied exactly."""
+        raise NotImplementedError(f"{type(self).__name__} has no classical init; use trainer.init=random or none")
+
+    def n_parameters(self) -> int:
+        """Free parameters of the emission with hard states (for BIC / AIC): what the likelihood depends on."""
         raise NotImplementedError
 
     def check_data(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> None:
@@ -58,13 +91,51 @@ class Emission(nn.Module):
         if not bool(torch.isfinite(x if mask is None else x[mask.bool()]).all()):
             raise ValueError("x holds NaN or infinite values; expected finite numbers")
 
-    def n_parameters(self) -> int:
-        """Free parameters of the emission table with hard states (for BIC / AIC)."""
-        raise NotImplementedError
+    # --- derived ----------------------------------------------------------------------------------------------------
+
+    def log_prob(self, x: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        """x (B, T, D), states (B, T, K) on the simplex -> (B, T) log p(x_t | state_t, past)."""
+        return self.distribution(states, self.context(x)).log_prob(x)
+
+    def table(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, T, D) -> (B, T, K): log p(x_t | c_t = k, x_{<t}) for every state k (the exact HMM's table)."""
+        return self.distribution(self.one_hot(x), self.context(x)[:, :, None]).log_prob(x[:, :, None])
+
+    def classical_table(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """x (B, T, D) -> (B, T, K): the table of the classical HMM with ``params`` (:meth:`m_step`)."""
+        return self.classical_distribution(params, self.context(x)[:, :, None]).log_prob(x[:, :, None])
+
+    def sample(self, states: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """states (N, T) int64 -> x (N, T, D) drawn from p(x_t | c_t, past); step by step when ``order`` > 0."""
+        weight = next(self.parameters())
+        one_hot = nn.functional.one_hot(states.to(weight.device), self.n_states).to(weight.dtype)
+        x = one_hot.new_zeros(*states.shape, self.obs_dim)
+        if self.order == 0:
+            return draw(self.distribution(one_hot, self.context(x)), generator)
+        for t in range(states.shape[1]):  # the context of step t reads the steps drawn before it
+            x[:, t] = draw(self.distribution(one_hot[:, t], self.context(x[:, : t + 1])[:, -1]), generator)
+        return x
 
     def one_hot(self, like: torch.Tensor) -> torch.Tensor:
-        """(K, K) identity: the K hard states, in the dtype and device of ``like``."""
+        """(K, K) identity: the K hard states, in the dtype and on the device of ``like``."""
         return torch.eye(self.n_states, dtype=like.dtype, device=like.device)
+
+
+def draw(distribution: Distribution, generator: torch.Generator | None) -> torch.Tensor:
+    """A sample of ``distribution``, its randomness from ``generator`` (torch's distributions take none)."""
+    if generator is None:
+        return distribution.sample()
+    seed = int(torch.randint(2**62, (1,), generator=generator))
+    cuda = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        return distribution.sample()
+
+
+def broadcast_states(states: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """states (..., K) and context (..., C) expanded to their common batch shape."""
+    batch = torch.broadcast_shapes(states.shape[:-1], context.shape[:-1])
+    return states.expand(*batch, states.shape[-1]), context.expand(*batch, context.shape[-1])
 
 
 def first_bad_step(bad: torch.Tensor, mask: torch.Tensor | None) -> tuple[int, int, int] | None:

@@ -2,16 +2,17 @@ r"""``gaussian``: :math:`p(x_t \mid c_t) = \mathcal N(x_t;\ \mu(c_t), \sigma^2 I
 
 The network maps the state to the mean only (MLP K -> H -> D); with hard states
 this is exactly a spherical Gaussian HMM with K means. Regimes can differ only in
-their average position.
+their average position. Classical init: Baum-Welch of that HMM (means = weighted
+averages), without a sticky prior or random-label starts.
 """
 
 from __future__ import annotations
 
-import pyro.distributions as dist
 import torch
+from torch import nn
 
-from pyro_dssm.model import hmm
 from pyro_dssm.model.emissions.base import Emission
+from pyro_dssm.model.emissions.statistics import diagonal_normal
 from pyro_dssm.model.networks import mlp
 
 
@@ -21,10 +22,17 @@ class GaussianEmission(Emission):
     ``forward``: (..., K) point of the simplex -> (..., D) mean.
     """
 
-    def __init__(self, n_states: int, obs_dim: int, hidden_dim: int, noise_std: float):
-        super().__init__(n_states, obs_dim)
+    em_stickiness = 0.0
+    em_random_starts = 0
+
+    def __init__(self, n_states: int, obs_dim: int, hidden_dim: int, noise_std: float = 1.0):
+        super().__init__(n_states, obs_dim, hidden_dim)
         self.noise_std = noise_std
         self.net = mlp(n_states, hidden_dim, obs_dim)
+
+    @classmethod
+    def options(cls, config) -> dict:
+        return {"noise_std": config.noise_std}
 
     def forward(self, state: torch.Tensor) -> torch.Tensor:
         return self.net(state)
@@ -33,18 +41,24 @@ class GaussianEmission(Emission):
         """(K, D) the mean of each hard state."""
         return self(self.one_hot(self.net[0].weight))
 
-    def log_prob(self, x, states):
-        mean = self(states)  # (B, T, D), every step in one call
+    def _normal(self, mean: torch.Tensor):
         # sigma as a device tensor: a Python float would be copied to the device every step
-        return dist.Normal(mean, mean.new_full((), self.noise_std)).log_prob(x).sum(-1)
+        return diagonal_normal(mean, mean.new_full((), self.noise_std).expand_as(mean))
 
-    def table(self, x):
-        return hmm.gaussian_log_likelihood(x, self.means(), self.noise_std)
+    def distribution(self, states, context):
+        return self._normal(self(states))
 
-    def sample(self, states, generator=None):
-        means = self.means()
-        noise = torch.randn(*states.shape, self.obs_dim, generator=generator)
-        return means[states] + self.noise_std * noise.to(means)
+    def m_step(self, x, mask, weights):
+        """Means = the weighted averages (hmmlearn's M-step with sigma fixed)."""
+        w = weights * mask[..., None]
+        return {"mean": torch.einsum("btk,btd->kd", w, x) / w.sum((0, 1)).clamp_min(1e-12)[:, None]}
+
+    def classical_distribution(self, params, context):
+        return self._normal(params["mean"])
+
+    def fit_to(self, params):
+        eye = self.one_hot(params["mean"])
+        return lambda: nn.functional.mse_loss(self(eye), params["mean"])
 
     def n_parameters(self) -> int:
         return self.n_states * self.obs_dim

@@ -4,6 +4,7 @@ The rate is a network of the state (MLP K -> H -> D) through
 :math:`\lambda = \mathrm{softplus}(\cdot) + \lambda_{\min}`. For non-negative
 integer data (spike trains, event counts) fed unstandardised; anything else is
 refused by :meth:`PoissonEmission.check_data` with the first bad value.
+Classical init: a Poisson HMM (rates = weighted means of the counts).
 """
 
 from __future__ import annotations
@@ -12,21 +13,21 @@ import torch
 from torch import nn
 
 from pyro_dssm.model.emissions.base import Emission, first_bad_step
+from pyro_dssm.model.emissions.statistics import RATE_FLOOR, inverse_softplus, weighted_moments
 from pyro_dssm.model.networks import mlp
 
-RATE_FLOOR = 1e-4
 
-
-def poisson_log_prob(x: torch.Tensor, rate: torch.Tensor) -> torch.Tensor:
-    r""":math:`\sum_d x_d \log \lambda_d - \lambda_d - \log x_d!` over the last dim (broadcasting)."""
-    return (x * rate.log() - rate - torch.lgamma(x + 1)).sum(-1)
+def poisson(rate: torch.Tensor):
+    """Independent Poisson counts over the last dim of ``rate`` (..., D): batch (...), event (D,)."""
+    return torch.distributions.Independent(torch.distributions.Poisson(rate, validate_args=False), 1,
+                                           validate_args=False)
 
 
 class PoissonEmission(Emission):
     """Parameterizes the rates of p(x_t | c_t): (..., K) point of the simplex -> (..., D) rates > 0."""
 
-    def __init__(self, n_states: int, obs_dim: int, hidden_dim: int, noise_std: float = 1.0):
-        super().__init__(n_states, obs_dim)
+    def __init__(self, n_states: int, obs_dim: int, hidden_dim: int):
+        super().__init__(n_states, obs_dim, hidden_dim)
         self.net = mlp(n_states, hidden_dim, obs_dim)
 
     def forward(self, state: torch.Tensor) -> torch.Tensor:
@@ -36,17 +37,19 @@ class PoissonEmission(Emission):
         """(K, D) the rates of each hard state."""
         return self(self.one_hot(self.net[0].weight))
 
-    def log_prob(self, x, states):
-        return poisson_log_prob(x, self(states))
+    def distribution(self, states, context):
+        return poisson(self(states))
 
-    def table(self, x):
-        rate = self.rates()  # (K, D)
-        # sum_d x_d log rate_kd as one matrix product instead of a (B, T, K, D) tensor
-        return x @ rate.log().T - rate.sum(-1) - torch.lgamma(x + 1).sum(-1, keepdim=True)
+    def m_step(self, x, mask, weights):
+        return {"rate": weighted_moments(x, weights * mask[..., None])[0].clamp_min(2 * RATE_FLOOR)}
 
-    def sample(self, states, generator=None):
-        rate = self.rates()[states]  # (N, T, D)
-        return torch.poisson(rate.detach().cpu(), generator=generator).to(rate)
+    def classical_distribution(self, params, context):
+        return poisson(params["rate"])
+
+    def fit_to(self, params):
+        eye = self.one_hot(params["rate"])
+        target = inverse_softplus(params["rate"] - RATE_FLOOR)
+        return lambda: nn.functional.mse_loss(self.net(eye), target)
 
     def check_data(self, x, mask=None):
         super().check_data(x, mask)

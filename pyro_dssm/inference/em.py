@@ -1,0 +1,133 @@
+r"""The classical init of every family: Baum-Welch of the family's parametric HMM, then distilled into the networks.
+
+One loop for every emission family (:class:`~pyro_dssm.model.emissions.base.Emission`), which
+brings its own M-step (:meth:`~pyro_dssm.model.emissions.base.Emission.m_step`), the density of
+its classical HMM and the move of its networks to it (``fit_to``):
+
+1. candidates start from labels: the nearest k-means++ centre of each x_t (``restarts`` seeds)
+   and, with ``method="em"``, i.i.d. uniform labels (``em_random_starts`` per k-means start, a
+   family attribute: on real data the best AR-HMM often comes from a random start);
+2. each runs ``em_iters`` Baum-Welch iterations (:func:`baum_welch`) with a sticky Dirichlet prior
+   on the transitions (``em_stickiness`` x a state's share of the steps extra self-transitions);
+3. the candidate with the highest exact log p(X) wins (as ``n_init`` in scikit-learn / hmmlearn);
+4. :func:`distill` puts it into the emission and transition networks.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from pyro_dssm.data.chain import sticky_transition
+from pyro_dssm.model import hmm
+from pyro_dssm.model.emissions.base import Emission
+
+log = logging.getLogger(__name__)
+
+
+def kmeans(points: torch.Tensor, n_clusters: int, generator: torch.Generator, n_iter: int = 50) -> torch.Tensor:
+    """k-means++ seeding then Lloyd iterations. points (N, D) -> centres (K, D)."""
+    N = points.shape[0]
+    if N < n_clusters:
+        raise ValueError(f"k-means needs at least {n_clusters} points, got {N}")
+    centres = [points[torch.randint(N, (1,), generator=generator)].squeeze(0)]
+    for _ in range(1, n_clusters):
+        d2 = torch.cdist(points, torch.stack(centres)).pow(2).min(-1).values
+        weights = d2 / d2.sum() if d2.sum() > 0 else torch.ones_like(d2)
+        centres.append(points[torch.multinomial(weights, 1, generator=generator)].squeeze(0))
+    centres = torch.stack(centres)
+    for _ in range(n_iter):
+        assign = torch.cdist(points, centres).argmin(-1)
+        new = torch.zeros_like(centres).index_add_(0, assign, points)
+        counts = torch.bincount(assign, minlength=n_clusters).to(points.dtype)
+        new = torch.where(counts[:, None] == 0, centres, new / counts.clamp(min=1)[:, None])
+        if torch.allclose(new, centres):
+            break
+        centres = new
+    return centres
+
+
+def start_labels(x: torch.Tensor, mask: torch.Tensor, generator: torch.Generator, n_states: int,
+                 random: bool) -> torch.Tensor:
+    """(B, T, K) one-hot labels to start from: nearest k-means++ centre of each x_t, or i.i.d. uniform states."""
+    if random:
+        labels = torch.randint(n_states, x.shape[:2], generator=generator)
+    else:
+        centres = kmeans(x[mask].cpu(), n_states, generator).to(x)  # the generator lives on the CPU
+        labels = torch.cdist(x.reshape(-1, x.shape[-1]), centres).argmin(-1).reshape(x.shape[:2]).cpu()
+    return nn.functional.one_hot(labels, n_states).to(x)
+
+
+def baum_welch(emitter: Emission, params: dict, x: torch.Tensor, mask: torch.Tensor, trans: torch.Tensor,
+               n_iter: int, kappa: float = 0.0) -> tuple[dict, torch.Tensor, float]:
+    r"""EM for the classical HMM of ``emitter``'s family (uniform p(c_1)) from ``params`` and ``trans`` (K, K).
+
+    The E-step uses autograd on the exact :func:`pyro_dssm.model.hmm.log_likelihood`:
+    :math:`\partial \log p(X) / \partial \log p(x_t|c_t=k) = p(c_t=k|X)` and
+    :math:`\partial \log p(X) / \partial \log A_{ij}` = expected number of i -> j transitions.
+    M-step: the family's :meth:`~pyro_dssm.model.emissions.base.Emission.m_step`; transitions the MAP under
+    a sticky Dirichlet prior, :math:`A_{ij} \propto n_{ij} + \kappa [i = j]`.
+    x (B, T, D), mask (B, T) bool. Returns the parameters, the transition matrix and the exact log p(X)
+    per valid step of the returned parameters.
+    """
+    K = trans.shape[0]
+    log_init = hmm.uniform_log_init(K, x)
+    eye = torch.eye(K, dtype=x.dtype, device=x.device)
+    for _ in range(n_iter):
+        log_trans = trans.clamp_min(1e-12).log().requires_grad_()
+        log_lik = emitter.classical_table(params, x).detach().requires_grad_()
+        total = hmm.log_likelihood(log_init, log_trans, log_lik, mask).sum()
+        counts, gamma = torch.autograd.grad(total, [log_trans, log_lik])
+        params = emitter.m_step(x, mask, gamma)
+        counts = counts + kappa * eye + 1e-6
+        trans = counts / counts.sum(-1, keepdim=True)
+    score = hmm.log_likelihood(log_init, trans.log(), emitter.classical_table(params, x), mask).sum() / mask.sum()
+    return params, trans, float(score)
+
+
+def fit_classical(emitter: Emission, x: torch.Tensor, mask: torch.Tensor, generator: torch.Generator,
+                  method: str = "em", restarts: int = 1, em_iters: int = 20,
+                  stay_prob: float = 0.8) -> tuple[dict, torch.Tensor, float, int]:
+    """Steps 1-3 of the module docstring: the best candidate's (parameters, transition (K, K), log p(X) per
+    step, index). ``method="kmeans"`` scores the k-means starts without EM iterations."""
+    if method not in ("kmeans", "em"):
+        raise ValueError(f"init method must be 'kmeans' or 'em', got {method!r}")
+    K = emitter.n_states
+    restarts = max(1, restarts)
+    n_random = emitter.em_random_starts * restarts if method == "em" else 0
+    kappa = emitter.em_stickiness * float(mask.sum()) / K
+    best = None
+    for restart in range(restarts + n_random):
+        labels = start_labels(x, mask, generator, K, random=restart >= restarts)
+        params = emitter.m_step(x, mask, labels)
+        trans = sticky_transition(K, stay_prob).to(x)
+        params, trans, score = baum_welch(emitter, params, x, mask, trans, em_iters if method == "em" else 0, kappa)
+        log.debug("init candidate %d (%s): log p(X)/step %.4f", restart, "random" if restart >= restarts else "k-means",
+                  score)
+        if best is None or score > best[2]:
+            best = (params, trans, score, restart)
+    return best
+
+
+def distill(net: nn.Module, params: dict, trans: torch.Tensor, steps: int = 300, lr: float = 1e-2) -> float:
+    """Step 4: put the classical ``params`` and ``trans`` (K, K) into ``net``'s emitter and transition networks.
+
+    What maps exactly is copied (the families' ``fit_to``); the rest is regressed by Adam on the
+    sum of their losses (the transition rows by KL). Returns the final loss.
+    """
+    losses = [net.transition.fit_to(trans)]
+    weights = list(net.transition.parameters())
+    emission_loss = net.emitter.fit_to(params)
+    if emission_loss is not None:
+        losses.append(emission_loss)
+        weights += list(net.emitter.parameters())
+    opt = torch.optim.Adam(weights, lr=lr)
+    loss = torch.tensor(float("nan"))
+    for _ in range(steps):
+        loss = sum(f() for f in losses)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return float(loss.detach())

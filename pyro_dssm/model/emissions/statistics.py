@@ -1,0 +1,35 @@
+r"""Numbers the built-in families share: floors that keep a density bounded, weighted moments of the
+classical M-steps, and the inverse of softplus (to put a positive parameter into a raw network output)."""
+
+from __future__ import annotations
+
+import torch
+
+SCALE_FLOOR = 1e-3  # in units of the standardised features: below any noise level worth modelling
+RATE_FLOOR = 1e-4  # the least Poisson rate
+PRIOR_WEIGHT = 1e-2  # pseudo-observations at the pooled statistics in an M-step: an empty state stays finite
+
+
+def inverse_softplus(y):
+    """x with softplus(x) = y > 0, elementwise (a tensor or a float)."""
+    y = torch.as_tensor(y)
+    return y + torch.log(-torch.expm1(-y))
+
+
+def weighted_moments(x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Per-state mean and variance (K, D) of x (B, T, D) under weights w (B, T, K), shrunk by
+    ``PRIOR_WEIGHT`` pseudo-points towards the pooled moments: :math:`m_k = (\sum w x + \epsilon \bar x) / (N_k + \epsilon)`."""
+    total = w.sum((0, 1))[:, None]  # (K, 1)
+    pooled = (x * w.sum(-1, keepdim=True)).sum((0, 1)) / w.sum().clamp_min(1e-12)  # (D,)
+    pooled_var = ((x - pooled).pow(2) * w.sum(-1, keepdim=True)).sum((0, 1)) / w.sum().clamp_min(1e-12)
+    mean = (torch.einsum("btk,btd->kd", w, x) + PRIOR_WEIGHT * pooled) / (total + PRIOR_WEIGHT)
+    sq = torch.einsum("btk,btkd->kd", w, (x[:, :, None] - mean).pow(2))
+    var = (sq + PRIOR_WEIGHT * pooled_var) / (total + PRIOR_WEIGHT)
+    return mean, var
+
+
+def diagonal_normal(mean: torch.Tensor, scale: torch.Tensor):
+    """N(mean, diag scale^2) over the last dim, (..., D) each: batch (...), event (D,). Not validated: a check of
+    the scale would read it back from the device every step."""
+    return torch.distributions.Independent(torch.distributions.Normal(mean, scale, validate_args=False), 1,
+                                           validate_args=False)

@@ -1,0 +1,37 @@
+"""Build the emission and transition families a ``model`` config names (the registry: :mod:`pyro_dssm.config.families`).
+
+A family's constructor takes the sizes, then its own options: those it reads from the
+settings (its ``options(config)``, e.g. ``noise_std`` for ``gaussian``) updated by
+``model.emission_options``.
+"""
+
+from __future__ import annotations
+
+from pyro_dssm.config import ModelConfig
+from pyro_dssm.config.families import family_class
+from pyro_dssm.model.emissions.base import Emission
+from pyro_dssm.model.transitions.base import Transition
+
+
+def make_emission(config: ModelConfig) -> Emission:
+    """The emission family ``config.emission`` with the sizes and options of ``config``."""
+    cls = family_class("emission", config.emission)
+    options = {**cls.options(config), **dict(config.emission_options)}
+    try:
+        emission = cls(config.n_states, config.obs_dim, config.emitter_hidden, **options)
+    except TypeError as exc:
+        raise ValueError(f"model.emission={config.emission!r} with options {options}: {exc}") from None
+    if not isinstance(emission, Emission):
+        raise ValueError(f"model.emission={config.emission!r} builds a {type(emission).__name__}, "
+                         "not a subclass of pyro_dssm.model.emissions.base.Emission")
+    return emission
+
+
+def make_transition(config: ModelConfig) -> Transition:
+    """The transition family ``config.transition`` with the sizes of ``config``."""
+    cls = family_class("transition", config.transition)
+    transition = cls(config.n_states, config.transition_hidden, **cls.options(config))
+    if not isinstance(transition, Transition):
+        raise ValueError(f"model.transition={config.transition!r} builds a {type(transition).__name__}, "
+                         "not a subclass of pyro_dssm.model.transitions.base.Transition")
+    return transition

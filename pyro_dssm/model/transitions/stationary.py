@@ -1,0 +1,26 @@
+r"""``stationary``: :math:`p(c_t \mid c_{t-1}) = \mathrm{Cat}(\mathrm{softmax}(\mathrm{MLP}(c_{t-1})))`.
+
+An MLP K -> H -> K of the previous (relaxed) state. With one-hot states it is evaluated at K
+inputs only, so the exact HMM sees a K x K matrix, the same at every step.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pyro_dssm.model.networks import mlp
+from pyro_dssm.model.transitions.base import Transition
+
+
+class StationaryTransition(Transition):
+    """Parameterizes p(c_t | c_{t-1}): logits of the next state given the previous (relaxed) state.
+
+    Input (..., K) point of the simplex (a one-hot vector for a hard state); output (..., K) unnormalised logits.
+    """
+
+    def __init__(self, n_states: int, hidden_dim: int):
+        super().__init__(n_states, hidden_dim)
+        self.net = mlp(n_states, hidden_dim, n_states)
+
+    def forward(self, prev_state: torch.Tensor) -> torch.Tensor:
+        return self.net(prev_state)
