@@ -2,6 +2,7 @@
 
 Lowest layer: imported by every other subpackage, imports none of them.
 Importing it registers the schema with Hydra's ConfigStore (:mod:`pyro_dssm.config.schema`).
+:mod:`pyro_dssm.config.families` is the one registry of the model's families, which the checks read.
 """
 
 from pyro_dssm.config.checks import FEATURES, INITS, OBJECTIVES, SOURCES
