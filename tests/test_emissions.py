@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from pyro import poutine
-from torch.distributions import Normal, Poisson
+from torch.distributions import MultivariateNormal, Normal, Poisson
 from torch.nn.functional import softplus
 
 from pyro_dssm.config import ModelConfig
@@ -56,6 +56,10 @@ def step_density(net, family, x_seq, t, k):
         return Normal(mean, softplus(raw) + SCALE_FLOOR).log_prob(x_seq[t]).sum()
     if family == "poisson":
         return Poisson(softplus(em.net(e_k)) + RATE_FLOOR).log_prob(x_seq[t]).sum()
+    if family == "gaussian_full":  # the Cholesky factor by hand, the density from the covariance L L^T
+        out = em.net(e_k)
+        L = torch.tensor([[softplus(out[D]) + SCALE_FLOOR, 0.0], [out[D + 1], softplus(out[D + 2]) + SCALE_FLOOR]])
+        return MultivariateNormal(out[:D], covariance_matrix=L @ L.T).log_prob(x_seq[t])
     p = em.order
     if t < p:  # the first p steps: the state's own initial Gaussian
         return Normal(em.init_mean[k], softplus(em.init_raw_scale[k]) + SCALE_FLOOR).log_prob(x_seq[t]).sum()
@@ -155,6 +159,10 @@ def test_sample_shapes_and_statistics(family):
     elif family == "poisson":
         assert torch.equal(x, x.round()) and (x >= 0).all()
         assert torch.allclose(x[sel].mean(0), softplus(net.emitter.net(eye[1])) + RATE_FLOOR, rtol=0.05)
+    elif family == "gaussian_full":  # the sample covariance is L L^T, correlations included
+        mean, scale_tril = net.emitter(eye[1])
+        assert torch.allclose(x[sel].mean(0), mean, atol=0.03)
+        assert torch.allclose(torch.cov(x[sel].T), scale_tril @ scale_tril.T, atol=0.03)
     else:  # least squares of x_t on [x_{t-1}, 1] within state 1 recovers A_1 = -0.5 I and b_1
         prev, cur = x[:, T // 2: -1].reshape(-1, D), x[:, T // 2 + 1:].reshape(-1, D)
         design = torch.cat([prev, torch.ones(len(prev), 1)], 1).double()

@@ -34,6 +34,7 @@ def positive_x(B=2, T=6):
 @pytest.mark.parametrize("emission, hand", [
     ("gaussian", K * D),  # the means; sigma is fixed
     ("gaussian_scale", 2 * K * D),  # means and scales
+    ("gaussian_full", K * (D + D * (D + 1) // 2)),  # means and the Cholesky factors' lower triangles
     ("autoregressive", K * (D * D + 4 * D)),  # A_k (D x D), b_k, r_k, and the first step's mean and scale
     ("poisson", K * D),  # the rates
 ])
@@ -169,3 +170,22 @@ def test_the_readme_family_example_runs_as_written_from_an_empty_folder(tmp_path
     accuracy = float(re.search(r"accuracy ([\d.]+)", proc.stdout).group(1))
     assert accuracy > 0.95, proc.stdout  # three well-separated regimes, decoded by exact Viterbi
     assert sorted(p.name for p in tmp_path.iterdir()) == ["laplace.py"]  # nothing written beside it
+
+
+def test_full_covariance_m_step_is_the_weighted_sample_covariance():
+    """Oracle: numpy's covariance of the points of each state (hard weights), up to the M-step's 1e-2
+    pseudo-points at the pooled covariance and its 1e-4 ridge."""
+    import numpy as np
+
+    emitter = model_of("gaussian_full").emitter
+    gen = torch.Generator().manual_seed(0)
+    mixing = torch.tensor([[1.0, 0.0], [0.8, 0.6]])
+    x = (torch.randn(4, 50, D, generator=gen) @ mixing.T).double()
+    labels = torch.randint(K, (4, 50), generator=gen)
+    params = emitter.m_step(x, torch.ones(4, 50, dtype=torch.bool), torch.nn.functional.one_hot(labels, K).double())
+    for k in range(K):
+        points = x[labels == k].numpy()
+        L = params["scale_tril"][k].numpy()
+        assert np.allclose(params["mean"][k].numpy(), points.mean(0), atol=1e-3)
+        assert np.allclose(L @ L.T, np.cov(points.T, bias=True), atol=2e-3)
+        assert np.allclose(L, np.tril(L))

@@ -57,7 +57,7 @@ def test_bad_arguments_are_one_line_and_exit_2(cli, tmp_path, args, message):
     assert not (tmp_path / "sweep").exists()
 
 
-@pytest.mark.parametrize("emission", ["gaussian", "gaussian_scale", "autoregressive", "poisson"])
+@pytest.mark.parametrize("emission", ["gaussian", "gaussian_scale", "gaussian_full", "autoregressive", "poisson"])
 def test_select_k_ranks_by_the_bic_of_the_fitted_model_for_every_family(tmp_path, emission):
     """select_k's BIC and AIC are FittedDSSM.bic / aic of the run's model on its training data: one parameter
     count, the families' own (gaussian_scale and autoregressive have more than K(K-1) + KD)."""

@@ -21,6 +21,7 @@ import importlib
 EMISSIONS: dict[str, str | type] = {
     "gaussian": "pyro_dssm.model.emissions.gaussian:GaussianEmission",
     "gaussian_scale": "pyro_dssm.model.emissions.gaussian_scale:GaussianScaleEmission",
+    "gaussian_full": "pyro_dssm.model.emissions.gaussian_full:GaussianFullEmission",
     "autoregressive": "pyro_dssm.model.emissions.autoregressive:AutoregressiveEmission",
     "poisson": "pyro_dssm.model.emissions.poisson:PoissonEmission",
 }

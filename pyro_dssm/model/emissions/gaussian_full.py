@@ -1,0 +1,83 @@
+r"""``gaussian_full``: :math:`p(x_t \mid c_t) = \mathcal N(x_t;\ \mu(c_t), L(c_t) L(c_t)^\top)`, full covariance.
+
+One network (MLP K -> H -> D + D(D+1)/2) gives the mean and the lower-triangular Cholesky
+factor :math:`L` of each state's covariance: its diagonal through
+:math:`\mathrm{softplus}(\cdot) + s_{\min}` (positive, so :math:`LL^\top` is positive definite),
+its entries below the diagonal as they are. With hard states: a full-covariance Gaussian HMM
+(hmmlearn's ``covariance_type="full"``), which is also its classical init. For channels that move
+together (joint angles, sensor axes), where a diagonal family must spend states on correlations.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pyro_dssm.model.emissions.base import Emission
+from pyro_dssm.model.emissions.statistics import PRIOR_WEIGHT, SCALE_FLOOR, inverse_softplus, weighted_moments
+from pyro_dssm.model.networks import mlp
+
+COVARIANCE_RIDGE = 1e-4  # added to a classical covariance's diagonal: a state on a subspace stays invertible
+
+
+def multivariate_normal(mean: torch.Tensor, scale_tril: torch.Tensor):
+    """N(mean, L L^T): mean (..., D), scale_tril (..., D, D); batch (...), event (D,). Not validated (no host sync)."""
+    return torch.distributions.MultivariateNormal(mean, scale_tril=scale_tril, validate_args=False)
+
+
+class GaussianFullEmission(Emission):
+    """Parameterizes mean and Cholesky factor of p(x_t | c_t): (..., K) -> (..., D), (..., D, D)."""
+
+    def __init__(self, n_states: int, obs_dim: int, hidden_dim: int, start_scale: float = 1.0):
+        super().__init__(n_states, obs_dim, hidden_dim)
+        D = obs_dim
+        self.register_buffer("rows", torch.tril_indices(D, D)[0], persistent=False)
+        self.register_buffer("cols", torch.tril_indices(D, D)[1], persistent=False)
+        self.net = mlp(n_states, hidden_dim, D + D * (D + 1) // 2)
+        with torch.no_grad():  # start at L = start_scale I (model.noise_std): the fixed-sigma model's value
+            raw = self.net[2].bias[D:]
+            raw.zero_()
+            raw[self.rows == self.cols] = float(inverse_softplus(max(start_scale - SCALE_FLOOR, 1e-3)))
+            self.net[2].weight[D:] *= 0.1
+
+    @classmethod
+    def options(cls, config) -> dict:
+        return {"start_scale": config.noise_std}
+
+    def forward(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        D = self.obs_dim
+        mean, raw = self.net(state).split([D, D * (D + 1) // 2], -1)
+        diagonal = self.rows == self.cols
+        entries = torch.where(diagonal, nn.functional.softplus(raw) + SCALE_FLOOR, raw)
+        scale_tril = entries.new_zeros(*entries.shape[:-1], D, D)
+        scale_tril[..., self.rows, self.cols] = entries
+        return mean, scale_tril
+
+    def distribution(self, states, context):
+        return multivariate_normal(*self(states))
+
+    def m_step(self, x, mask, weights):
+        """Weighted means and full covariances, shrunk by ``PRIOR_WEIGHT`` pseudo-points towards the pooled one."""
+        w = weights * mask[..., None]
+        mean, _ = weighted_moments(x, w)
+        centred = x[:, :, None] - mean  # (B, T, K, D)
+        scatter = torch.einsum("btk,btki,btkj->kij", w, centred, centred)
+        pooled = torch.einsum("bt,bti,btj->ij", mask.to(x), x - x[mask].mean(0), x - x[mask].mean(0)) / mask.sum()
+        cov = (scatter + PRIOR_WEIGHT * pooled) / (w.sum((0, 1))[:, None, None] + PRIOR_WEIGHT)
+        cov = cov + COVARIANCE_RIDGE * torch.eye(self.obs_dim, dtype=x.dtype, device=x.device)
+        return {"mean": mean, "scale_tril": torch.linalg.cholesky(cov)}
+
+    def classical_distribution(self, params, context):
+        return multivariate_normal(params["mean"], params["scale_tril"])
+
+    def fit_to(self, params):
+        eye = self.one_hot(params["mean"])
+        L = params["scale_tril"][:, self.rows, self.cols]  # (K, D(D+1)/2)
+        diagonal = self.rows == self.cols
+        raw = torch.where(diagonal, inverse_softplus((L - SCALE_FLOOR).clamp_min(1e-6)), L)
+        target = torch.cat([params["mean"], raw], -1)
+        return lambda: nn.functional.mse_loss(self.net(eye), target)
+
+    def n_parameters(self) -> int:
+        D = self.obs_dim
+        return self.n_states * (D + D * (D + 1) // 2)
