@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pyro_dssm.model import hmm
 from pyro_dssm.model.emissions.base import Emission
 from pyro_dssm.model.emissions.statistics import diagonal_normal
 from pyro_dssm.model.networks import mlp
@@ -47,6 +48,10 @@ class GaussianEmission(Emission):
 
     def distribution(self, states, context):
         return self._normal(self(states))
+
+    def table(self, x):
+        """:meth:`Emission.table` by the expanded square (one matrix product, no (B, T, K, D) tensor)."""
+        return hmm.gaussian_log_likelihood(x, self.means(), self.noise_std)
 
     def m_step(self, x, mask, weights):
         """Means = the weighted averages (hmmlearn's M-step with sigma fixed)."""
