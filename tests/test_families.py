@@ -189,3 +189,27 @@ def test_full_covariance_m_step_is_the_weighted_sample_covariance():
         assert np.allclose(params["mean"][k].numpy(), points.mean(0), atol=1e-3)
         assert np.allclose(L @ L.T, np.cov(points.T, bias=True), atol=2e-3)
         assert np.allclose(L, np.tril(L))
+
+
+def test_the_written_out_densities_equal_torchs():
+    """The families' own diagonal Normal and Poisson (kept so that their numbers are those of earlier runs)
+    against torch.distributions: log_prob, shapes, and sample moments."""
+    from torch.distributions import Independent, Normal, Poisson
+
+    from pyro_dssm.model.emissions.poisson import poisson
+    from pyro_dssm.model.emissions.statistics import diagonal_normal
+
+    gen = torch.Generator().manual_seed(0)
+    mean, scale = torch.randn(4, 1, D, generator=gen), torch.rand(3, D, generator=gen) + 0.2
+    x = torch.randn(4, 3, D, generator=gen)
+    ours = diagonal_normal(mean, scale)
+    assert ours.batch_shape == (4, 3) and ours.event_shape == (D,)
+    assert torch.allclose(ours.log_prob(x), Independent(Normal(mean, scale), 1).log_prob(x), atol=1e-5)
+    torch.manual_seed(1)
+    draws = diagonal_normal(torch.tensor([1.0, -2.0]), torch.tensor([0.5, 2.0])).sample((20000,))
+    assert torch.allclose(draws.mean(0), torch.tensor([1.0, -2.0]), atol=0.05)
+    assert torch.allclose(draws.std(0), torch.tensor([0.5, 2.0]), rtol=0.03)
+    rate = torch.rand(3, D, generator=gen) * 4 + 0.1
+    counts = torch.poisson(rate.expand(4, 3, D), generator=gen)
+    assert torch.allclose(poisson(rate).log_prob(counts), Independent(Poisson(rate), 1).log_prob(counts), atol=1e-5)
+    assert torch.allclose(poisson(rate).sample((20000,)).mean(0), rate, rtol=0.05)

@@ -50,14 +50,14 @@ def kmeans(points: torch.Tensor, n_clusters: int, generator: torch.Generator, n_
 
 
 def start_labels(x: torch.Tensor, mask: torch.Tensor, generator: torch.Generator, n_states: int,
-                 random: bool) -> torch.Tensor:
-    """(B, T, K) one-hot labels to start from: nearest k-means++ centre of each x_t, or i.i.d. uniform states."""
+                 random: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(B, T, K) one-hot labels to start from, and the k-means++ centres (K, D) they come from: the nearest
+    centre of each x_t, or i.i.d. uniform states (centres None)."""
     if random:
-        labels = torch.randint(n_states, x.shape[:2], generator=generator)
-    else:
-        centres = kmeans(x[mask].cpu(), n_states, generator).to(x)  # the generator lives on the CPU
-        labels = torch.cdist(x.reshape(-1, x.shape[-1]), centres).argmin(-1).reshape(x.shape[:2]).cpu()
-    return nn.functional.one_hot(labels, n_states).to(x)
+        return nn.functional.one_hot(torch.randint(n_states, x.shape[:2], generator=generator), n_states).to(x), None
+    centres = kmeans(x[mask].cpu(), n_states, generator).to(x)  # the generator lives on the CPU
+    labels = torch.cdist(x.reshape(-1, x.shape[-1]), centres).argmin(-1).reshape(x.shape[:2]).cpu()
+    return nn.functional.one_hot(labels, n_states).to(x), centres
 
 
 def baum_welch(emitter: Emission, params: dict, x: torch.Tensor, mask: torch.Tensor, trans: torch.Tensor,
@@ -100,8 +100,7 @@ def fit_classical(emitter: Emission, x: torch.Tensor, mask: torch.Tensor, genera
     kappa = emitter.em_stickiness * float(mask.sum()) / K
     best = None
     for restart in range(restarts + n_random):
-        labels = start_labels(x, mask, generator, K, random=restart >= restarts)
-        params = emitter.m_step(x, mask, labels)
+        params = emitter.start(x, mask, *start_labels(x, mask, generator, K, random=restart >= restarts))
         trans = sticky_transition(K, stay_prob).to(x)
         params, trans, score = baum_welch(emitter, params, x, mask, trans, em_iters if method == "em" else 0, kappa)
         log.debug("init candidate %d (%s): log p(X)/step %.4f", restart, "random" if restart >= restarts else "k-means",

@@ -124,11 +124,9 @@ class AutoregressiveEmission(Emission):
                 "init_scale": init_var.sqrt().clamp_min(2 * SCALE_FLOOR).to(x)}
 
     def classical_distribution(self, params, context):
-        K, D = self.n_states, self.obs_dim
         hist, first = context[..., 0, :-1], context[..., -1:] > 0.5  # first (..., 1, 1) against (..., K, D)
-        coef = params["coef"]  # (K, D, pD + 1)
-        lin = (hist @ coef[..., :-1].reshape(K * D, -1).T).unflatten(-1, (K, D)) + coef[..., -1]
-        mean = torch.where(first, params["init_mean"], lin)
+        u = torch.cat([hist, torch.ones_like(hist[..., :1])], -1)  # [h_t, 1]
+        mean = torch.where(first, params["init_mean"], torch.einsum("kdj,...j->...kd", params["coef"], u))
         return diagonal_normal(mean, torch.where(first, params["init_scale"], params["scale"]))
 
     def fit_to(self, params):

@@ -16,7 +16,7 @@ A family may override a derived method for speed; a test then checks it against 
 derivation. Beside the networks the same class holds its classical initialisation,
 the emission of a parametric HMM fitted by EM (:mod:`pyro_dssm.inference.em`):
 
-* :meth:`Emission.m_step`: per-state parameters maximising :math:`\sum_{t,k} w_{tk} \log p(x_t \mid k, \cdot)`;
+* :meth:`Emission.start` and :meth:`Emission.m_step`: EM's start from labels, and per-state parameters maximising :math:`\sum_{t,k} w_{tk} \log p(x_t \mid k, \cdot)`;
 * :meth:`Emission.classical_distribution`: the distribution of x_t under those parameters;
 * :meth:`Emission.fit_to`: moves the networks to those parameters;
 
@@ -72,6 +72,12 @@ class Emission(nn.Module):
     def m_step(self, x: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor) -> dict[str, torch.Tensor]:
         """The classical HMM's per-state parameters from x (B, T, D), mask (B, T) and state weights (B, T, K)."""
         raise NotImplementedError(f"{type(self).__name__} has no classical init; use trainer.init=random or none")
+
+    def start(self, x: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
+              centres: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The classical HMM's parameters to start EM from: the M-step of one-hot ``labels`` (B, T, K) by default;
+        ``centres`` (K, D) are the k-means centres the labels come from (None for random labels)."""
+        return self.m_step(x, mask, labels)
 
     def classical_distribution(self, params: dict[str, torch.Tensor], context: torch.Tensor) -> Distribution:
         """p(x_t | c_t = k, context_t) of the classical HMM, batch (..., K) for context (..., 1, C)."""

@@ -53,6 +53,10 @@ class GaussianEmission(Emission):
         """:meth:`Emission.table` by the expanded square (one matrix product, no (B, T, K, D) tensor)."""
         return hmm.gaussian_log_likelihood(x, self.means(), self.noise_std)
 
+    def start(self, x, mask, labels, centres=None):
+        """From k-means: the centres themselves, as hmmlearn starts its means."""
+        return super().start(x, mask, labels) if centres is None else {"mean": centres}
+
     def m_step(self, x, mask, weights):
         """Means = the weighted averages (hmmlearn's M-step with sigma fixed)."""
         w = weights * mask[..., None]
@@ -60,6 +64,9 @@ class GaussianEmission(Emission):
 
     def classical_distribution(self, params, context):
         return self._normal(params["mean"])
+
+    def classical_table(self, params, x):
+        return hmm.gaussian_log_likelihood(x, params["mean"], self.noise_std)
 
     def fit_to(self, params):
         eye = self.one_hot(params["mean"])
