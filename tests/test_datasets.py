@@ -116,6 +116,29 @@ def test_diff_features_by_hand():
     np.testing.assert_array_equal(add_features(x, ["absdiff"]), [[0, 0], [2, 1], [1, 4]])
 
 
+def test_window_features_by_hand():
+    """Mean and standard deviation over a centred window of 3 steps, the ends repeated: at t = 0 the window
+    holds x_0, x_0, x_1; at t = 2 (the last) x_1, x_2, x_2."""
+    x = np.array([[1.0, 0.0], [4.0, 2.0], [1.0, 2.0]])
+    windows = [x[[0, 0, 1]], x[[0, 1, 2]], x[[1, 2, 2]]]
+    np.testing.assert_allclose(add_features(x, ["window_mean"], window=3), [w.mean(0) for w in windows])
+    np.testing.assert_allclose(add_features(x, ["window_std"], window=3), [w.std(0) for w in windows], atol=1e-7)
+    assert add_features(np.full((4, 1), 7.0), ["window_std"], window=2).tolist() == [[0.0]] * 4  # never NaN
+
+
+def test_window_features_need_a_window_and_keep_it_in_the_checkpoint(tmp_path):
+    with pytest.raises(ValueError, match=r"need data.feature_window >= 2 .*got 1"):
+        FileDataConfig(path="x.csv", features=["raw", "window_std"])
+    prep = Preprocessing.fit([np.random.default_rng(0).normal(size=(20, 2))], ["window_mean", "window_std"],
+                             ["a", "b"], window=5)
+    assert prep.output_names() == ["window_mean(a)", "window_mean(b)", "window_std(a)", "window_std(b)"]
+    torch.save(prep.state_dict(), tmp_path / "p.pt")
+    back = Preprocessing.from_state_dict(torch.load(tmp_path / "p.pt", weights_only=True))
+    x = np.random.default_rng(1).normal(size=(9, 2))
+    assert back.window == 5
+    np.testing.assert_array_equal(back.apply(x), prep.apply(x))
+
+
 def test_moving_average_by_hand():
     x = np.array([[1.0], [2.0], [6.0], [3.0]])
     np.testing.assert_allclose(moving_average(x, 3), [[4 / 3], [3], [11 / 3], [4]])  # edges repeat the end value

@@ -15,12 +15,16 @@ import torch
 from pyro_dssm.config import FEATURES  # the names live with the settings that check them
 
 
-def add_features(x: np.ndarray, features: list[str]) -> np.ndarray:
+def add_features(x: np.ndarray, features: list[str], window: int = 1) -> np.ndarray:
     """(T, D0) -> (T, D0 * len(features)), the named blocks side by side.
 
     ``raw`` is x_t; ``diff`` is x_t - x_{t-1}; ``absdiff`` is |x_t - x_{t-1}| (both 0 at the first step).
     With a fixed emission sigma a state differs from another only by its mean,
     so a regime that differs in jitter rather than level needs ``absdiff``.
+    ``window_mean`` and ``window_std`` are the mean and standard deviation of x over a centred window
+    of ``window`` steps (edges padded with the end values): a regime that lasts much longer than the
+    motion inside it (an activity made of steps or swings) is a level and a spread over such a window,
+    where x_t itself follows the phase of the motion. They read ``window // 2`` steps ahead.
     """
     parts = []
     for name in features:
@@ -29,6 +33,11 @@ def add_features(x: np.ndarray, features: list[str]) -> np.ndarray:
         elif name in ("diff", "absdiff"):
             step = np.diff(x, axis=0, prepend=x[:1])
             parts.append(step if name == "diff" else np.abs(step))
+        elif name == "window_mean":
+            parts.append(moving_average(x, window))
+        elif name == "window_std":
+            spread = moving_average(x * x, window) - moving_average(x, window) ** 2
+            parts.append(np.sqrt(np.clip(spread, 0.0, None)))
         else:
             raise ValueError(f"data.features must be drawn from {FEATURES}, got {name!r}")
     return np.concatenate(parts, axis=-1)
@@ -53,6 +62,7 @@ class Preprocessing:
         std: (D,) training-split standard deviation (1 for constant features).
         feature_names: the D0 input columns the transforms read.
         smooth: moving-average width in steps (:func:`moving_average`; 1 = none).
+        window: the width in steps of the ``window_*`` features (:func:`add_features`).
     """
 
     features: list[str]
@@ -60,19 +70,21 @@ class Preprocessing:
     std: np.ndarray
     feature_names: list[str]
     smooth: int = 1
+    window: int = 1
 
     @classmethod
-    def fit(cls, xs: list[np.ndarray], features: list[str], feature_names: list[str], smooth: int = 1) -> "Preprocessing":
+    def fit(cls, xs: list[np.ndarray], features: list[str], feature_names: list[str], smooth: int = 1,
+            window: int = 1) -> "Preprocessing":
         """Statistics of every step of ``xs`` (raw (T_i, D0) arrays, the training split)."""
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, naming the feature
-            steps = np.concatenate([moving_average(add_features(x, features), smooth) for x in xs])
+            steps = np.concatenate([moving_average(add_features(x, features, window), smooth) for x in xs])
             mean, std = steps.mean(0), steps.std(0)
-        prep = cls(list(features), mean, np.where(std > 1e-12, std, 1.0), list(feature_names), smooth)
+        prep = cls(list(features), mean, np.where(std > 1e-12, std, 1.0), list(feature_names), smooth, window)
         prep._check_finite(np.stack([steps.min(0), steps.max(0), mean, std]), "its training-split statistics (float64)")
         return prep
 
     def output_names(self) -> list[str]:
-        """Names of the D features: ``acc_x`` for raw, ``diff(acc_x)``, ``absdiff(acc_x)``, in column order."""
+        """Names of the D features: ``acc_x`` for raw, ``diff(acc_x)``, ``window_std(acc_x)``, ..., in column order."""
         return [c if f == "raw" else f"{f}({c})" for f in self.features for c in self.feature_names]
 
     def _check_finite(self, values: np.ndarray, what: str) -> None:
@@ -88,7 +100,7 @@ class Preprocessing:
         if x.shape[-1] != len(self.feature_names):
             raise ValueError(f"expected {len(self.feature_names)} input columns {self.feature_names}, got {x.shape[-1]}")
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, naming the feature
-            features = moving_average(add_features(x, self.features), self.smooth)
+            features = moving_average(add_features(x, self.features, self.window), self.smooth)
             out = ((features - self.mean) / self.std).astype(np.float32)
         self._check_finite(out, "its standardised values (float32, at most 3.4e38)")
         return out
@@ -97,9 +109,9 @@ class Preprocessing:
         """Tensors and primitives only, for a ``weights_only`` checkpoint."""
         return {"features": list(self.features), "mean": torch.as_tensor(self.mean, dtype=torch.float64),
                 "std": torch.as_tensor(self.std, dtype=torch.float64), "feature_names": list(self.feature_names),
-                "smooth": self.smooth}
+                "smooth": self.smooth, "window": self.window}
 
     @classmethod
     def from_state_dict(cls, state: dict) -> "Preprocessing":
         return cls(list(state["features"]), state["mean"].numpy(), state["std"].numpy(), list(state["feature_names"]),
-                   int(state.get("smooth", 1)))
+                   int(state.get("smooth", 1)), int(state.get("window", 1)))

@@ -107,7 +107,8 @@ def load_file_data(cfg: FileDataConfig, seed: int, sequences: Sequences | None =
         train_idx, val_idx = split_indices(len(seqs), cfg.val_fraction, seed)
     if val_seqs.x[0].shape[-1] != seqs.x[0].shape[-1]:
         raise ValueError(f"validation sequences have {val_seqs.x[0].shape[-1]} columns, training {seqs.x[0].shape[-1]}")
-    prep = Preprocessing.fit([seqs.x[i] for i in train_idx], cfg.features, seqs.feature_names, cfg.smooth)
+    prep = Preprocessing.fit([seqs.x[i] for i in train_idx], cfg.features, seqs.feature_names, cfg.smooth,
+                             cfg.feature_window)
     train_x = [prep.apply(seqs.x[i]) for i in train_idx]
     train_z = None if seqs.labels is None else [seqs.labels[i] for i in train_idx]
     if cfg.window is not None:
