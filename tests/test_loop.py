@@ -111,3 +111,24 @@ def test_data_parallelism_and_the_batches_do_not_import_the_trainer(tmp_path):
             "print(json.dumps(sorted(m for m in sys.modules if m.startswith('pyro_dssm.inference.'))))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert json.loads(out) == ["pyro_dssm.inference.batches", "pyro_dssm.inference.distributed"]
+
+
+def test_auto_threads_are_one_for_small_work_every_core_for_large_and_restored_after():
+    from pyro_dssm.inference.threads import PARALLEL_WORK, available_cores, choose_threads, intra_op_threads
+
+    cpu = torch.device("cpu")
+    assert choose_threads("auto", cpu, 64, 32) == 1
+    assert choose_threads("auto", cpu, PARALLEL_WORK // 32, 32) == available_cores()
+    assert choose_threads(3, cpu, 64, 32) == 3
+    before = torch.get_num_threads()
+    with intra_op_threads(before + 1):
+        assert torch.get_num_threads() == before + 1
+    assert torch.get_num_threads() == before
+
+
+def test_num_threads_setting_is_checked():
+    from pyro_dssm.config import TrainerConfig
+
+    with pytest.raises(ValueError, match="trainer.num_threads must be auto or an integer >= 1, got 0"):
+        TrainerConfig(num_threads=0)
+    assert TrainerConfig(num_threads=2).num_threads == 2

@@ -104,6 +104,8 @@ def trainer_checks(c) -> list[tuple[bool, str]]:
          f"trainer.max_consecutive_skips must be an integer >= 1, got {c.max_consecutive_skips!r}"),
         (c.resume is None or isinstance(c.resume, str), f"trainer.resume must be null or a path, got {c.resume!r}"),
         (isinstance(c.validate_args, bool), f"trainer.validate_args must be true or false, got {c.validate_args!r}"),
+        (c.num_threads == "auto" or is_int(c.num_threads, 1),
+         f"trainer.num_threads must be auto or an integer >= 1, got {c.num_threads!r}"),
         (c.device in ("auto", "cpu", "cuda") or (isinstance(c.device, str) and c.device.startswith("cuda:")),
          f"trainer.device must be auto, cpu, cuda or cuda:N, got {c.device!r}"),
     ]

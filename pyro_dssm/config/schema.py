@@ -94,6 +94,7 @@ class TrainerConfig:
     init_stay_prob: float = 0.8
     guide_warmup_steps: int = 100
     device: str = "auto"
+    num_threads: Any = "auto"
     validate_args: bool = True
     figure_every: int = 5
     keep_best: bool = True
