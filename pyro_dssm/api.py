@@ -74,8 +74,10 @@ def label_codes(labels, xs: list[np.ndarray]) -> tuple[list[np.ndarray] | None, 
 
 def trained_model(run_dir: Path, cfg: DictConfig, metrics: dict) -> tuple[DSSM, dict]:
     """The model :func:`pyro_dssm.train.train` ended with in ``run_dir``, and its checkpoint's payload:
-    ``best.pt`` when it restored the best epoch (``trainer.keep_best``, all epochs run), else ``last.pt``."""
-    finished = cfg.trainer.keep_best and metrics["epochs"] == cfg.trainer.n_epochs
+    ``best.pt`` when it restored the best epoch (``trainer.keep_best``, all epochs run or stopped early), else
+    ``last.pt``."""
+    finished = cfg.trainer.keep_best and (metrics["epochs"] == cfg.trainer.n_epochs
+                                          or metrics.get("early_stop_epoch") is not None)
     return load_model(Path(run_dir) / "checkpoints" / ("best.pt" if finished else "last.pt"))
 
 

@@ -100,6 +100,8 @@ class TrainerConfig:
     keep_best: bool = True
     resume: str | None = None
     stop_after_epoch: int | None = None
+    patience: int | None = None
+    patience_tolerance: float = 1e-4
     max_consecutive_skips: int = 10
     distributed: bool = False
 

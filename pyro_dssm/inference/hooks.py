@@ -1,12 +1,13 @@
 """Hooks of the training loop (:mod:`pyro_dssm.inference.loop`): evaluation and logging, figures, keep-best,
 checkpoints, stop requests. Each is small and talks to the others only through the
 :class:`~pyro_dssm.inference.state.TrainingState`; the order of the list the loop is given is
-the order they run in: evaluate, draw, keep the best, save, then stop if asked.
+the order they run in: evaluate, draw, keep the best, stop early, save, then stop if asked.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -88,6 +89,37 @@ class KeepBest(Hook):
     def restore(self, state: TrainingState) -> None:
         """Load the best weights into the model."""
         self.model.load_state_dict(state.best_weights)
+
+
+def epochs_without_improvement(history: list[dict], tolerance: float) -> int:
+    """Evaluations since the last one whose ``val_elbo_per_step`` beat the best before it by more than
+    ``tolerance`` x its magnitude (relative); epoch 0 (the start) counts as an improvement."""
+    best, last = -math.inf, history[0]["epoch"]
+    for record in history:
+        value = record["val_elbo_per_step"]
+        if value > best + tolerance * abs(best) if math.isfinite(best) else value > best:
+            best, last = value, record["epoch"]
+    return history[-1]["epoch"] - last
+
+
+class EarlyStopping(Hook):
+    """Ends training after an epoch from ``first_epoch`` on once the validation ELBO has not improved by
+    ``tolerance`` (relative) for ``patience`` epochs (:func:`epochs_without_improvement`), by setting
+    ``state.stopped_early``. Decided from the history alone, so a resumed run stops where it would have.
+    ``first_epoch``: the end of the temperature annealing, before which the ELBO is still moving with tau.
+    """
+
+    def __init__(self, patience: int, tolerance: float, first_epoch: int):
+        self.patience, self.tolerance, self.first_epoch = patience, tolerance, first_epoch
+
+    def epoch_end(self, state: TrainingState, epoch: EpochProgress) -> None:
+        if state.epoch < self.first_epoch:
+            return
+        stale = epochs_without_improvement(state.history, self.tolerance)
+        if stale >= self.patience:
+            state.stopped_early = state.epoch
+            log.info("early stopping after epoch %d: the validation ELBO has not improved by %g for %d epochs "
+                     "(trainer.patience=%d)", state.epoch, self.tolerance, stale, self.patience)
 
 
 class Checkpoints(Hook):

@@ -32,7 +32,8 @@ LossFn = Callable[[torch.Tensor, "torch.Tensor | None", int], "tuple[torch.Tenso
 class Hook:
     """Work done between steps: ``step_end`` after every step, ``epoch_end`` after every whole epoch.
 
-    Either may raise to end training (e.g. :class:`~pyro_dssm.inference.faults.Interrupted`).
+    Either may raise to end training (e.g. :class:`~pyro_dssm.inference.faults.Interrupted`); an ``epoch_end``
+    that sets ``state.stopped_early`` ends it after that epoch's hooks (early stopping).
     """
 
     def step_end(self, state: TrainingState) -> None:
@@ -104,4 +105,6 @@ def train_epochs(state: TrainingState, step: SGDStep, last_epoch: int, batch_siz
         finished = state.end_epoch()
         for hook in hooks:
             hook.epoch_end(state, finished)
+        if state.stopped_early is not None:  # a hook ended the run (early stopping)
+            break
     return finished

@@ -23,7 +23,8 @@ class TrainingState:
     ``history`` holds one record per evaluation (epoch 0: after the init);
     ``best_val_elbo`` is the best validation ELBO per step so far, reached after
     epoch ``best_epoch`` with weights ``best_weights`` (on the CPU).
-    ``train_seconds`` counts the init and the steps, not evaluation.
+    ``train_seconds`` counts the init and the steps, not evaluation. ``stopped_early``: the epoch
+    after which early stopping ended the run (None: it did not).
     """
 
     optim: torch.optim.Optimizer
@@ -38,6 +39,7 @@ class TrainingState:
     best_epoch: int = 0
     best_weights: dict[str, torch.Tensor] | None = None
     progress: EpochProgress | None = None
+    stopped_early: int | None = None  # the epoch after which early stopping ended the run
 
     def start_epoch(self, n: int, batch_size: int) -> EpochProgress:
         """The epoch under way (a resumed one), else a new one: a fresh order of ``n`` sequences from ``gen``."""
@@ -56,7 +58,8 @@ class TrainingState:
         state = {"optimizer": self.optim.state_dict(), "epoch": self.epoch, "step": self.step,
                  "rng": rng_state(self.gen), "best_val_elbo": self.best_val_elbo, "best_epoch": self.best_epoch,
                  "best_model": self.best_weights, "history": self.history, "train_seconds": self.train_seconds,
-                 "skipped_steps": self.skips.total, "skips_in_a_row": self.skips.in_a_row}
+                 "skipped_steps": self.skips.total, "skips_in_a_row": self.skips.in_a_row,
+                 "stopped_early": self.stopped_early}
         if self.scheduler is not None:
             state["scheduler"] = self.scheduler.state_dict()
         if self.progress is not None:
@@ -79,6 +82,7 @@ class TrainingState:
         # format 1 kept no skip counts, format 2 no scheduler (None: rebuilt from the step)
         self.skips.total, self.skips.in_a_row = state.get("skipped_steps", 0), state.get("skips_in_a_row", 0)
         self.progress = EpochProgress.from_state_dict(state["progress"]) if "progress" in state else None
+        self.stopped_early = state.get("stopped_early")
 
 
 def regroup(saved: dict, optim: torch.optim.Optimizer) -> dict:

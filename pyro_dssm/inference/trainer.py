@@ -49,7 +49,7 @@ from pyro_dssm.evaluation.evaluate import evaluate
 from pyro_dssm.inference.batches import EpochProgress, device_mask, n_valid
 from pyro_dssm.inference.distributed import DataParallel
 from pyro_dssm.inference.faults import SkippedSteps, TrainingDiverged
-from pyro_dssm.inference.hooks import Checkpoints, Figures, KeepBest, StopRequest, Validation
+from pyro_dssm.inference.hooks import Checkpoints, EarlyStopping, Figures, KeepBest, StopRequest, Validation
 from pyro_dssm.inference.loop import LossFn, SGDStep, train_epochs
 from pyro_dssm.inference.objectives import make_elbo, temperature_schedule
 from pyro_dssm.inference.init import initialise
@@ -80,6 +80,9 @@ def resolve_device(name: str) -> torch.device:
 
 def check_resume(resume: dict, cfg: TrainerConfig, n_train: int) -> None:
     """ValueError when checkpoint ``resume`` cannot continue under ``cfg`` with ``n_train`` training sequences."""
+    if resume.get("stopped_early") is not None:
+        raise ValueError(f"trainer.resume: the run stopped early after epoch {resume['stopped_early']} "
+                         "(trainer.patience): it is finished")
     if resume["epoch"] + 1 > cfg.n_epochs:
         raise ValueError(f"trainer.resume: the checkpoint is at epoch {resume['epoch']}, "
                          f"trainer.n_epochs={cfg.n_epochs} leaves nothing to train")
@@ -118,7 +121,8 @@ def fit(model: DSSM, train: SequenceData, val: SequenceData, cfg: TrainerConfig,
     SVI steps, evaluation excluded), ``epochs``, ``steps``, ``final_loss``
     (negative ELBO per valid time step), ``skipped_steps``, ``best_epoch`` and
     ``history``: one record per evaluation (epoch 0 = after the init) with
-    ``epoch``, ``step``, ``train_seconds`` and the validation metrics; with ``trainer.init=random``
+    ``epoch``, ``step``, ``train_seconds`` and the validation metrics; ``early_stop_epoch`` (the epoch after
+    which ``trainer.patience`` ended the run, or None); with ``trainer.init=random``
     the random starts' ``random_start_scores`` and ``random_start`` (the one kept). With
     ``cfg.keep_best`` the model ends with the weights of the best evaluation
     and the metrics are its (module docstring). Checkpoints go to
@@ -156,7 +160,7 @@ def fit(model: DSSM, train: SequenceData, val: SequenceData, cfg: TrainerConfig,
         _resume(model, state, resume, cfg, seed, group, steps_per_epoch)
     last_epoch = _last_epoch(cfg, state.epoch)
     hooks = [validation, Figures(model, val, tracker, cfg.figure_every, cfg.n_epochs, true_transition), best,
-             checkpoints]
+             *_early_stopping(cfg, steps_per_epoch), checkpoints]
     if stop is not None:
         hooks.append(StopRequest(stop, checkpoints, last_epoch))
     with pyro.validation_enabled(cfg.validate_args):
@@ -167,6 +171,14 @@ def fit(model: DSSM, train: SequenceData, val: SequenceData, cfg: TrainerConfig,
     if state.epoch == cfg.stop_after_epoch:
         log.info("stopping after epoch %d (trainer.stop_after_epoch); continue with trainer.resume", state.epoch)
     return {**_final_metrics(state, last, cfg, best), **started}
+
+
+def _early_stopping(cfg: TrainerConfig, steps_per_epoch: int) -> list[EarlyStopping]:
+    """With ``trainer.patience``: the hook, counting from the epoch the temperature annealing ends; else none."""
+    if cfg.patience is None:
+        return []
+    annealed = math.ceil(int(cfg.tau_anneal_fraction * cfg.n_epochs * steps_per_epoch) / steps_per_epoch)
+    return [EarlyStopping(cfg.patience, cfg.patience_tolerance, annealed)]
 
 
 def _starting_point(model: DSSM, train: SequenceData, val: SequenceData, cfg: TrainerConfig, gen: torch.Generator,
@@ -257,7 +269,8 @@ def _last_epoch(cfg: TrainerConfig, epoch: int) -> int:
 def _final_metrics(state: TrainingState, last: EpochProgress, cfg: TrainerConfig, best: KeepBest) -> dict:
     """The last evaluation's metrics, or with ``cfg.keep_best`` the best one's (its weights restored), and totals."""
     chosen = state.history[-1]
-    if cfg.keep_best and state.epoch == cfg.n_epochs and state.best_epoch != state.epoch:
+    finished = state.epoch == cfg.n_epochs or state.stopped_early is not None
+    if cfg.keep_best and finished and state.best_epoch != state.epoch:
         log.info("restoring the weights of epoch %d (best validation ELBO %.4f; last epoch %.4f)",
                  state.best_epoch, state.best_val_elbo, chosen["val_elbo_per_step"])
         best.restore(state)
@@ -265,5 +278,5 @@ def _final_metrics(state: TrainingState, last: EpochProgress, cfg: TrainerConfig
     metrics = {k: v for k, v in chosen.items() if k not in RECORD_KEYS}
     metrics.update(train_seconds=state.train_seconds, epochs=state.epoch, steps=state.step,
                    final_loss=last.mean_loss, tau=last.tau, skipped_steps=state.skips.total,
-                   best_epoch=state.best_epoch, history=state.history)
+                   best_epoch=state.best_epoch, early_stop_epoch=state.stopped_early, history=state.history)
     return metrics
