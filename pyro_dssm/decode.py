@@ -40,7 +40,7 @@ from pyro_dssm.data.readers import Sequences, check_input_file, read_csv, read_n
 from pyro_dssm.evaluation.metrics import clustering_scores
 # loading a checkpoint and exact decoding are shared with the Python API (pyro_dssm.fitted)
 from pyro_dssm.fitted import Decoded, decode, load_model, preprocessing_of
-from pyro_dssm.inference.threads import choose_threads, intra_op_threads
+from pyro_dssm.inference.threads import choose_threads, intra_op_threads, model_width
 from pyro_dssm.io.outputs import atomic_write, check_writable_dir
 
 log = logging.getLogger(__name__)
@@ -172,8 +172,7 @@ def run(args: DecodeArgs) -> dict[str, float]:
     prep = preprocessing_of(payload, seqs.x[0].shape[-1])
     xs = [prep.apply(x) for x in seqs.x]
     # checked: from here on decoding writes
-    width = max(model.config.rnn_hidden, model.config.n_states)
-    with intra_op_threads(choose_threads("auto", next(model.parameters()).device, 64, width)):
+    with intra_op_threads(choose_threads("auto", next(model.parameters()).device, 64, model_width(model.config))):
         decoded = decode(model, xs)
     for path in (args.output, args.plot):
         if path is not None:

@@ -49,7 +49,7 @@ from pyro_dssm.model.dssm import DSSM
 from pyro_dssm.io.outputs import atomic_write, check_run_dir
 from pyro_dssm.data.streaming import load_npy_data
 from pyro_dssm.io.tracking import Tracker
-from pyro_dssm.inference.threads import choose_threads, intra_op_threads
+from pyro_dssm.inference.threads import choose_threads, intra_op_threads, model_width
 from pyro_dssm.inference.trainer import check_resume, fit, resolve_device
 
 log = logging.getLogger(__name__)
@@ -144,8 +144,7 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None, trainer_
              len(data.train), len(data.val), data.train.x.shape[1], model_cfg.obs_dim, model_cfg.n_states,
              device, run_dir)
     tracker = Tracker(run_dir, enabled=main)
-    width = max(model_cfg.rnn_hidden, model_cfg.transition_hidden, model_cfg.emitter_hidden, model_cfg.n_states)
-    threads = choose_threads(trainer_cfg.num_threads, device, trainer_cfg.batch_size, width)
+    threads = choose_threads(trainer_cfg.num_threads, device, trainer_cfg.batch_size, model_width(model_cfg))
     try:
         with intra_op_threads(threads):
             metrics = _fit_and_report(cfg, trainer_cfg, data, model, tracker, run_dir, resolved, resume, group)

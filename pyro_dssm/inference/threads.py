@@ -29,6 +29,11 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def model_width(config) -> int:
+    """The widest per-step tensor row of a model with ``model`` settings ``config``: its hidden sizes and K."""
+    return max(config.rnn_hidden, config.transition_hidden, config.emitter_hidden, config.n_states)
+
+
 def choose_threads(setting, device: torch.device, batch_size: int, width: int) -> int:
     """The intra-op threads for ``setting`` (``"auto"`` or a positive integer) of a run on ``device`` whose
     steps work on (batch_size, width) tensors: ``auto`` is 1 on a CPU below :data:`PARALLEL_WORK`, every core

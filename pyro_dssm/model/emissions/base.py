@@ -40,7 +40,7 @@ class Emission(nn.Module):
     Subclasses take ``(n_states, obs_dim, hidden_dim, **options)``.
     """
 
-    order: int = 0
+    order: int = 0  # its context reads at most the last ``order`` observations and whether t <= order
     # The classical init (pyro_dssm/inference/em.py): a sticky Dirichlet prior of ``em_stickiness`` x (a state's share
     # of the steps) extra self-transitions, and ``em_random_starts`` random-label starts per k-means start.
     em_stickiness: float = 0.1
@@ -65,8 +65,8 @@ class Emission(nn.Module):
         raise NotImplementedError
 
     def context(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, T, D) -> (B, T, C): what step t's emission reads of x_{<t} (and of t itself, e.g. whether it
-        is among the first steps); C = 0 for a memoryless family. Never reads x_t."""
+        """x (B, T, D) -> (B, T, C): what step t's emission reads of x_{t-order:t-1} (and of t itself: whether
+        it is among the first ``order`` steps); C = 0 for a memoryless family. Never reads x_t."""
         return x.new_zeros(*x.shape[:2], 0)
 
     def m_step(self, x: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -118,8 +118,9 @@ class Emission(nn.Module):
         x = one_hot.new_zeros(*states.shape, self.obs_dim)
         if self.order == 0:
             return draw(self.distribution(one_hot, self.context(x)), generator)
-        for t in range(states.shape[1]):  # the context of step t reads the steps drawn before it
-            x[:, t] = draw(self.distribution(one_hot[:, t], self.context(x[:, : t + 1])[:, -1]), generator)
+        for t in range(states.shape[1]):  # step t's context: from the last `order` steps drawn before it
+            recent = x[:, max(0, t - self.order): t + 1]  # its last row is step t's; t <= order iff it starts at 0
+            x[:, t] = draw(self.distribution(one_hot[:, t], self.context(recent)[:, -1]), generator)
         return x
 
     def one_hot(self, like: torch.Tensor) -> torch.Tensor:

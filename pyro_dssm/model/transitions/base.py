@@ -2,8 +2,9 @@ r"""The contract of a transition family: :math:`p(c_t \mid c_{t-1}, \text{contex
 
 A family gives the logits of the next state for a (relaxed) previous state
 (:meth:`Transition.forward`, what the relaxed chains of :mod:`pyro_dssm.model.relaxed` call) and
-the exact HMM's log transition table (:meth:`Transition.log_matrix`: (K, K) for a stationary
-family; a family that reads the observed context returns (B, T, K, K), row t the step into t).
+the exact HMM's log transition table (:meth:`Transition.log_matrix`, (K, K): the same at every
+step; a family that reads observed context needs a time-varying table, which the exact HMM code
+does not take yet).
 The initial distribution p(c_1) is uniform. Beside them: :meth:`Transition.fit_to`, the loss that
 moves the networks to a classical (K, K) matrix (the init), and :meth:`Transition.n_parameters`.
 """
