@@ -19,7 +19,7 @@ from pyro_dssm.config.families import EMISSIONS, TRANSITIONS, is_family
 # The allowed values of the settings that name a choice; the modules that implement them import these.
 OBJECTIVES = ("trace", "analytic", "concrete")  # trainer.objective: pyro_dssm/inference/objectives.py
 INITS = ("em", "kmeans", "random", "none")  # trainer.init: pyro_dssm/inference/init.py, random_starts.py
-FEATURES = ("raw", "diff", "absdiff", "window_mean", "window_std")  # data.features: pyro_dssm/data/features.py
+FEATURES = ("raw", "diff", "absdiff", "window_mean", "window_std", "window_speed")  # data.features: pyro_dssm/data/features.py
 SOURCES = ("csv", "npz")  # data.name of the file readers: pyro_dssm/data/files.py
 
 
@@ -192,8 +192,10 @@ def file_data_checks(c) -> list[tuple[bool, str]]:
         (len(features) >= 1 and all(f in FEATURES for f in features) and len(set(features)) == len(features),
          f"data.features must be a non-empty list of distinct {FEATURES}, got {c.features}"),
         (is_int(c.smooth, 1), f"data.smooth must be an integer >= 1, got {c.smooth!r}"),
-        (is_int(c.feature_window, 1), f"data.feature_window must be an integer >= 1, got {c.feature_window!r}"),
-        (c.feature_window >= 2 or not any(f.startswith("window_") for f in features),
+        (c.feature_window == "auto" or is_int(c.feature_window, 1),
+         f"data.feature_window must be auto or an integer >= 1, got {c.feature_window!r}"),
+        (c.feature_window == "auto" or not is_int(c.feature_window, 1) or c.feature_window >= 2
+         or not any(f.startswith("window_") for f in features),
          f"data.features {list(features)} need data.feature_window >= 2 (the window's width in steps), "
          f"got {c.feature_window}"),
         (c.window is None or is_int(c.window, 2), f"data.window must be null or an integer >= 2, got {c.window!r}"),

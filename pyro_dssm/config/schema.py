@@ -199,7 +199,7 @@ class FileDataConfig:
     label_column: str | None = None
     features: list[str] = field(default_factory=lambda: ["raw"])
     smooth: int = 1
-    feature_window: int = 1
+    feature_window: Any = 1  # steps, or "auto" (pyro_dssm/data/features.py: auto_window)
     window: int | None = None
     stride: int | None = None
     val_fraction: float = 0.2

@@ -125,7 +125,12 @@ def load_file_data(cfg: FileDataConfig, seed: int, sequences: Sequences | None =
     label_names = val_seqs.label_names if len(val_seqs.label_names) > len(seqs.label_names) else seqs.label_names
     separated = f" ({seqs.delimiter!r}-separated)" if seqs.delimiter not in (None, ",") else ""  # sniffed: say which
     summary = (f"{cfg.path}{separated}: {len(seqs)} sequences ({sum(len(x) for x in seqs.x)} steps), {len(seqs.feature_names)} "
-               f"columns {seqs.feature_names} -> features {cfg.features}; {len(train_x)} training "
+               f"columns {seqs.feature_names} -> features {cfg.features}{_window_note(prep)}; {len(train_x)} training "
                f"{'windows' if cfg.window else 'sequences'}, {len(val)} validation")
     return FileData(pad_sequences(train_x, train_z), val, prep, label_names, [val_seqs.names[i] for i in val_idx],
                     summary)
+
+
+def _window_note(prep: Preprocessing) -> str:
+    """`` (window 240 steps)`` when the features read a window, else empty."""
+    return f" (window {prep.window} steps)" if any(f.startswith("window_") for f in prep.features) else ""
