@@ -367,3 +367,29 @@ def test_guide_messages_make_the_models_part_of_the_guide_exact(messages):
             gaps.append(float((own[valid] - exact[valid, t, i]).abs().max()))
     # without messages only the steps whose future is empty agree (e.g. every sequence's last)
     assert (max(gaps) < 1e-5) == messages, max(gaps)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_hard_log_prob_has_log_prob_value_and_gradient(family):
+    """The relaxed objectives' drawn-state term: a family may read it off its table (gaussian_full), never
+    changing the value or the emission's gradient."""
+    net = make_model(family)
+    x = make_x(family, 3, 6)
+    one_hot = torch.nn.functional.one_hot(torch.randint(K, (3, 6), generator=torch.Generator().manual_seed(2)), K)
+    params = list(net.emitter.parameters())
+    ours = net.emitter.hard_log_prob(x, one_hot.float())
+    plain = net.emitter.log_prob(x, one_hot.float())
+    assert torch.allclose(ours, plain, atol=1e-5)
+    for a, b in zip(torch.autograd.grad(ours.sum(), params), torch.autograd.grad(plain.sum(), params)):
+        assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_full_covariance_table_against_torch_multivariate_normal():
+    from pyro_dssm.model.emissions.gaussian_full import state_table
+    gen = torch.Generator().manual_seed(3)
+    mean = torch.randn(4, 6, generator=gen, dtype=torch.float64)
+    L = torch.randn(4, 6, 6, generator=gen, dtype=torch.float64).tril(-1) + torch.diag_embed(
+        torch.rand(4, 6, generator=gen, dtype=torch.float64) + 0.3)
+    x = torch.randn(2, 5, 6, generator=gen, dtype=torch.float64)
+    expected = MultivariateNormal(mean, covariance_matrix=L @ L.transpose(-1, -2)).log_prob(x[:, :, None])
+    assert torch.allclose(state_table(mean, L, x), expected, atol=1e-9)

@@ -256,7 +256,7 @@ class ChainLikelihood(TorchDistribution):
         if table is None:
             with torch.no_grad():
                 table = self.emitter.table(value)  # (B, T, K)
-        drawn = self.emitter.log_prob(value, states)  # (B, T), with the emission's gradient
+        drawn = self.emitter.hard_log_prob(value, states)  # (B, T), with the emission's gradient
         return self._sum((probs * table).sum(-1) + (drawn - drawn.detach()))
 
     expand = _expand_to_itself

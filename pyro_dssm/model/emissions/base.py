@@ -103,6 +103,12 @@ class Emission(nn.Module):
         """x (B, T, D), states (B, T, K) on the simplex -> (B, T) log p(x_t | state_t, past)."""
         return self.distribution(states, self.context(x)).log_prob(x)
 
+    def hard_log_prob(self, x: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        """x (B, T, D), one-hot states (B, T, K) -> (B, T): :meth:`log_prob` at hard states. A family whose
+        network output is large per step overrides it with its table gathered at the states (same value
+        and gradient; ``gaussian_full``: K factors (D, D) instead of B x T)."""
+        return self.log_prob(x, states)
+
     def table(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, T, D) -> (B, T, K): log p(x_t | c_t = k, x_{<t}) for every state k (the exact HMM's table)."""
         return self.distribution(self.one_hot(x), self.context(x)[:, :, None]).log_prob(x[:, :, None])

@@ -10,6 +10,8 @@ together (joint angles, sensor axes), where a diagonal family must spend states 
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -23,6 +25,21 @@ COVARIANCE_RIDGE = 1e-4  # added to a classical covariance's diagonal: a state o
 def multivariate_normal(mean: torch.Tensor, scale_tril: torch.Tensor):
     """N(mean, L L^T): mean (..., D), scale_tril (..., D, D); batch (...), event (D,). Not validated (no host sync)."""
     return torch.distributions.MultivariateNormal(mean, scale_tril=scale_tril, validate_args=False)
+
+
+def state_table(mean: torch.Tensor, scale_tril: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    r"""x (B, T, D), mean (K, D), scale_tril (K, D, D) -> (B, T, K): :math:`\log \mathcal N(x_t; \mu_k, L_k L_k^\top)`.
+
+    :math:`-\tfrac12 \lVert L_k^{-1}(x_t - \mu_k) \rVert^2 - \sum_i \log L_{k,ii} - \tfrac D2 \log 2\pi`,
+    with :math:`L_k^{-1}` from K small triangular solves and :math:`L_k^{-1} x_t` one matrix product over
+    all steps (what ``MultivariateNormal.log_prob`` computes with a triangular solve per step batch,
+    about 1.7x slower at K=12, D=36, B x T = 6400).
+    """
+    eye = torch.eye(scale_tril.shape[-1], dtype=scale_tril.dtype, device=scale_tril.device)
+    inverse = torch.linalg.solve_triangular(scale_tril, eye, upper=False)  # (K, D, D)
+    z = torch.einsum("kij,btj->btki", inverse, x) - torch.einsum("kij,kj->ki", inverse, mean)  # (B, T, K, D)
+    log_det = scale_tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)  # (K,)
+    return -0.5 * z.pow(2).sum(-1) - log_det - 0.5 * x.shape[-1] * math.log(2 * math.pi)
 
 
 class GaussianFullEmission(Emission):
@@ -55,6 +72,18 @@ class GaussianFullEmission(Emission):
 
     def distribution(self, states, context):
         return multivariate_normal(*self(states))
+
+    def table(self, x):
+        """:meth:`Emission.table` by :func:`state_table` (the states' factors inverted once)."""
+        return state_table(*self(self.one_hot(x)), x)
+
+    def classical_table(self, params, x):
+        return state_table(params["mean"], params["scale_tril"], x)
+
+    def hard_log_prob(self, x, states):
+        """The table gathered at one-hot ``states`` (B, T, K): the network and the Cholesky solves run for
+        the K states, not for every step (at K=12, D=36 the per-step factors made a step 3x gaussian's)."""
+        return (self.table(x) * states).sum(-1)
 
     def m_step(self, x, mask, weights):
         """Weighted means and full covariances, shrunk by ``PRIOR_WEIGHT`` pseudo-points towards the pooled one."""
