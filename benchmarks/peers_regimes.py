@@ -307,6 +307,26 @@ def run_tsseg(xs: list[np.ndarray], k: int, restarts: int, method: str) -> tuple
     return np.split(pred, np.cumsum([len(s) for s in xs])[:-1]), {"params": kwargs, "restarts": 1}
 
 
+def run_pyro_dssm(xs: list[np.ndarray], k: int, restarts: int, overrides: tuple[str, ...],
+                  seed: int = 0) -> tuple[list[np.ndarray], dict]:
+    """This project through its API (:func:`pyro_dssm.fit`, the CLI's configs), every sequence for training and
+    validation (``data.val_fraction=0``), decoded by Viterbi. ``restarts`` is not used: the init's own
+    starts are the settings' (``trainer.init_restarts``); ``seed`` is the run's seed."""
+    import contextlib
+    import io
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout, installed or not
+    import pyro_dssm
+
+    settings = [*overrides, "data.val_fraction=0", f"seed={seed}"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        model = pyro_dssm.fit(xs, n_states=k, overrides=settings)
+    metrics = model.metrics or {}
+    return [np.asarray(model.predict(x)) for x in xs], {"overrides": settings, "seed": seed,
+                                                         "kept_epoch": metrics.get("best_epoch"), "restarts": None}
+
+
 # ----------------------------------------------------------------------------- registry
 
 
@@ -318,9 +338,12 @@ METHODS: dict[str, tuple[str, Runner]] = {  # name -> (package that must import,
     "dynamax-arhmm": ("dynamax", partial(run_dynamax, family="arhmm")),
     "pomegranate-full": ("pomegranate", run_pomegranate),
     **{name: ("tsseg", partial(run_tsseg, method=name)) for name in TSSEG_DETECTORS},
+    "pyro_dssm-motion": ("pyro_dssm", partial(run_pyro_dssm, overrides=("model=motion",))),
+    "pyro_dssm-autoregressive": ("pyro_dssm", partial(run_pyro_dssm, overrides=("model.emission=autoregressive",))),
 }
 VERSIONED = {"hmmlearn": ("hmmlearn", "scikit-learn", "numpy"), "dynamax": ("dynamax", "jax", "jaxlib", "numpy"),
-             "pomegranate": ("pomegranate", "torch"), "tsseg": ("tsseg", "torch", "numba", "numpy")}
+             "pomegranate": ("pomegranate", "torch"), "tsseg": ("tsseg", "torch", "numba", "numpy"),
+             "pyro_dssm": ("pyro_dssm", "torch", "pyro-ppl", "numpy")}
 
 
 def versions(package: str) -> dict[str, str]:
@@ -345,13 +368,18 @@ def _upsample(p: np.ndarray, factor: int, length: int) -> np.ndarray:
     return np.repeat(p, factor)[:length]
 
 
-def run_record(data: str, method: str, restarts: int, downsample: int) -> dict:
-    """Fit and score one method on one data set; an exception becomes a record with ``"error"``."""
+def run_record(data: str, method: str, restarts: int, downsample: int, seed: int = 0) -> dict:
+    """Fit and score one method on one data set; an exception becomes a record with ``"error"``.
+    ``seed`` reaches this project's runs only (the peers' restarts are seeded 0..restarts-1)."""
     package, runner = METHODS[method]
+    if package == "pyro_dssm":
+        runner = partial(runner, seed=seed)
     seqs = load(data)
     factor = downsample if data in CMU_TRIALS else 1  # bee is short: always at full rate
     record = {"data": data, "method": method, "features": FEATURES, "K": n_classes(seqs), "restarts": restarts,
               "downsample": factor, "versions": versions(package), "machine": machine()}
+    if package == "pyro_dssm":
+        record["seed"] = seed
     start = time.perf_counter()
     try:
         preds, extra = runner([x[::factor] for x, _ in seqs], record["K"], restarts)
@@ -372,14 +400,15 @@ def run_record(data: str, method: str, restarts: int, downsample: int) -> dict:
 
 
 def merge(path: Path, records: list[dict]) -> list[dict]:
-    """Records already in ``path`` with those of the same (data, method) replaced, in a stable order."""
+    """Records already in ``path`` with those of the same (data, method, seed) replaced, in a stable order."""
     rows = {}
     if path.exists():
-        rows = {(r["data"], r["method"]): r for r in json.loads(path.read_text())}
-    rows.update({(r["data"], r["method"]): r for r in records})
+        rows = {(r["data"], r["method"], r.get("seed")): r for r in json.loads(path.read_text())}
+    rows.update({(r["data"], r["method"], r.get("seed")): r for r in records})
     order = {name: i for i, name in enumerate(DATA_NAMES)}
     methods = {name: i for i, name in enumerate(METHODS)}
-    return sorted(rows.values(), key=lambda r: (order.get(r["data"], 99), methods.get(r["method"], 99), r["method"]))
+    return sorted(rows.values(), key=lambda r: (order.get(r["data"], 99), methods.get(r["method"], 99), r["method"],
+                                                r.get("seed") or 0))
 
 
 def table(records: list[dict]) -> str:
@@ -392,6 +421,7 @@ def table(records: list[dict]) -> str:
             continue
         ds = f" (fit at 1/{r['downsample']})" if r.get("downsample", 1) > 1 else ""
         comp = f"{r['compile_seconds']:.1f}" if "compile_seconds" in r else ""
+        ds += f" seed {r['seed']}" if r.get("seed") is not None else ""
         lines.append(f"| {r['data']} | {r['method']}{ds} | {r['accuracy']:.3f} | {r['nmi']:.3f} | {r['ari']:.3f} "
                      f"| {r['segments']} / {r['true_segments']} | {r['seconds']:.1f} | {comp} |")
     return "\n".join(lines)
@@ -404,6 +434,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="default: every method whose package imports")
     parser.add_argument("--restarts", type=int, default=5)
     parser.add_argument("--downsample", type=int, default=1, help="fit CMU trials on every N-th frame")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of this project's runs")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     if args.restarts < 1 or args.downsample < 1:
@@ -417,11 +448,12 @@ def main(argv: list[str] | None = None) -> None:
     records = []
     for method in methods:
         for data in args.data:
-            rec = run_record(data, method, args.restarts, args.downsample)
-            records.append(rec)
-            print(table([rec]).splitlines()[-1], flush=True)
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(merge(args.out, [rec]), indent=1) + "\n")  # after each run: a kill loses one
+            for seed in args.seeds if METHODS[method][0] == "pyro_dssm" else [0]:
+                rec = run_record(data, method, args.restarts, args.downsample, seed)
+                records.append(rec)
+                print(table([rec]).splitlines()[-1], flush=True)
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                args.out.write_text(json.dumps(merge(args.out, [rec]), indent=1) + "\n")  # after each: a kill loses one
     print(f"\n{machine()}\n\n{table(records)}")
 
 
