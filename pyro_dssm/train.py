@@ -32,12 +32,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from pyro_dssm.config import (CountsDataConfig, DataConfig, FileDataConfig, ModelConfig, NpyDataConfig,
-                              SwitchingARDataConfig, TrainerConfig, data_settings, settings)
+                              PeriodicDataConfig, SwitchingARDataConfig, TrainerConfig, data_settings, settings)
 from pyro_dssm.config.checks import raise_first, seed_checks
 from pyro_dssm.config.location import CONFIG_DIR
 from pyro_dssm.config.overrides import check_command_line
 from pyro_dssm.io.checkpoint import load_checkpoint, resolve_checkpoint
 from pyro_dssm.data.counts import make_counts
+from pyro_dssm.data.periodic import make_periodic
 from pyro_dssm.data.switching_ar import make_switching_ar
 from pyro_dssm.data.synthetic import make_synthetic
 from pyro_dssm.data.files import load_file_data
@@ -63,8 +64,8 @@ def seed_everything(seed: int) -> None:
 
 def load_data(data_cfg: DataConfig | DictConfig, seed: int, sequences: Sequences | None = None):
     """Build the dataset of ``data_cfg`` (the data group's dataclass, or the composed group itself): drawn from a
-    known HMM (``synthetic``, ``switching_ar``, ``counts``), sequences from a ``csv`` / ``npz`` file, or an ``npy``
-    file streamed from disk."""
+    known HMM (``synthetic``, ``switching_ar``, ``counts``, ``periodic``), sequences from a ``csv`` / ``npz`` file,
+    or an ``npy`` file streamed from disk."""
     if isinstance(data_cfg, DictConfig):
         data_cfg = data_settings(OmegaConf.to_container(data_cfg, resolve=True))
     if isinstance(data_cfg, FileDataConfig):
@@ -80,6 +81,9 @@ def load_data(data_cfg: DataConfig | DictConfig, seed: int, sequences: Sequences
     if isinstance(c, CountsDataConfig):
         return make_counts(c.n_states, c.obs_dim, c.seq_len, c.n_train, c.n_val, c.transition_bias, c.mean_rate,
                            c.rate_spread, seed=seed)
+    if isinstance(c, PeriodicDataConfig):
+        return make_periodic(c.n_states, c.obs_dim, c.seq_len, c.n_train, c.n_val, c.mean_duration, c.damping,
+                             c.min_period, c.max_period, c.amplitude_spread, seed=seed)
     return make_synthetic(c.n_states, c.obs_dim, c.seq_len, c.n_train, c.n_val, c.transition_bias, c.noise_std,
                           seed=seed)
 

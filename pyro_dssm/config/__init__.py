@@ -7,9 +7,9 @@ Importing it registers the schema with Hydra's ConfigStore (:mod:`pyro_dssm.conf
 
 from pyro_dssm.config.checks import FEATURES, INITS, OBJECTIVES, SOURCES
 from pyro_dssm.config.schema import (DATA_CONFIGS, BaselineConfig, Config, CountsDataConfig, DataConfig, FileDataConfig,
-                                     ModelConfig, NpyDataConfig, SwitchingARDataConfig, SyntheticDataConfig,
-                                     TrainerConfig, data_settings, settings)
+                                     ModelConfig, NpyDataConfig, PeriodicDataConfig, SwitchingARDataConfig,
+                                     SyntheticDataConfig, TrainerConfig, data_settings, settings)
 
 __all__ = ["FEATURES", "INITS", "OBJECTIVES", "SOURCES", "DATA_CONFIGS", "BaselineConfig", "Config", "CountsDataConfig",
-           "DataConfig", "FileDataConfig", "ModelConfig", "NpyDataConfig", "SwitchingARDataConfig",
-           "SyntheticDataConfig", "TrainerConfig", "data_settings", "settings"]
+           "DataConfig", "FileDataConfig", "ModelConfig", "NpyDataConfig", "PeriodicDataConfig",
+           "SwitchingARDataConfig", "SyntheticDataConfig", "TrainerConfig", "data_settings", "settings"]

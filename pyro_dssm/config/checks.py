@@ -134,8 +134,8 @@ def _shared_data_checks(c, obs_dim_optional: bool) -> list[tuple[bool, str]]:
     ]
 
 
-def _generated_data_checks(c, name: str, what: str) -> list[tuple[bool, str]]:
-    """The keys of every source drawn from a known HMM: its name, K, D, T, the sizes, stickiness and sigma."""
+def _drawn_data_checks(c, name: str, what: str) -> list[tuple[bool, str]]:
+    """The keys of every source drawn from a known HMM: its name, K, D, T, the sizes and sigma."""
     shared = _shared_data_checks(c, obs_dim_optional=False)
     return [
         (c.name == name, f"data.name must be {name!r} for {what}, got {c.name!r}"),
@@ -143,10 +143,15 @@ def _generated_data_checks(c, name: str, what: str) -> list[tuple[bool, str]]:
         (is_int(c.seq_len, 2), f"data.seq_len must be an integer >= 2, got {c.seq_len!r}"),
         (is_int(c.n_train, 1), f"data.n_train must be an integer >= 1, got {c.n_train!r}"),
         (is_int(c.n_val, 1), f"data.n_val must be an integer >= 1, got {c.n_val!r}"),
-        (is_number(c.transition_bias) and 0.0 < c.transition_bias < 1.0,
-         f"data.transition_bias must be in (0, 1), got {c.transition_bias!r}"),
         shared[2],
     ]
+
+
+def _generated_data_checks(c, name: str, what: str) -> list[tuple[bool, str]]:
+    """:func:`_drawn_data_checks` and the stickiness ``transition_bias`` (before sigma)."""
+    *sizes, sigma = _drawn_data_checks(c, name, what)
+    return [*sizes, (is_number(c.transition_bias) and 0.0 < c.transition_bias < 1.0,
+                     f"data.transition_bias must be in (0, 1), got {c.transition_bias!r}"), sigma]
 
 
 def synthetic_checks(c) -> list[tuple[bool, str]]:
@@ -176,6 +181,24 @@ def counts_checks(c) -> list[tuple[bool, str]]:
         (is_number(c.mean_rate) and c.mean_rate > 0.0, f"data.mean_rate must be a number > 0, got {c.mean_rate!r}"),
         (is_number(c.rate_spread) and c.rate_spread >= 0.0,
          f"data.rate_spread must be a number >= 0, got {c.rate_spread!r}"),
+        (is_family("emission", c.emission), f"data.emission must be one of {tuple(EMISSIONS)}, got {c.emission!r}"),
+    ]
+
+
+def periodic_checks(c) -> list[tuple[bool, str]]:
+    """Group ``data=periodic`` (:class:`~pyro_dssm.config.schema.PeriodicDataConfig`)."""
+    low = c.min_period if is_number(c.min_period) else 2.0
+    return [
+        *_drawn_data_checks(c, "periodic", "periodic data"),
+        (is_number(c.mean_duration) and c.mean_duration > 1.0,
+         f"data.mean_duration must be a number > 1 (steps per regime), got {c.mean_duration!r}"),
+        (is_number(c.damping) and 0.0 < c.damping < 1.0, f"data.damping must be in (0, 1), got {c.damping!r}"),
+        (is_number(c.min_period) and c.min_period > 2.0,
+         f"data.min_period must be a number > 2 (steps per cycle), got {c.min_period!r}"),
+        (is_number(c.max_period) and c.max_period >= low,
+         f"data.max_period must be a number >= data.min_period={c.min_period!r}, got {c.max_period!r}"),
+        (is_number(c.amplitude_spread) and c.amplitude_spread >= 1.0,
+         f"data.amplitude_spread must be a number >= 1, got {c.amplitude_spread!r}"),
         (is_family("emission", c.emission), f"data.emission must be one of {tuple(EMISSIONS)}, got {c.emission!r}"),
     ]
 

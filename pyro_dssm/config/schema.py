@@ -13,6 +13,7 @@ program runs; the YAML files hold only values. The root config starts from
     data/synthetic.yaml, data/hard.yaml  -> /schema/data/synthetic -> SyntheticDataConfig
     data/switching_ar.yaml -> /schema/data/switching_ar -> SwitchingARDataConfig
     data/counts.yaml       -> /schema/data/counts       -> CountsDataConfig
+    data/periodic.yaml     -> /schema/data/periodic     -> PeriodicDataConfig
     model/*.yaml -> ModelConfig, trainer/*.yaml -> TrainerConfig, baseline/*.yaml -> BaselineConfig (typed fields of Config)
 
 Each group maps one to one onto its dataclass: ``train()`` builds the
@@ -33,7 +34,8 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from pyro_dssm.config.checks import (baseline_checks, counts_checks, file_data_checks, model_checks, npy_data_checks,
-                                     raise_first, switching_ar_checks, synthetic_checks, trainer_checks)
+                                     periodic_checks, raise_first, switching_ar_checks, synthetic_checks,
+                                     trainer_checks)
 
 
 @dataclass
@@ -188,6 +190,34 @@ class CountsDataConfig:
 
 
 @dataclass
+class PeriodicDataConfig:
+    """Group ``data=periodic``: long regimes of noisy AR(2) oscillators (pyro_dssm/data/periodic.py).
+
+    ``mean_duration`` is the mean length of a regime in steps (p(stay) = 1 - 1 / mean_duration);
+    ``noise_std`` is only the model's sigma (``model.noise_std``: the fixed sigma of ``emission=gaussian``,
+    the starting scale of ``autoregressive``), not the data's; ``emission`` is the family the model group
+    takes by default (``model.emission``).
+    """
+
+    name: str = "periodic"
+    n_states: int = 4
+    obs_dim: int = 3
+    seq_len: int = 400
+    n_train: int = 200
+    n_val: int = 50
+    mean_duration: float = 80.0
+    damping: float = 0.97
+    min_period: float = 6.0
+    max_period: float = 24.0
+    amplitude_spread: float = 3.0
+    noise_std: float = 1.0
+    emission: str = "autoregressive"
+
+    def __post_init__(self):
+        raise_first(periodic_checks(self))
+
+
+@dataclass
 class FileDataConfig:
     """Groups ``data=csv`` and ``data=npz``: how to read and prepare sequences from a file."""
 
@@ -244,10 +274,11 @@ class Config:
 
 
 # the data group, whichever the source
-DataConfig = SyntheticDataConfig | SwitchingARDataConfig | CountsDataConfig | FileDataConfig | NpyDataConfig
+DataConfig = (SyntheticDataConfig | SwitchingARDataConfig | CountsDataConfig | PeriodicDataConfig | FileDataConfig
+              | NpyDataConfig)
 # data.name -> the dataclass of that source
 DATA_CONFIGS = {"synthetic": SyntheticDataConfig, "switching_ar": SwitchingARDataConfig, "counts": CountsDataConfig,
-                "csv": FileDataConfig, "npz": FileDataConfig, "npy": NpyDataConfig}
+                "periodic": PeriodicDataConfig, "csv": FileDataConfig, "npz": FileDataConfig, "npy": NpyDataConfig}
 
 
 def settings(cls, values: dict, group: str):
@@ -278,6 +309,7 @@ def register(store: ConfigStore | None = None) -> None:
     store.store(group="schema/data", name="synthetic", node=SyntheticDataConfig)
     store.store(group="schema/data", name="switching_ar", node=SwitchingARDataConfig)
     store.store(group="schema/data", name="counts", node=CountsDataConfig)
+    store.store(group="schema/data", name="periodic", node=PeriodicDataConfig)
     store.store(group="schema/data", name="file", node=FileDataConfig)
     store.store(group="schema/data", name="npy", node=NpyDataConfig)
 

@@ -1,7 +1,7 @@
 """The hidden Markov chain of the synthetic sources: sticky transition matrices and sampled state paths.
 
-Every generator of known truth (:mod:`~pyro_dssm.data.switching_ar`, :mod:`~pyro_dssm.data.counts`)
-draws its states the same way, ``c_1 ~ initial``, ``c_t | c_{t-1} ~ Categorical(transition[c_{t-1}])``,
+Every generator of known truth (:mod:`~pyro_dssm.data.switching_ar`, :mod:`~pyro_dssm.data.counts`,
+:mod:`~pyro_dssm.data.periodic`) draws its states the same way, ``c_1 ~ initial``, ``c_t | c_{t-1} ~ Categorical(transition[c_{t-1}])``,
 and then its observations given the states.
 """
 
