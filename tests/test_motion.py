@@ -91,3 +91,11 @@ def test_motion_preset_finds_regimes_of_pace_through_the_cli(tmp_path):
     assert "(window " in res.stdout + res.stderr  # the estimated window is reported
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["viterbi_accuracy"] >= 0.9, metrics
+
+
+def test_motion_preset_on_a_synthetic_source_is_one_clear_line():
+    res = run_cli("pyro_dssm.train", ["data=counts", "model=motion"])
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines()[-1] == (
+        "error: model=motion sets data.features, which CountsDataConfig has not: use model=motion with a data "
+        "source that has it (data=csv or data=npz)")

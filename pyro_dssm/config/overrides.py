@@ -19,6 +19,7 @@ the dataclasses, when ``train()`` builds them (:mod:`pyro_dssm.config.checks`).
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 
 from hydra import compose, initialize_config_dir
@@ -103,6 +104,10 @@ def unknown_key(full_key: str, cls) -> str:
     return line
 
 
+PRESET_KEY = re.compile(r"In '(\w+)/(\w+)': Config\w*Error raised while composing config:.*?"
+                        r"full_key:\s*(data\.\w+)\s+object_type=(\w+)", re.DOTALL)
+
+
 def describe(exc: Exception, overrides: list[str]) -> str:
     """One line for a composition error: the key or option at fault and what was expected."""
     if isinstance(exc, MissingConfigException) and exc.options is not None and exc.missing_cfg_file:
@@ -117,6 +122,11 @@ def describe(exc: Exception, overrides: list[str]) -> str:
         if given is not _NOT_GIVEN:
             return f"{full_key} must be {_kind(cause.object_type, cause.key)}, got {given!r}"
         return f"{full_key}: {str(cause).splitlines()[0]}"
+    preset = PRESET_KEY.search(str(exc))  # a group file that sets another group's key (model=motion's data.*)
+    if preset:
+        group, name, key, cls = preset.groups()
+        return (f"{group}={name} sets {key}, which {cls} has not: use {group}={name} with a data source that has "
+                f"it (data=csv or data=npz)")
     first = str(cause).splitlines()[0] if cause is not None else ""  # OmegaConf's next lines name the node again
     return " ".join(str(exc).split()) + (f"; {first}" if first else "")  # Hydra's message, on one line
 
