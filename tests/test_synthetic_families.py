@@ -213,6 +213,9 @@ CLI_CASES = [
     (["data=switching_ar", "data.emission=linear"], "error: data.emission must be one of ('gaussian', "),
     (["data=counts", "data.rate_spread=-1"], "error: data.rate_spread must be a number >= 0, got -1.0\n"),
     (["data=counts", "data.n_states=1"], "error: data.n_states must be an integer >= 2, got 1\n"),
+    (["data=periodic", "data.max_period=3"],
+     "error: data.max_period must be a number >= data.min_period=6.0, got 3.0\n"),
+    (["data=periodic", "data.damping=0"], "error: data.damping must be in (0, 1), got 0.0\n"),
 ]
 
 
