@@ -47,6 +47,11 @@ def add_features(x: np.ndarray, features: list[str], window: int = 1) -> np.ndar
     return np.concatenate(parts, axis=-1)
 
 
+def reads_window(features: list[str]) -> bool:
+    """Whether ``features`` include a ``window_*`` block (which needs ``data.feature_window``)."""
+    return any(f.startswith("window_") for f in features)
+
+
 AUTO_PERIODS = 2      # an ``auto`` window spans this many periods of the motion
 QUARTERS = 4          # a sinusoid's autocorrelation first crosses zero at a quarter of its period
 AUTO_LEAST = 8        # the narrowest ``auto`` window, in steps (when the differences are noise, lag 1)
@@ -124,7 +129,7 @@ class Preprocessing:
         ``window="auto"`` is estimated from ``xs`` (:func:`auto_window`) when a ``window_*`` feature is asked for.
         """
         if window == "auto":
-            window = auto_window(xs) if any(f.startswith("window_") for f in features) else 1
+            window = auto_window(xs) if reads_window(features) else 1
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, naming the feature
             steps = np.concatenate([moving_average(add_features(x, features, window), smooth) for x in xs])
             mean, std = steps.mean(0), steps.std(0)

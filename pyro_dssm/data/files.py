@@ -23,7 +23,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from pyro_dssm.config import FileDataConfig
 from pyro_dssm.data.sequences import SequenceData
-from pyro_dssm.data.features import Preprocessing
+from pyro_dssm.data.features import Preprocessing, reads_window
 from pyro_dssm.data.readers import Sequences, read_csv, read_npz
 
 def read_sequences(cfg: FileDataConfig, path: str | Path, label_names: list[str] | None = None,
@@ -133,4 +133,4 @@ def load_file_data(cfg: FileDataConfig, seed: int, sequences: Sequences | None =
 
 def _window_note(prep: Preprocessing) -> str:
     """`` (window 240 steps)`` when the features read a window, else empty."""
-    return f" (window {prep.window} steps)" if any(f.startswith("window_") for f in prep.features) else ""
+    return f" (window {prep.window} steps)" if reads_window(prep.features) else ""
