@@ -7,9 +7,12 @@
     model.save("model.pt")                      # python -m pyro_dssm.decode checkpoint=model.pt ... reads it
     same = pyro_dssm.load("runs/mine")          # a CLI run directory, or a .pt file
 
+The estimator :class:`pyro_dssm.DSSM` (:mod:`pyro_dssm.estimator`) is the same with keyword settings in
+scikit-learn's habits; :func:`fit` takes the command line's override strings instead.
+
 :func:`fit` is the CLI with the file replaced by arrays: the real Hydra configs
 are composed with ``data=npz`` and the given ``overrides`` (the strings of the
-command line), and :func:`pyro_dssm.train.train` runs on them with the arrays
+command line), and :func:`pyro_dssm.train.train_model` runs on them with the arrays
 standing in for the file, so ``data.features``, ``data.smooth``,
 ``data.window``, ``data.val_fraction`` (the validation split), the
 standardisation, labels and every ``trainer.*`` / ``model.*`` setting behave
@@ -18,8 +21,6 @@ exactly as for ``python -m pyro_dssm.train data=npz data.path=FILE``.
 
 from __future__ import annotations
 
-import tempfile
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,7 @@ from pyro_dssm.config.overrides import check_command_line
 from pyro_dssm.data.readers import Sequences
 from pyro_dssm.fitted import FittedDSSM, check_sequences, load_model
 from pyro_dssm.model.dssm import DSSM
-from pyro_dssm.train import train
+from pyro_dssm.train import train_model
 
 IN_MEMORY = "<arrays>"  # data.path of a fit on arrays: names them in messages and in the run's config
 RESERVED = ("data", "data.name", "data.path")  # set by fit itself
@@ -72,6 +73,14 @@ def label_codes(labels, xs: list[np.ndarray]) -> tuple[list[np.ndarray] | None, 
     return codes, [str(c) for c in classes]
 
 
+def in_memory_sequences(xs: list[np.ndarray], codes: list[np.ndarray] | None = None,
+                        label_names: list[str] | None = None) -> Sequences:
+    """(T_i, D) arrays as the sequences of an npz file: named ``0``, ``1``, ..., columns ``x0``, ``x1``, ...,
+    times 0..T_i-1; ``codes`` / ``label_names`` as :func:`label_codes` gives them."""
+    return Sequences([str(i) for i in range(len(xs))], xs, [np.arange(len(x)) for x in xs], codes,
+                     list(label_names or []), [f"x{j}" for j in range(xs[0].shape[1])])
+
+
 def trained_model(run_dir: Path, cfg: DictConfig, metrics: dict) -> tuple[DSSM, dict]:
     """The model :func:`pyro_dssm.train.train` ended with in ``run_dir``, and its checkpoint's payload:
     ``best.pt`` when it restored the best epoch (``trainer.keep_best``, all epochs run or stopped early), else
@@ -91,8 +100,8 @@ def fit(sequences, n_states: int = 3, labels=None, overrides: list[str] | tuple[
         labels: optional list of (T_i,) integer arrays, true states for scores only (negative = unlabelled).
         overrides: Hydra override strings, e.g. ``["trainer.n_epochs=5", "data.val_fraction=0"]``;
             ``data=``, ``data.name`` and ``data.path`` are set by this function.
-        run_dir: where TensorBoard events, checkpoints and ``metrics.json`` go; None: a temporary
-            directory, removed once the model is loaded (``run_dir`` of the result is then None).
+        run_dir: where TensorBoard events, checkpoints and ``metrics.json`` go; None: nowhere, the run
+            stays in memory (``run_dir`` of the result is then None).
     Returns:
         The trained model: the checkpoint ``train`` ends with (best validation ELBO with
         ``trainer.keep_best``), its preprocessing, and ``metrics`` (those of ``metrics.json``).
@@ -110,13 +119,8 @@ def fit(sequences, n_states: int = 3, labels=None, overrides: list[str] | tuple[
         raise ValueError(f"overrides {taken}: fit sets {RESERVED} itself (the arrays go through data=npz)")
     overrides = ["data=npz", f"data.path='{IN_MEMORY}'", f"data.n_states={int(n_states)}", *overrides]
     cfg = compose_config(overrides)
-    seqs = Sequences([str(i) for i in range(len(xs))], xs, [np.arange(len(x)) for x in xs], codes, label_names,
-                     [f"x{j}" for j in range(xs[0].shape[1])])
-    with tempfile.TemporaryDirectory(prefix="pyro_dssm_") if run_dir is None else nullcontext(run_dir) as out:
-        out = Path(out)
-        metrics = train(cfg, out, overrides, sequences=seqs)
-        model, payload = trained_model(out, cfg, metrics)
-    return FittedDSSM(model, payload, metrics, None if run_dir is None else out)
+    run = train_model(cfg, run_dir, overrides, sequences=in_memory_sequences(xs, codes, label_names))
+    return FittedDSSM(run.model, run.checkpoint, run.metrics, None if run_dir is None else Path(run_dir))
 
 
 def load(path: str | Path) -> FittedDSSM:

@@ -23,7 +23,7 @@ import random
 import shlex
 import signal
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import hydra
@@ -88,7 +88,18 @@ def load_data(data_cfg: DataConfig | DictConfig, seed: int, sequences: Sequences
                           seed=seed)
 
 
-def train(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None,
+@dataclass
+class TrainedRun:
+    """What :func:`train_model` ends with: ``model`` (on the CPU, eval mode: the weights ``train`` ends with,
+    those of ``checkpoints/best.pt`` with ``trainer.keep_best``), ``checkpoint`` (the payload of ``last.pt``
+    with those weights; :class:`~pyro_dssm.fitted.FittedDSSM` reads it) and ``metrics`` (``metrics.json``'s)."""
+
+    model: DSSM
+    checkpoint: dict
+    metrics: dict
+
+
+def train(cfg: DictConfig, run_dir: str | Path | None, overrides: list[str] | None = None,
           sequences: Sequences | None = None) -> dict[str, float]:
     """Train one DSSM as configured; write TensorBoard events, checkpoints and metrics.json to ``run_dir``.
 
@@ -105,6 +116,19 @@ def train(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = No
 
     ``sequences`` (read already, e.g. arrays given to :func:`pyro_dssm.api.fit`) stand in for the
     file of ``data=npz`` / ``data=csv`` and go through the same features, split and standardisation.
+
+    ``run_dir`` None: nothing on disk (no TensorBoard, figures, checkpoints, config or metrics files);
+    :func:`train_model` then hands back the model it ends with.
+    """
+    return train_model(cfg, run_dir, overrides, sequences).metrics
+
+
+def train_model(cfg: DictConfig, run_dir: str | Path | None = None, overrides: list[str] | None = None,
+                sequences: Sequences | None = None) -> TrainedRun:
+    """:func:`train`, returning the trained model and its checkpoint payload beside the metrics.
+
+    ``run_dir`` None (the Python estimator's default, :class:`pyro_dssm.estimator.DSSM`): the run
+    lives in memory only; the best epoch's weights are kept in memory as ever (``trainer.keep_best``).
     """
     # the composed config as the dataclasses the library takes (each checks its ranges); the model group
     # waits for the data, whose features may set model.obs_dim
@@ -114,16 +138,16 @@ def train(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = No
     device = resolve_device(trainer_cfg.device)
     group = init_data_parallel(device) if trainer_cfg.distributed else None
     try:
-        return _train(cfg, Path(run_dir), overrides, trainer_cfg, data_cfg, device if group is None else group.device,
-                      group, sequences)
+        return _train(cfg, None if run_dir is None else Path(run_dir), overrides, trainer_cfg, data_cfg,
+                      device if group is None else group.device, group, sequences)
     finally:
         if group is not None:
             shutdown()
 
 
-def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None, trainer_cfg: TrainerConfig,
+def _train(cfg: DictConfig, run_dir: Path | None, overrides: list[str] | None, trainer_cfg: TrainerConfig,
            data_cfg: DataConfig, device: torch.device, group: DataParallel | None,
-           sequences: Sequences | None = None) -> dict[str, float]:
+           sequences: Sequences | None = None) -> TrainedRun:
     main = group is None or group.is_main
     resume = None
     if trainer_cfg.resume is not None:
@@ -135,29 +159,32 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None, trainer_
     model_cfg = _model_settings(cfg, data.train.x.shape[-1])
     if resume is not None:
         _check_resumable(resume, model_cfg, trainer_cfg, len(data.train))
-    run_dir = check_run_dir(run_dir, resume=resume is not None, overwrite=cfg.get("overwrite", False))
-    # checked: from here on the run writes (rank 0 alone, when data-parallel)
+    if run_dir is not None:
+        run_dir = check_run_dir(run_dir, resume=resume is not None, overwrite=cfg.get("overwrite", False))
+    # checked: from here on the run writes (rank 0 alone, when data-parallel; nothing without a run_dir)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved["model"]["obs_dim"] = resolved["data"]["obs_dim"] = model_cfg.obs_dim
-    if main:
+    if main and run_dir is not None:
         _write_config(run_dir, resolved, overrides)
     if getattr(data, "summary", ""):
         log.info("%s", data.summary)
     model = DSSM(model_cfg).to(device)
     log.info("data: %d train / %d val sequences, T=%d, D=%d; model K=%d on %s; run dir %s",
              len(data.train), len(data.val), data.train.x.shape[1], model_cfg.obs_dim, model_cfg.n_states,
-             device, run_dir)
+             device, "none (in memory)" if run_dir is None else run_dir)
     tracker = Tracker(run_dir, enabled=main)
     threads = choose_threads(trainer_cfg.num_threads, device, trainer_cfg.batch_size, model_width(model_cfg))
     try:
         with intra_op_threads(threads):
-            metrics = _fit_and_report(cfg, trainer_cfg, data, model, tracker, run_dir, resolved, resume, group)
+            metrics, checkpoint = _fit_and_report(cfg, trainer_cfg, data, model, tracker, run_dir, resolved, resume,
+                                                  group)
     finally:
         tracker.close()
     shown = ("val_accuracy", "oracle_accuracy", "accuracy_over_oracle", "viterbi_accuracy", "val_nmi", "val_ari",
              "val_elbo_per_step", "val_loglik_per_step", "train_seconds")
     log.info("final: %s", ", ".join(f"{k} {metrics[k]:.4f}" for k in shown if k in metrics))
-    return metrics
+    model = model.cpu().eval()
+    return TrainedRun(model, {**checkpoint, "model": model.state_dict()}, metrics)
 
 
 def _model_settings(cfg: DictConfig, D: int) -> ModelConfig:
@@ -193,8 +220,10 @@ def _write_config(run_dir: Path, resolved: dict, overrides: list[str] | None) ->
 
 
 def _fit_and_report(cfg: DictConfig, trainer_cfg: TrainerConfig, data, model: DSSM, tracker: Tracker,
-                    run_dir: Path, resolved: dict, resume: dict | None, group: DataParallel | None) -> dict:
-    """Train (stopping cleanly on SIGINT / SIGTERM), add the oracle's numbers, write hparams and metrics.json."""
+                    run_dir: Path | None, resolved: dict, resume: dict | None,
+                    group: DataParallel | None) -> tuple[dict, dict]:
+    """Train (stopping cleanly on SIGINT / SIGTERM), add the oracle's numbers, write hparams and metrics.json
+    (with a ``run_dir``). Returns the metrics and the checkpoint payload the run ends with."""
     params = getattr(data, "params", None)  # the true HMM, known for synthetic data only
     oracle = {} if params is None else oracle_metrics(params, data.val)
     if oracle:
@@ -202,13 +231,14 @@ def _fit_and_report(cfg: DictConfig, trainer_cfg: TrainerConfig, data, model: DS
     extra = {"config": resolved}
     if hasattr(data, "preprocessing"):  # decode applies the same features and standardisation
         extra.update(preprocessing=data.preprocessing.state_dict(), label_names=data.label_names)
-    main = group is None or group.is_main
+    writes = run_dir is not None and (group is None or group.is_main)
     with StopOnSignal() as stop:
         try:
-            metrics = fit(model, data.train, data.val, trainer_cfg, tracker, seed=cfg.seed,
-                          checkpoint_dir=run_dir / "checkpoints" if main else None, extra_checkpoint=extra,
-                          resume=resume, true_transition=None if params is None else params.transition,
-                          stop=stop, group=group)
+            metrics, checkpoint = fit(model, data.train, data.val, trainer_cfg, tracker, seed=cfg.seed,
+                                      checkpoint_dir=run_dir / "checkpoints" if writes else None,
+                                      extra_checkpoint=extra, resume=resume,
+                                      true_transition=None if params is None else params.transition,
+                                      stop=stop, group=group, return_checkpoint=True)
         except Interrupted as exc:
             exc.signum = stop.signum
             raise
@@ -220,7 +250,7 @@ def _fit_and_report(cfg: DictConfig, trainer_cfg: TrainerConfig, data, model: DS
                **{f"data.{k}": v for k, v in resolved["data"].items()}, "seed": cfg.seed}
     hparams = {k: str(v) if isinstance(v, (list, dict)) else v for k, v in hparams.items()}
     tracker.finish(hparams, metrics)
-    return metrics
+    return metrics, checkpoint
 
 
 def resume_command(run_dir: str | Path, overrides: list[str]) -> str:

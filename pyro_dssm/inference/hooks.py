@@ -140,10 +140,15 @@ class Checkpoints(Hook):
             for path in remove_temporaries(directory):
                 log.info("removed %s, left by an interrupted checkpoint write", path)
 
+    def payload(self, state: TrainingState) -> dict:
+        """What ``last.pt`` holds now: the model's weights, ``state.state_dict()`` and the fixed keys (tensors
+        shared with the model and the optimiser, not copies)."""
+        return {"model": self.model.state_dict(), **state.state_dict(), **self.fixed}
+
     def save(self, state: TrainingState, also_best: bool = False) -> None:
         if self.directory is None:
             return
-        payload = {"model": self.model.state_dict(), **state.state_dict(), **self.fixed}
+        payload = self.payload(state)
         save_checkpoint(self.last, payload)
         if also_best:
             save_checkpoint(self.directory / "best.pt",

@@ -114,7 +114,7 @@ def _parameter_groups(model: DSSM, cfg: TrainerConfig) -> list[dict]:
 def fit(model: DSSM, train: SequenceData, val: SequenceData, cfg: TrainerConfig, tracker: Tracker, seed: int = 0,
         checkpoint_dir: Path | None = None, extra_checkpoint: dict | None = None, resume: dict | None = None,
         true_transition: torch.Tensor | None = None, stop: Callable[[], bool] | None = None,
-        group: DataParallel | None = None) -> dict[str, float]:
+        group: DataParallel | None = None, return_checkpoint: bool = False) -> dict | tuple[dict, dict]:
     """Train ``model`` by SVI on ``train``; evaluate on ``val`` after the init and every epoch.
 
     Returns the last epoch's validation metrics plus ``train_seconds`` (init and
@@ -128,10 +128,9 @@ def fit(model: DSSM, train: SequenceData, val: SequenceData, cfg: TrainerConfig,
     and the metrics are its (module docstring). Checkpoints go to
     ``checkpoint_dir`` (None: none), with ``extra_checkpoint``; ``resume`` (a
     loaded checkpoint) continues one; ``stop`` is asked after every step.
-    ``true_transition`` (K, K), if known, is drawn beside the learned one.
-    ``train.x`` may be rows streamed from disk (:class:`pyro_dssm.data.streaming.NpyRows`).
-    ``group``: data-parallel (:mod:`pyro_dssm.inference.distributed`); pass
-    ``checkpoint_dir`` on rank 0 only.
+    ``true_transition`` (K, K), if known, is drawn beside the learned one. ``train.x`` may be rows streamed from
+    disk (:class:`pyro_dssm.data.streaming.NpyRows`). ``group``: data-parallel (:mod:`pyro_dssm.inference.distributed`),
+    ``checkpoint_dir`` on rank 0 only. ``return_checkpoint``: ``(metrics, what last.pt holds at the end)``.
     """
     if resume is not None:
         check_resume(resume, cfg, len(train))
@@ -170,7 +169,8 @@ def fit(model: DSSM, train: SequenceData, val: SequenceData, cfg: TrainerConfig,
             raise TrainingDiverged(f"{exc}; {checkpoints.kept(resumed=resume is not None)}") from None
     if state.epoch == cfg.stop_after_epoch:
         log.info("stopping after epoch %d (trainer.stop_after_epoch); continue with trainer.resume", state.epoch)
-    return {**_final_metrics(state, last, cfg, best), **started}
+    metrics = {**_final_metrics(state, last, cfg, best), **started}  # the model has its final weights now
+    return (metrics, checkpoints.payload(state)) if return_checkpoint else metrics
 
 
 def _early_stopping(cfg: TrainerConfig, steps_per_epoch: int) -> list[EarlyStopping]:

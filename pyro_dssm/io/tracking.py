@@ -31,12 +31,15 @@ def strict_json(metrics: dict) -> str:
 
 
 class Tracker:
-    """Writes scalars to TensorBoard under ``run_dir/tb`` and the final metrics to ``run_dir/metrics.json``."""
+    """Writes scalars to TensorBoard under ``run_dir/tb`` and the final metrics to ``run_dir/metrics.json``.
 
-    def __init__(self, run_dir: str | Path, enabled: bool = True):
-        self.run_dir = Path(run_dir)
-        self.enabled = enabled
-        self.writer = SummaryWriter(str(self.run_dir / "tb")) if enabled else None
+    ``run_dir`` None, or ``enabled`` false: nothing is written (the progress line is still logged).
+    """
+
+    def __init__(self, run_dir: str | Path | None, enabled: bool = True):
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        self.enabled = enabled and run_dir is not None
+        self.writer = SummaryWriter(str(self.run_dir / "tb")) if self.enabled else None
 
     def scalars(self, values: dict[str, float], step: int, prefix: str = "") -> None:
         if self.writer is None:
