@@ -3,7 +3,13 @@
 Letters used in every shape: B batch, T time, K states, D observation dim,
 H hidden size.
 
-From Python (:mod:`pyro_dssm.api`)::
+From Python: the estimator (:mod:`pyro_dssm.estimator`, scikit-learn's habits)::
+
+    from pyro_dssm import DSSM
+    model = DSSM(n_states=3, n_epochs=5, random_state=0).fit(X, lengths)   # X (N, D), or a list of (T_i, D)
+    model.predict(X, lengths), model.predict_proba(X, lengths), model.score(X, lengths), model.transmat_
+
+or the override strings of the command line (:mod:`pyro_dssm.api`)::
 
     import pyro_dssm
     model = pyro_dssm.fit(sequences, n_states=3, overrides=["trainer.n_epochs=5"])
@@ -15,11 +21,15 @@ A family of your own (an emission or a transition): a subclass of
 """
 
 __version__ = "0.1.0"
-__all__ = ["fit", "load", "FittedDSSM", "register_emission", "register_transition"]
+__all__ = ["DSSM", "fit", "load", "FittedDSSM", "register_emission", "register_transition"]
 
 
 def __getattr__(name: str):
     # imported on first use: `import pyro_dssm` (and python -m pyro_dssm.gather) stays free of torch, pyro, hydra
+    if name == "DSSM":  # the estimator; the nn.Module of that name is pyro_dssm.model.dssm.DSSM
+        from pyro_dssm.estimator import DSSM
+
+        return DSSM
     if name in ("fit", "load"):
         from pyro_dssm import api
 

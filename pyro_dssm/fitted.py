@@ -25,6 +25,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from pyro_dssm import online
 from pyro_dssm.data.chain import sample_states
 from pyro_dssm.data.features import Preprocessing
 from pyro_dssm.data.files import pad_sequences
@@ -105,6 +106,20 @@ def exact_log_px(model: DSSM, xs: list[np.ndarray]) -> tuple[float, int]:
     return total, sum(len(s) for s in xs)
 
 
+def log_jacobian_per_step(prep: Preprocessing) -> float | None:
+    r"""The standardisation's :math:`\log |\det \partial z_t / \partial x_t| = -\sum_j \log \mathrm{std}_j` per
+    time step, when the feature transform is the per-step affine bijection :math:`z_t = (x_t - \mathrm{mean}) /
+    \mathrm{std}` (``features=[raw]``, ``smooth=1``); None otherwise.
+
+    By the change of variables :math:`\log p(x_{1:T}) = \log p(z_{1:T}) - T \sum_j \log \mathrm{std}_j`. Other
+    transforms (``diff``, ``absdiff``, ``window_*``, a moving average) are not a bijection of x (they drop the
+    first step, or mix steps and repeat columns), so no density of x follows from one of z.
+    """
+    if list(prep.features) != ["raw"] or prep.smooth != 1:
+        return None
+    return -float(np.log(prep.std).sum())
+
+
 def n_parameters(model: DSSM) -> int:
     """The free parameters of the HMM ``model``'s networks define: its transition family's count plus its
     emission family's (:meth:`FittedDSSM.n_parameters` says why these and not the weight count)."""
@@ -147,8 +162,9 @@ class FittedDSSM:
 
     Inputs ``x`` are one (T, D0) array or a list of (T_i, D0) arrays in the user's units
     (the D0 columns the model was trained on); they go through the stored features and
-    standardisation before inference. Likelihoods are densities of those model inputs:
-    the (T, D) standardised features.
+    standardisation before inference. Likelihoods (:meth:`score`, :meth:`bic`, :meth:`aic`) are densities
+    of x in the user's units when the features are the raw columns (the default), else of the (T, D)
+    standardised features.
     """
 
     def __init__(self, model: DSSM, payload: dict, metrics: dict | None = None, run_dir: Path | None = None):
@@ -211,10 +227,43 @@ class FittedDSSM:
             out += [probs[i, :n].double().numpy() for i, n in enumerate(batch.lengths.tolist())]
         return out[0] if single else out
 
-    def score(self, x, per_step: bool = False) -> float:
-        """Exact :math:`\\sum_i \\log p(X_i)` of the model inputs (standardised features), summed over
-        sequences; ``per_step`` divides by the number of time steps (nats per step, comparable across sizes)."""
+    def filter(self, x, carry: online.FilterState | None = None, lag: int = 0) -> tuple[np.ndarray, online.FilterState]:
+        """Online decoding: filtered marginals :math:`p(c_t = k \\mid x_{1:t})` of the next chunk of a live stream.
+
+        x: one (T, D0) array, the stream's next rows in the user's units; ``carry``: what the previous call
+        returned (None starts a stream). Returns probs (T, K) float64 and the new carry; chunks of any sizes
+        give the numbers of one pass. With ``lag=L`` row i is :math:`p(c_{t-L} \\mid x_{1:t})` instead (NaN for
+        t <= L) and :meth:`flush` gives the last L steps at the end (:func:`pyro_dssm.online.filter_chunk`).
+        Needs causal features (``raw``, ``diff``, ``absdiff``); ValueError naming a bad x, carry or lag.
+        """
+        seqs, single = check_sequences(x, "x", self.feature_names)
+        if not single:
+            raise ValueError(f"filter takes one (T, D0) array, the next rows of one stream, got a list of {len(seqs)}")
+        return online.filter_chunk(self.model, self.preprocessing, seqs[0], carry, lag)
+
+    def flush(self, carry: online.FilterState) -> np.ndarray:
+        """The end of a stream filtered with ``lag=L``: (min(n, L), K) :math:`p(c_s \\mid x_{1:n})` of its last steps
+        s, the rows :meth:`filter` has not given yet (:func:`pyro_dssm.online.flush`)."""
+        return online.flush(self.model, carry)
+
+    def _log_px(self, x) -> tuple[float, int]:
+        """:math:`\\sum_i \\log p(X_i)` in the user's units where the features allow it (:meth:`score`), and the
+        number of time steps."""
         total, n = exact_log_px(self.model, self._inputs(x)[0])
+        jacobian = log_jacobian_per_step(self.preprocessing)
+        return total + (0.0 if jacobian is None else n * jacobian), n
+
+    def score(self, x, per_step: bool = False) -> float:
+        """Exact :math:`\\sum_i \\log p(X_i)` summed over sequences (forward algorithm); ``per_step`` divides by the
+        number of time steps (nats per step, comparable across sizes).
+
+        In the user's units with the default features (``[raw]``, no smoothing): the density of x itself, the
+        standardisation's log-Jacobian :math:`-T_i \\sum_j \\log \\mathrm{std}_j` included
+        (:func:`log_jacobian_per_step`), so the same data in other units (x * c) score :math:`N D \\log c` less.
+        With other features (``diff``, ``window_*``, ``data.smooth`` > 1), not a bijection of x: the density of
+        the standardised features.
+        """
+        total, n = self._log_px(x)
         return total / n if per_step else total
 
     def n_parameters(self) -> int:
@@ -234,14 +283,16 @@ class FittedDSSM:
     def bic(self, x) -> float:
         """Bayesian information criterion :math:`-2 \\log p(X) + p \\log n` (lower is better).
 
-        p = :meth:`n_parameters`, n = the number of time steps in ``x`` (as hmmlearn counts).
+        p = :meth:`n_parameters`, n = the number of time steps in ``x`` (as hmmlearn counts); log p(X) is
+        :meth:`score`'s (in the user's units with the default features).
         """
-        total, n = exact_log_px(self.model, self._inputs(x)[0])
+        total, n = self._log_px(x)
         return -2.0 * total + self.n_parameters() * math.log(n)
 
     def aic(self, x) -> float:
-        """Akaike information criterion :math:`-2 \\log p(X) + 2p`, p = :meth:`n_parameters` (lower is better)."""
-        total, _ = exact_log_px(self.model, self._inputs(x)[0])
+        """Akaike information criterion :math:`-2 \\log p(X) + 2p`, p = :meth:`n_parameters` (lower is better);
+        log p(X) is :meth:`score`'s."""
+        total, _ = self._log_px(x)
         return -2.0 * total + 2.0 * self.n_parameters()
 
     @torch.no_grad()

@@ -48,6 +48,11 @@ def model_inputs(model, x):
     return ((x - model.preprocessing.mean) / model.preprocessing.std).astype(np.float32)
 
 
+def log_jacobian(model, T):
+    """The standardisation's log |det dz/dx| over T steps: log p(x) = log p(z) + this, for raw features."""
+    return -T * float(np.log(model.preprocessing.std).sum())
+
+
 def brute_force(model, x):
     """log p(path, X) of all K^T paths, by enumeration in float64 from the model's HMM parameters."""
     log_init, log_trans, means = (t.detach().double().numpy() for t in model.model.hmm_parameters())
@@ -77,9 +82,10 @@ def test_exact_inference_matches_brute_force_over_all_paths(fitted, T):
     model, xs, _ = fitted
     x = xs[2][:T]
     paths, joint = brute_force(model, x)
-    log_px = np.logaddexp.reduce(joint)
-    assert model.score(x) == pytest.approx(log_px, rel=1e-5, abs=1e-4)
-    assert model.score(x, per_step=True) == pytest.approx(log_px / T, rel=1e-5, abs=1e-4)
+    log_px = np.logaddexp.reduce(joint)  # of the standardised features z
+    log_px_user = log_px + log_jacobian(model, T)  # of x in the user's units
+    assert model.score(x) == pytest.approx(log_px_user, rel=1e-5, abs=1e-4)
+    assert model.score(x, per_step=True) == pytest.approx(log_px_user / T, rel=1e-5, abs=1e-4)
     np.testing.assert_array_equal(model.predict(x), paths[joint.argmax()])
     post = np.exp(joint - log_px)
     marginals = np.stack([np.bincount(paths[:, t], weights=post, minlength=K) for t in range(T)])
@@ -129,7 +135,7 @@ def test_ragged_lists_match_the_hmm_module_sequence_by_sequence(fitted):
         np.testing.assert_array_equal(s, hmm.viterbi(log_init, log_trans, ll)[0][0].numpy())
         np.testing.assert_allclose(p, hmm.posterior_marginals(log_init, log_trans, ll)[0].numpy(), atol=1e-6)
         np.testing.assert_allclose(p.sum(-1), 1.0, atol=1e-6)
-        total += float(hmm.forward(log_init, log_trans, ll)[1])
+        total += float(hmm.forward(log_init, log_trans, ll)[1]) + log_jacobian(model, len(x))
     assert model.score(xs) == pytest.approx(total, rel=1e-5)
     assert isinstance(model.predict(xs[0]), np.ndarray) and model.predict_proba(xs[0]).shape == (LENGTHS[0], K)
 
