@@ -30,6 +30,7 @@ from omegaconf import DictConfig
 from pyro_dssm.config.location import CONFIG_DIR
 from pyro_dssm.config.overrides import check_command_line
 from pyro_dssm.data.readers import Sequences
+from pyro_dssm.data import readers
 from pyro_dssm.fitted import FittedDSSM, check_sequences, load_model
 from pyro_dssm.model.dssm import DSSM
 from pyro_dssm.train import train_model
@@ -74,11 +75,35 @@ def label_codes(labels, xs: list[np.ndarray]) -> tuple[list[np.ndarray] | None, 
 
 
 def in_memory_sequences(xs: list[np.ndarray], codes: list[np.ndarray] | None = None,
-                        label_names: list[str] | None = None) -> Sequences:
+                        label_names: list[str] | None = None, known: list[np.ndarray] | None = None,
+                        known_names: list[str] | None = None) -> Sequences:
     """(T_i, D) arrays as the sequences of an npz file: named ``0``, ``1``, ..., columns ``x0``, ``x1``, ...,
-    times 0..T_i-1; ``codes`` / ``label_names`` as :func:`label_codes` gives them."""
+    times 0..T_i-1; ``codes`` / ``label_names`` as :func:`label_codes` gives them, ``known`` / ``known_names``
+    as :func:`known_codes` does."""
     return Sequences([str(i) for i in range(len(xs))], xs, [np.arange(len(x)) for x in xs], codes,
-                     list(label_names or []), [f"x{j}" for j in range(xs[0].shape[1])])
+                     list(label_names or []), [f"x{j}" for j in range(xs[0].shape[1])], known=known,
+                     known_names=known_names)
+
+
+def known_codes(known_states, xs: list[np.ndarray], names: list[str] | None = None,
+                key: str = "known_states") -> tuple[list[np.ndarray], list[str]]:
+    """Known states given as one (T_i,) array-like per sequence of ``xs`` (any labels; None, NaN or "" = not known)
+    -> codes (T_i,) int64 (-1: not known) and the class names (their text, sorted; ``names`` first when given,
+    the training run's classes at decoding: a class not among them is a ValueError naming it)."""
+    if not isinstance(known_states, (list, tuple)) or len(known_states) != len(xs):
+        given = f"{type(known_states).__name__} of length {len(known_states)}" \
+            if hasattr(known_states, "__len__") else type(known_states).__name__
+        raise ValueError(f"{key} must give one (T_i,) array per sequence ({len(xs)}), got {given}")
+    raw = []
+    for i, (k, x) in enumerate(zip(known_states, xs)):
+        k = np.asarray(k, dtype=object).reshape(-1)
+        if len(k) != len(x):
+            raise ValueError(f"{key}[{i}] has {len(k)} values, sequence {i} has {len(x)} steps")
+        raw.append(["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in k])
+    codes, classes = readers.label_codes(raw, names)
+    if names is not None and len(classes) > len(names):
+        raise ValueError(f"{key} holds {classes[len(names)]!r}, not a class of the training run {names}")
+    return codes, classes
 
 
 def trained_model(run_dir: Path, cfg: DictConfig, metrics: dict) -> tuple[DSSM, dict]:

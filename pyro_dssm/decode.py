@@ -1,6 +1,7 @@
 """Segment new sequences with a trained model.
 
     python -m pyro_dssm.decode checkpoint=PATH input=PATH output=PATH [plot=PATH.png] [plot_states=viterbi|guide]
+    python -m pyro_dssm.decode checkpoint=PATH input=-|PATH output=-|PATH.csv [follow=true] [lag=L] [poll=S] [idle=S]
 
 ``checkpoint`` is a ``.pt`` file or a run directory (its ``checkpoints/best.pt``,
 else ``last.pt``). ``input`` is read like the training data: a CSV with the
@@ -15,6 +16,13 @@ bands (and the labels as a second band). A bad argument, input file or
 checkpoint prints one line on stderr and exits with status 2, before anything
 is written; outputs are written atomically, so an existing ``output`` is either
 left as it was or replaced whole. ``HYDRA_FULL_ERROR=1`` shows the traceback.
+
+The second form streams (:mod:`pyro_dssm.stream`): ``input=-`` reads CSV rows from standard input, ``follow=true``
+a file still being written (``tail -f``), and each row's filtered state goes out as it arrives, ``lag`` rows
+behind with ``lag=L`` (fixed-lag smoothing), to standard output (``output=-``) or a CSV file written line by
+line (not atomically). For example::
+
+    tail -f log.csv | python -m pyro_dssm.decode checkpoint=runs/x input=- output=- lag=5
 
 The arguments are the fields of :class:`DecodeArgs`, parsed by
 :func:`pyro_dssm.cli.parse` like ``pyro_dssm.gather``'s: an unknown key, a
@@ -33,9 +41,11 @@ from typing import Optional
 import numpy as np
 from omegaconf import MISSING
 
-from pyro_dssm import cli
+from pyro_dssm import cli, stream
 from pyro_dssm.config import settings
 from pyro_dssm.config import FileDataConfig
+from pyro_dssm.data.files import append_known
+from pyro_dssm.model.known import state_names
 from pyro_dssm.data.readers import Sequences, check_input_file, read_csv, read_npz
 from pyro_dssm.evaluation.metrics import clustering_scores
 # loading a checkpoint and exact decoding are shared with the Python API (pyro_dssm.fitted)
@@ -55,8 +65,12 @@ class DecodeArgs:
     """The command line (module docstring); ``MISSING`` fields are required."""
 
     checkpoint: str = MISSING  # a .pt file, or a run directory (its best.pt)
-    input: str = MISSING  # .csv or .npz
-    output: str = MISSING  # .csv or .npz
+    input: str = MISSING  # .csv or .npz; - (standard input) streams
+    output: str = MISSING  # .csv or .npz; - (standard output) when streaming
+    lag: int = 0  # streaming: fixed-lag smoothing, each row's states from the L rows after it too
+    follow: bool = False  # streaming: input is a file still being written (tail -f)
+    poll: float = 0.2  # follow: seconds between looks for new lines
+    idle: Optional[float] = None  # streaming: end after this many seconds without new data (None: never)
     plot: Optional[str] = None  # .png, .pdf or .svg
     plot_states: str = "viterbi"  # the states the plot shows: viterbi or guide
 
@@ -78,18 +92,36 @@ def read_input(path: str | Path, payload: dict) -> tuple[Sequences, dict]:
     cfg = settings(FileDataConfig, data_cfg, "data")  # the data group of a csv run is exactly FileDataConfig
     # the columns the model was trained on, also when data.feature_columns was null (inferred)
     columns = payload["preprocessing"]["feature_names"] if "preprocessing" in payload else cfg.feature_columns
-    return read_csv(path, cfg.id_column, cfg.time_column, columns, cfg.label_column, names,
-                    labels_optional=True, key="input"), data_cfg
+    seqs = read_csv(path, cfg.id_column, cfg.time_column, columns, cfg.label_column, names, labels_optional=True,
+                    key="input", known_column=cfg.known_states_column, known_names=payload.get("known_names"),
+                    known_optional=True)
+    check_known_classes(seqs, payload.get("known_names"), str(path))
+    return seqs, data_cfg
+
+
+def check_known_classes(seqs: Sequences, known_names: list[str] | None, path: str) -> None:
+    """ValueError naming the first known state of ``seqs`` that is not a class of the training run."""
+    if seqs.known is None or known_names is None:
+        return
+    for name, codes in zip(seqs.names, seqs.known):
+        bad = np.flatnonzero(codes >= len(known_names))
+        if len(bad):
+            raise ValueError(f"input={path!r}: sequence {name!r} step {int(bad[0])} has the known state "
+                             f"{seqs.known_names[codes[bad[0]]]!r}, not a class of the training run {known_names}")
+
 
 
 def write_output(path: str | Path, seqs: Sequences, decoded: list[Decoded], id_column: str, time_column: str,
-                 label_column: str) -> int:
-    """One row per time step to ``path`` (.csv or .npz); returns the number of rows."""
+                 label_column: str, names: list[str] | None = None) -> int:
+    """One row per time step to ``path`` (.csv or .npz); returns the number of rows. ``names``: what to write for
+    each state (:func:`state_names`), None for their numbers."""
     K = decoded[0].probs.shape[-1]
     ids = np.concatenate([np.full(len(d.guide), name) for name, d in zip(seqs.names, decoded)])
     times = np.concatenate(seqs.times)
     guide = np.concatenate([d.guide for d in decoded])
     viterbi = np.concatenate([d.viterbi for d in decoded])
+    if names is not None:
+        guide, viterbi = np.array(names)[guide], np.array(names)[viterbi]
     probs = np.concatenate([d.probs for d in decoded])
     labels = None
     if seqs.labels is not None:
@@ -108,7 +140,7 @@ def write_output(path: str | Path, seqs: Sequences, decoded: list[Decoded], id_c
         header = [id_column, time_column, "guide_state", "viterbi_state"] + [f"p_{k}" for k in range(K)]
         writer.writerow(header + ([label_column] if labels is not None else []))
         for r in range(len(ids)):
-            row = [ids[r], times[r], int(guide[r]), int(viterbi[r])] + [f"{p:.6g}" for p in probs[r]]
+            row = [ids[r], times[r], guide[r], viterbi[r]] + [f"{p:.6g}" for p in probs[r]]
             writer.writerow(row + ([labels[r]] if labels is not None else []))
     return len(ids)
 
@@ -139,7 +171,8 @@ def plot_states(path: str | Path, seqs: Sequences, decoded: list[Decoded], n_sta
 def parse_args(argv: list[str]) -> DecodeArgs:
     """``key=value`` arguments -> :class:`DecodeArgs`; ValueError naming a bad or missing one."""
     args = cli.parse(DecodeArgs, argv)
-    if Path(args.output).suffix.lower() not in (".csv", ".npz"):
+    streaming = stream.check_args(args)  # input=- or follow=true: the streaming options are checked there
+    if not streaming and Path(args.output).suffix.lower() not in (".csv", ".npz"):
         raise ValueError(f"output={args.output!r} must end in .csv or .npz")
     if args.plot is not None and Path(args.plot).suffix.lower() not in PLOT_FORMATS:
         raise ValueError(f"plot={args.plot!r} must end in one of {PLOT_FORMATS}")
@@ -147,7 +180,7 @@ def parse_args(argv: list[str]) -> DecodeArgs:
         raise ValueError(f"plot_states must be one of {PLOT_STATES}, got {args.plot_states!r}")
     for key in ("output", "plot"):
         path = getattr(args, key)
-        if path is None:
+        if path is None or path == stream.STDIO:
             continue
         if Path(path).is_dir():
             raise ValueError(f"{key}={path!r} is a directory; expected a file name")
@@ -162,6 +195,8 @@ def parse_args(argv: list[str]) -> DecodeArgs:
 
 def run(args: DecodeArgs) -> dict[str, float]:
     """Decode ``args.input`` into ``args.output`` (and ``args.plot``); returns the scores when labelled."""
+    if stream.is_streaming(args):
+        return stream.run(args)
     model, payload = load_model(args.checkpoint)
     seqs, data_cfg = read_input(args.input, payload)
     expected = (payload["preprocessing"]["feature_names"] if "preprocessing" in payload else
@@ -170,7 +205,8 @@ def run(args: DecodeArgs) -> dict[str, float]:
         raise ValueError(f"input={args.input!r} has D={seqs.x[0].shape[-1]} feature columns "
                          f"{seqs.feature_names}; the checkpoint expects D={len(expected)} ({expected})")
     prep = preprocessing_of(payload, seqs.x[0].shape[-1])
-    xs = [prep.apply(x) for x in seqs.x]
+    has_known = "known_names" in payload  # the model observes known states: given where the input has them
+    xs = [append_known(prep.apply(x), seqs.known and seqs.known[i], has_known) for i, x in enumerate(seqs.x)]
     # checked: from here on decoding writes
     with intra_op_threads(choose_threads("auto", next(model.parameters()).device, 64, model_width(model.config))):
         decoded = decode(model, xs)
@@ -180,7 +216,8 @@ def run(args: DecodeArgs) -> dict[str, float]:
     is_csv = Path(args.input).suffix.lower() == ".csv"  # then the columns are named as in the input
     n_rows = write_output(args.output, seqs, decoded, data_cfg.get("id_column") if is_csv else "sequence",
                           (data_cfg.get("time_column") if is_csv else None) or "t",
-                          (data_cfg.get("label_column") if is_csv else None) or "label")
+                          (data_cfg.get("label_column") if is_csv else None) or "label",
+                          state_names(model.n_states, payload.get("known_names")))
     print(f"decoded {len(seqs)} sequences, {n_rows} steps, K={model.n_states} -> {args.output}")
     scores = {}
     true = None if seqs.labels is None else np.concatenate(seqs.labels)

@@ -39,10 +39,11 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from pyro_dssm.api import IN_MEMORY, compose_config, in_memory_sequences
+from pyro_dssm.api import IN_MEMORY, compose_config, in_memory_sequences, known_codes
 from pyro_dssm.config import FileDataConfig, ModelConfig, TrainerConfig
 from pyro_dssm.fitted import FittedDSSM, check_sequences
 from pyro_dssm.io import tracking
+from pyro_dssm.model.known import state_names
 from pyro_dssm.train import train_model
 
 OWN = ("random_state", "validation", "log_dir", "verbose")  # the estimator's keywords that are not config keys
@@ -135,26 +136,42 @@ class DSSM(BaseEstimator):
 
     # --- training ---------------------------------------------------------------------------------------------
 
-    def fit(self, X, lengths=None) -> "DSSM":
+    def fit(self, X, lengths=None, known_states=None) -> "DSSM":
         """Train on X (see the class docstring for its forms); returns ``self``, fitted.
 
+        ``known_states``: the state where it is known, in X's form (one (T,) array, a list of (T_i,), or (N,) cut by
+        ``lengths``); any labels, None / NaN / "" where not known. They clamp the posterior there (semi-supervised,
+        :mod:`pyro_dssm.model.known`); state k is then the k-th class (sorted): ``classes_`` names the states and
+        :meth:`predict` returns those names. NaN in X is a missing value, summed out.
         Raises ValueError naming a bad array, ``lengths`` or setting (settings are named by their config key,
         e.g. ``trainer.lr``); nothing is written before the checks.
         """
         xs, _ = sequences_of(X, lengths)
+        known, known_names = self._known(known_states, xs, lengths)
         if isinstance(self.validation, bool) or not isinstance(self.validation, (int, float)) \
                 or not 0.0 <= self.validation < 1.0:
             raise ValueError(f"validation must be a fraction in [0, 1), got {self.validation!r}")
         seed = self._seed()
         cfg = self._config(seed)
         with kept_global_random_state(), epoch_lines(self.verbose):
-            run = train_model(cfg, self.log_dir, sequences=in_memory_sequences(xs))
+            run = train_model(cfg, self.log_dir,
+                              sequences=in_memory_sequences(xs, known=known, known_names=known_names))
         for name in [a for a in vars(self) if a.endswith("_") and not a.startswith("_")]:
             delattr(self, name)  # a refit with another family may have no means_
         self._set_fitted(FittedDSSM(run.model, run.checkpoint, run.metrics,
                                     None if self.log_dir is None else Path(self.log_dir)))
         self.seed_ = seed
         return self
+
+    def _known(self, known_states, xs: list[np.ndarray], lengths, names: list[str] | None = None):
+        """``known_states`` in X's form -> (codes per sequence, class names), or (None, None) when not given."""
+        if known_states is None:
+            return None, None
+        if lengths is not None:
+            known_states = np.split(np.asarray(known_states, dtype=object), np.cumsum(lengths)[:-1])
+        elif not isinstance(known_states, (list, tuple)) or len(xs) == 1 and len(known_states) == len(xs[0]):
+            known_states = [known_states]  # one sequence's (T,) values
+        return known_codes(known_states, xs, names)
 
     def _seed(self) -> int:
         """The CLI's ``seed``: ``random_state`` if an int, else drawn from it (None: numpy's global generator)."""
@@ -188,6 +205,9 @@ class DSSM(BaseEstimator):
         means = state_means(fitted)
         if means is not None:
             self.means_ = means
+        names = state_names(fitted.n_states, fitted.payload.get("known_names"))
+        if names is not None:  # fitted with known states: the states are these classes
+            self.classes_ = np.array(names, dtype=object)
 
     # --- the fitted model -------------------------------------------------------------------------------------
 
@@ -195,16 +215,29 @@ class DSSM(BaseEstimator):
         check_is_fitted(self, "fitted_")
         return sequences_of(X, lengths, self.fitted_.feature_names)
 
-    def predict(self, X, lengths=None):
+    def predict(self, X, lengths=None, known_states=None):
         """Viterbi states :math:`\\arg\\max_c p(c_{1:T} \\mid x_{1:T})`: (T,) int64 for one array, (N,) for
-        ``X, lengths`` (the sequences one after another, as hmmlearn returns them), a list for a list."""
+        ``X, lengths`` (the sequences one after another, as hmmlearn returns them), a list for a list. Fitted with
+        known states: their names (``classes_``), the path clamped where ``known_states`` (X's form) gives one."""
         xs, form = self._inputs(X, lengths)
-        return joined(self.fitted_.predict(xs), form)
+        paths = self.fitted_.predict(xs, self._decode_known(known_states, xs, lengths))
+        if hasattr(self, "classes_"):  # fitted with known states: the states' names
+            paths = [self.classes_[path] for path in paths]
+        return joined(paths, form)
 
-    def predict_proba(self, X, lengths=None):
-        """Posterior marginals :math:`p(c_t = k \\mid x_{1:T})` (forward-backward): (T, K), (N, K) or a list."""
+    def predict_proba(self, X, lengths=None, known_states=None):
+        """Posterior marginals :math:`p(c_t = k \\mid x_{1:T})` (forward-backward): (T, K), (N, K) or a list; column
+        k is state k (``classes_[k]`` when fitted with known states)."""
         xs, form = self._inputs(X, lengths)
-        return joined(self.fitted_.predict_proba(xs), form)
+        return joined(self.fitted_.predict_proba(xs, self._decode_known(known_states, xs, lengths)), form)
+
+    def _decode_known(self, known_states, xs, lengths):
+        """Known states at decoding -> codes per sequence in the training run's classes (None when not given)."""
+        if known_states is None:
+            return None
+        if not hasattr(self, "classes_"):
+            raise ValueError("known_states at decoding needs a model fitted with known_states")
+        return self._known(known_states, xs, lengths, list(self.fitted_.payload["known_names"]))[0]
 
     def filter(self, x, carry=None, lag: int = 0):
         """Online decoding of a stream, chunk by chunk: :meth:`pyro_dssm.fitted.FittedDSSM.filter`

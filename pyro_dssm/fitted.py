@@ -28,10 +28,12 @@ import torch
 from pyro_dssm import online
 from pyro_dssm.data.chain import sample_states
 from pyro_dssm.data.features import Preprocessing
-from pyro_dssm.data.files import pad_sequences
+from pyro_dssm.data.files import append_known, pad_sequences
+from pyro_dssm.data.sequences import SequenceData
 from pyro_dssm.io.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from pyro_dssm.model import hmm
 from pyro_dssm.model.dssm import DSSM, ModelConfig
+from pyro_dssm.model.known import unknown_states, with_known
 
 
 @dataclasses.dataclass
@@ -72,14 +74,17 @@ def preprocessing_of(payload: dict, n_columns: int) -> Preprocessing:
 
 
 def exact_batches(model: DSSM, xs: list[np.ndarray], batch_size: int = 64) -> Iterator[tuple]:
-    """The exact HMM of ``model`` and the log-likelihoods of ``xs`` (model inputs, (T_i, D)), batch by batch.
+    """The exact HMM of ``model`` and the log-likelihoods of ``xs`` (model inputs, (T_i, D), or (T_i, D + 1) with
+    known states as the last column: :func:`pyro_dssm.data.files.append_known`), batch by batch.
 
     Yields ``(batch, log_init (K,), log_trans (K, K), log_lik (B, T, K))`` with ``batch`` the padded
     :class:`~pyro_dssm.data.sequences.SequenceData` (``x`` (B, T, D), ``mask`` (B, T), ``lengths`` (B,)).
     """
     for start in range(0, len(xs), batch_size):
         batch = pad_sequences(xs[start: start + batch_size])
-        model.emitter.check_data(batch.x, batch.mask)
+        if batch.x.shape[-1] == model.config.obs_dim:  # the features alone: no state known
+            batch = SequenceData(with_known(batch.x, unknown_states(batch.x, model)), batch.lengths, batch.states)
+        model.emitter.check_data(model.observations(batch.x)[0], batch.mask)
         yield batch, *model.exact_hmm(batch.x)
 
 
@@ -120,6 +125,16 @@ def log_jacobian_per_step(prep: Preprocessing) -> float | None:
     return -float(np.log(prep.std).sum())
 
 
+def log_jacobian(prep: Preprocessing, xs: list[np.ndarray]) -> float | None:
+    """The standardisation's log-Jacobian over the observed cells of ``xs`` (model inputs (T_i, D), NaN =
+    missing): :func:`log_jacobian_per_step` cell by cell, as only observed cells have a density; None where
+    the features allow none."""
+    if log_jacobian_per_step(prep) is None:
+        return None
+    observed = sum((~np.isnan(x)).sum(0) for x in xs)  # (D,) observed cells per column
+    return -float((observed * np.log(prep.std)).sum())
+
+
 def n_parameters(model: DSSM) -> int:
     """The free parameters of the HMM ``model``'s networks define: its transition family's count plus its
     emission family's (:meth:`FittedDSSM.n_parameters` says why these and not the weight count)."""
@@ -129,8 +144,9 @@ def n_parameters(model: DSSM) -> int:
 def check_sequences(x, name: str = "x", columns: list[str] | None = None) -> tuple[list[np.ndarray], bool]:
     """One (T, D) array or a non-empty list of them -> (list of float64 arrays, whether one array was given).
 
-    ValueError naming the bad element: not 2-D, no time step, not real numbers, NaN / inf, D differing
-    between sequences or from the expected ``columns`` (their names).
+    NaN cells are missing values (the model sums them out). ValueError naming the bad element: not 2-D, no
+    time step, not real numbers, inf, every cell missing, D differing between sequences or from the expected
+    ``columns`` (their names).
     """
     single = not isinstance(x, (list, tuple))
     seqs = [x] if single else list(x)
@@ -145,10 +161,13 @@ def check_sequences(x, name: str = "x", columns: list[str] | None = None) -> tup
                              + (" (give a list of (T_i, D) arrays for several sequences)" if arr.ndim == 3 else ""))
         if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
             raise ValueError(f"{where} must hold real numbers, got dtype {arr.dtype}")
-        bad = np.argwhere(~np.isfinite(arr))
+        bad = np.argwhere(np.isinf(arr))
         if len(bad):
             t, j = bad[0]
-            raise ValueError(f"{where} holds {arr[t, j]} at time step {t} (column {j}); expected finite numbers")
+            raise ValueError(f"{where} holds {arr[t, j]} at time step {t} (column {j}); expected finite numbers "
+                             "(NaN for a missing value)")
+        if np.isnan(arr).all():
+            raise ValueError(f"{where} has no observed value (all {arr.size} cells NaN); a sequence needs at least one")
         if columns is not None and arr.shape[1] != len(columns):
             raise ValueError(f"{where} has D={arr.shape[1]} columns; the model expects D={len(columns)} ({columns})")
         if out and arr.shape[1] != out[0].shape[1]:
@@ -196,18 +215,23 @@ class FittedDSSM:
         """The D0 input columns ``x`` must have."""
         return list(self.preprocessing.feature_names)
 
-    def _inputs(self, x) -> tuple[list[np.ndarray], bool]:
-        """Validated user arrays -> model inputs (T_i, D) float32, and whether one array was given."""
+    def _inputs(self, x, known: list[np.ndarray] | None = None) -> tuple[list[np.ndarray], bool]:
+        """Validated user arrays -> model inputs (T_i, D) float32, and whether one array was given; with ``known``
+        (T_i,) codes of known states (-1: not known) for a model trained with them, (T_i, D + 1)."""
         seqs, single = check_sequences(x, "x", self.feature_names)
-        return [self.preprocessing.apply(s) for s in seqs], single
+        xs = [self.preprocessing.apply(s) for s in seqs]
+        if known is not None and self.model.config.known_states:
+            xs = [append_known(x, codes, True) for x, codes in zip(xs, known)]
+        return xs, single
 
     @torch.no_grad()
-    def predict(self, x):
+    def predict(self, x, known: list[np.ndarray] | None = None):
         """Most probable state path :math:`\\arg\\max_c p(c_{1:T} \\mid x_{1:T})` (Viterbi) of each sequence.
 
-        Returns (T,) int64 for one (T, D0) array, else a list of (T_i,) arrays.
+        Returns (T,) int64 for one (T, D0) array, else a list of (T_i,) arrays. ``known``: for a model trained
+        with known states, their (T_i,) codes per sequence (-1: not known), clamping the path there.
         """
-        xs, single = self._inputs(x)
+        xs, single = self._inputs(x, known)
         out = []
         for batch, log_init, log_trans, ll in exact_batches(self.model, xs):
             path, _ = hmm.viterbi(log_init, log_trans, ll, batch.mask)
@@ -215,12 +239,12 @@ class FittedDSSM:
         return out[0] if single else out
 
     @torch.no_grad()
-    def predict_proba(self, x):
+    def predict_proba(self, x, known: list[np.ndarray] | None = None):
         """Exact posterior marginals :math:`p(c_t = k \\mid x_{1:T})` (forward-backward).
 
-        Returns (T, K) float64 rows summing to one, or a list of (T_i, K) arrays.
+        Returns (T, K) float64 rows summing to one, or a list of (T_i, K) arrays; ``known`` as :meth:`predict`.
         """
-        xs, single = self._inputs(x)
+        xs, single = self._inputs(x, known)
         out = []
         for batch, log_init, log_trans, ll in exact_batches(self.model, xs):
             probs = hmm.posterior_marginals(log_init, log_trans, ll, batch.mask)
@@ -249,9 +273,10 @@ class FittedDSSM:
     def _log_px(self, x) -> tuple[float, int]:
         """:math:`\\sum_i \\log p(X_i)` in the user's units where the features allow it (:meth:`score`), and the
         number of time steps."""
-        total, n = exact_log_px(self.model, self._inputs(x)[0])
-        jacobian = log_jacobian_per_step(self.preprocessing)
-        return total + (0.0 if jacobian is None else n * jacobian), n
+        xs = self._inputs(x)[0]
+        total, n = exact_log_px(self.model, xs)
+        jacobian = log_jacobian(self.preprocessing, xs)
+        return total + (0.0 if jacobian is None else jacobian), n
 
     def score(self, x, per_step: bool = False) -> float:
         """Exact :math:`\\sum_i \\log p(X_i)` summed over sequences (forward algorithm); ``per_step`` divides by the

@@ -85,7 +85,7 @@ def load_data(data_cfg: DataConfig | DictConfig, seed: int, sequences: Sequences
         return make_periodic(c.n_states, c.obs_dim, c.seq_len, c.n_train, c.n_val, c.mean_duration, c.damping,
                              c.min_period, c.max_period, c.amplitude_spread, seed=seed)
     return make_synthetic(c.n_states, c.obs_dim, c.seq_len, c.n_train, c.n_val, c.transition_bias, c.noise_std,
-                          seed=seed)
+                          seed=seed, missing_fraction=c.missing_fraction)
 
 
 @dataclass
@@ -156,7 +156,9 @@ def _train(cfg: DictConfig, run_dir: Path | None, overrides: list[str] | None, t
     # the data (own generators) and the minibatch order use `seed` on every rank; the Gumbel noise seed + rank
     seed_everything(cfg.seed + (0 if group is None else group.rank))
     data = load_data(data_cfg, cfg.seed, sequences)
-    model_cfg = _model_settings(cfg, data.train.x.shape[-1])
+    known_names = getattr(data, "known_names", None)  # data.known_states_column: x carries them as a last column
+    D = data.train.x.shape[-1] - (known_names is not None)
+    model_cfg = _model_settings(cfg, D, missing_cells(data.train.x, D) > 0, known_names is not None)
     if resume is not None:
         _check_resumable(resume, model_cfg, trainer_cfg, len(data.train))
     if run_dir is not None:
@@ -164,6 +166,8 @@ def _train(cfg: DictConfig, run_dir: Path | None, overrides: list[str] | None, t
     # checked: from here on the run writes (rank 0 alone, when data-parallel; nothing without a run_dir)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved["model"]["obs_dim"] = resolved["data"]["obs_dim"] = model_cfg.obs_dim
+    resolved["model"]["missing_input"] = model_cfg.missing_input
+    resolved["model"]["known_states"] = model_cfg.known_states
     if main and run_dir is not None:
         _write_config(run_dir, resolved, overrides)
     if getattr(data, "summary", ""):
@@ -187,11 +191,30 @@ def _train(cfg: DictConfig, run_dir: Path | None, overrides: list[str] | None, t
     return TrainedRun(model, {**checkpoint, "model": model.state_dict()}, metrics)
 
 
-def _model_settings(cfg: DictConfig, D: int) -> ModelConfig:
-    """The model group's dataclass; D of a csv / npz file is known only once read: ``model.obs_dim`` null follows it."""
+def missing_cells(x, D: int | None = None) -> int:
+    """The NaN (missing) cells of the first D columns (the features; all by default) of data x (N, T, D [+ 1]);
+    0 for rows streamed from an ``.npy`` file."""
+    return int(torch.isnan(x[..., :D]).sum()) if isinstance(x, torch.Tensor) else 0
+
+
+def missing_metrics(data, D: int) -> dict[str, float]:
+    """``missing_cells`` (of the D training and validation features, NaN) and ``missing_fraction`` of the cells
+    on valid steps, for metrics.json."""
+    cells = sum(missing_cells(split.x, D) for split in (data.train, data.val))
+    total = sum(int(split.lengths.sum()) * D for split in (data.train, data.val) if isinstance(split.x, torch.Tensor))
+    return {"missing_cells": float(cells), "missing_fraction": cells / total if total else 0.0}
+
+
+def _model_settings(cfg: DictConfig, D: int, has_missing: bool = False, has_known: bool = False) -> ModelConfig:
+    """The model group's dataclass; D of a csv / npz file is known only once read: ``model.obs_dim`` null follows it,
+    ``model.missing_input`` null whether the training data have a missing cell, ``model.known_states`` whether
+    they have known states."""
     model_fields = OmegaConf.to_container(cfg.model, resolve=True)
+    model_fields["known_states"] = has_known
     if model_fields.get("obs_dim") is None:
         model_fields["obs_dim"] = D
+    if model_fields.get("missing_input") is None:
+        model_fields["missing_input"] = has_missing
     model_cfg = settings(ModelConfig, model_fields, "model")
     if model_cfg.obs_dim != D:
         raise ValueError(f"model.obs_dim={model_cfg.obs_dim} does not match the data's D={D} (data.obs_dim)")
@@ -226,11 +249,18 @@ def _fit_and_report(cfg: DictConfig, trainer_cfg: TrainerConfig, data, model: DS
     (with a ``run_dir``). Returns the metrics and the checkpoint payload the run ends with."""
     params = getattr(data, "params", None)  # the true HMM, known for synthetic data only
     oracle = {} if params is None else oracle_metrics(params, data.val)
+    for split, numbers in (("train", data.train), ("val", data.val)):
+        n = missing_cells(numbers.x, model.config.obs_dim)
+        if n:
+            log.info("missing values: %d of the %s features' cells (%.1f%%), summed out by the model (data.missing)",
+                     n, split, 100 * n / (numbers.x.shape[0] * numbers.x.shape[1] * model.config.obs_dim))
     if oracle:
         log.info("oracle (true HMM) validation accuracy %.4f", oracle["oracle_accuracy"])
     extra = {"config": resolved}
     if hasattr(data, "preprocessing"):  # decode applies the same features and standardisation
         extra.update(preprocessing=data.preprocessing.state_dict(), label_names=data.label_names)
+        if getattr(data, "known_names", None) is not None:  # state k is this class: decode writes the names
+            extra["known_names"] = list(data.known_names)
     writes = run_dir is not None and (group is None or group.is_main)
     with StopOnSignal() as stop:
         try:
@@ -243,6 +273,7 @@ def _fit_and_report(cfg: DictConfig, trainer_cfg: TrainerConfig, data, model: DS
             exc.signum = stop.signum
             raise
     metrics.update(oracle)
+    metrics.update(missing_metrics(data, model.config.obs_dim))
     if oracle and "val_accuracy" in metrics:
         metrics["accuracy_over_oracle"] = metrics["val_accuracy"] / oracle["oracle_accuracy"]
     tracker.scalars(oracle, trainer_cfg.n_epochs, "val/")

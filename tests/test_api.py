@@ -222,7 +222,8 @@ def test_fit_is_the_cli_on_a_file_and_a_cli_run_loads_in_python(tmp_path):
     (np.zeros(5), r"x must be a \(T, D\) array .* got shape \(5,\)"),
     (np.zeros((2, 5, 2)), r"got shape \(2, 5, 2\) \(give a list"),
     ([np.zeros((4, 2)), np.zeros((4, 3))], r"x\[1\] has D=3 columns; the model expects D=2 \(\['x0', 'x1'\]\)"),
-    ([np.zeros((4, 2)), np.array([[0.0, 1.0], [np.nan, 0.0]])], r"x\[1\] holds nan at time step 1 \(column 0\)"),
+    ([np.zeros((4, 2)), np.array([[0.0, 1.0], [np.inf, 0.0]])], r"x\[1\] holds inf at time step 1 \(column 0\)"),
+    ([np.zeros((4, 2)), np.full((2, 2), np.nan)], r"x\[1\] has no observed value"),
     (np.zeros((0, 2)), r"T >= 1 .* got shape \(0, 2\)"),
     (np.array([["a", "b"]]), "must hold real numbers, got dtype <U1"),
 ])

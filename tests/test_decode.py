@@ -129,8 +129,8 @@ def test_decode_cli_bad_arguments_are_one_line_exit_2(tmp_path):
     assert proc.stderr.strip().splitlines()[-1].startswith("error: checkpoint")
     proc = run_cli("pyro_dssm.decode", ["checkpoint=a", "input=a.csv", "output=b.csv", "seed=1"])
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
-        "error: expected arguments key=value with key in ('checkpoint', 'input', 'output', 'plot', 'plot_states'), "
-        "got 'seed=1'"]
+        "error: expected arguments key=value with key in ('checkpoint', 'input', 'output', 'lag', 'follow', 'poll', "
+        "'idle', 'plot', 'plot_states'), got 'seed=1'"]
     with pytest.raises(ValueError, match="output='b.txt'"):
         parse_args(["checkpoint=a", "input=b", "output=b.txt"])
     with pytest.raises(ValueError, match=r"missing input=\.\.\. \(required\)"):

@@ -187,8 +187,12 @@ def test_poisson_check_data_names_the_bad_value():
     net.emitter.check_data(bad, mask)
     for family in ("gaussian", "autoregressive"):
         make_model(family).emitter.check_data(bad, mask)  # real-valued families take any finite value
-        with pytest.raises(ValueError, match="NaN"):
-            make_model(family).emitter.check_data(torch.full((1, 2, D), float("nan")))
+        with pytest.raises(ValueError, match="infinite"):
+            make_model(family).emitter.check_data(torch.full((1, 2, D), float("inf")))
+        make_model(family).emitter.check_data(torch.full((1, 2, D), float("nan")))  # NaN: a missing value
+    counts = x.clone()
+    counts[0, 1, 1] = float("nan")
+    net.emitter.check_data(counts)  # a missing count is neither negative nor a fraction
 
 
 def test_model_settings_are_checked():

@@ -67,8 +67,9 @@ def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("inputs")
     f = {"dir": d, "marker": d / MARKER}
     f["good"] = write_csv(d / "good.csv", csv_rows())
-    f["nan"] = write_csv(d / "nan.csv", csv_rows({(9, "acc_y"): "nan"}))  # row 9 = sequence b, t=2
-    f["text"] = write_csv(d / "text.csv", csv_rows({(4, "acc_x"): "N/A"}))  # row 4 = sequence a, t=3
+    f["nan"] = write_csv(d / "nan.csv", csv_rows({(9, "acc_y"): "inf"}))  # row 9 = sequence b, t=2 (NaN: missing)
+    f["holed"] = write_csv(d / "holed.csv", csv_rows({(9, "acc_y"): ""}))  # a missing value, refused if asked
+    f["text"] = write_csv(d / "text.csv", csv_rows({(4, "acc_x"): "n.a."}))  # row 4 = sequence a, t=3 (N/A: missing)
     f["short"] = write_csv(d / "short.csv", csv_rows(lengths=(1, 1, 1)))
     f["header"] = write_csv(d / "header.csv", csv_rows()[:1])
     f["no_acc_y"] = write_csv(d / "no_acc_y.csv", [r[:3] + r[4:] for r in csv_rows()])
@@ -121,7 +122,10 @@ def files(tmp_path_factory):
 # (id, arguments, expected exit code, texts the stderr line must contain). {name} is a path from `files`.
 TRAIN_CASES = [
     # data
-    ("nan", [*csv_data("{nan}")], 2, ["'nan'", "sequence 'b'", "t='2'", "acc_y"]),
+    ("nan", [*csv_data("{nan}")], 2, ["'inf'", "sequence 'b'", "t='2'", "acc_y"]),
+    ("missing refused", [*csv_data("{holed}"), "data.missing=error"], 2,
+     ["''", "sequence 'b'", "t='2'", "acc_y", "data.missing=marginalise"]),
+    ("missing policy", [*csv_data("{holed}"), "data.missing=skip"], 2, ["data.missing must be one of", "'skip'"]),
     ("inf", ["data=npz", "data.path={inf_npz}", "data.val_fraction=0"], 2, ["inf", "sequence '1'", "time step 4"]),
     ("wrong rank", ["data=npz", "data.path={rank_npz}"], 2, ["(N, T, D)", "(3, 6, 2, 1)"]),
     ("empty csv", [*csv_data("{empty}")], 2, ["empty.csv", "empty file"]),
@@ -130,7 +134,7 @@ TRAIN_CASES = [
     ("no rows npz", ["data=npz", "data.path={none_npz}"], 2, ["(0, 6, 2)", "N >= 1"]),
     ("non-numeric feature column", [*csv_data("{good}"), "data.feature_columns=[acc_x,label]"], 2,
      ["'label'", "'rest'", "finite number", "sequence 'a'"]),
-    ("numbers mixed with text", [*csv_data("{text}")], 2, ["'acc_x'", "'N/A'", "sequence 'a'", "t='3'"]),
+    ("numbers mixed with text", [*csv_data("{text}")], 2, ["'acc_x'", "'n.a.'", "sequence 'a'", "t='3'"]),
     ("missing feature column", [*csv_data("{good}"), "data.feature_columns=[acc_x,acc_z]"], 2, ["['acc_z']"]),
     ("missing id column", [*csv_data("{good}"), "data.id_column=subject"], 2, ["data.id_column='subject'"]),
     ("sequences under 2 steps", [*csv_data("{short}")], 2, ["fewer than 2 time steps", "longest: 1"]),
@@ -176,7 +180,7 @@ TRAIN_CASES = [
 ]
 
 DECODE_CASES = [
-    ("nan", ["input={nan}"], 2, ["'nan'", "sequence 'b'", "t='2'"]),
+    ("nan", ["input={nan}"], 2, ["'inf'", "sequence 'b'", "t='2'"]),
     ("inf", ["input={inf_npz}"], 2, ["inf", "sequence '1'", "time step 4"]),
     ("D does not match", ["input={d3_npz}"], 2, ["D=3", "D=2", "acc_x"]),
     ("missing column", ["input={no_acc_y}"], 2, ["input=", "no_acc_y.csv", "['acc_y']"]),
@@ -272,8 +276,11 @@ def test_full_error_shows_the_traceback(cli, files, tmp_path):
 
 
 def test_library_functions_raise_the_same_messages(files):
-    with pytest.raises(ValueError, match=r"sequence 'b' at t='2'.*got 'nan'"):
+    with pytest.raises(ValueError, match=r"sequence 'b' at t='2'.*got 'inf'"):
         read_csv(files["nan"], "sequence", "t", FEATURES)
+    with pytest.raises(ValueError, match=r"sequence 'b' at t='2'.*got ''.*data.missing=marginalise"):
+        read_csv(files["holed"], "sequence", "t", FEATURES, missing="error")
+    assert np.isnan(read_csv(files["holed"], "sequence", "t", FEATURES).x[1][2, 1])  # marginalise: NaN
     for name in ("evil_torch", "evil_pickle"):
         with pytest.raises(ValueError, match="could run code"):
             load_checkpoint(files[name])

@@ -5,11 +5,11 @@ Importing it registers the schema with Hydra's ConfigStore (:mod:`pyro_dssm.conf
 :mod:`pyro_dssm.config.families` is the one registry of the model's families, which the checks read.
 """
 
-from pyro_dssm.config.checks import FEATURES, INITS, OBJECTIVES, SOURCES
+from pyro_dssm.config.checks import FEATURES, INITS, MISSING_POLICIES, OBJECTIVES, SOURCES
 from pyro_dssm.config.schema import (DATA_CONFIGS, BaselineConfig, Config, CountsDataConfig, DataConfig, FileDataConfig,
                                      ModelConfig, NpyDataConfig, PeriodicDataConfig, SwitchingARDataConfig,
                                      SyntheticDataConfig, TrainerConfig, data_settings, settings)
 
-__all__ = ["FEATURES", "INITS", "OBJECTIVES", "SOURCES", "DATA_CONFIGS", "BaselineConfig", "Config", "CountsDataConfig",
+__all__ = ["FEATURES", "INITS", "MISSING_POLICIES", "OBJECTIVES", "SOURCES", "DATA_CONFIGS", "BaselineConfig", "Config", "CountsDataConfig",
            "DataConfig", "FileDataConfig", "ModelConfig", "NpyDataConfig", "PeriodicDataConfig",
            "SwitchingARDataConfig", "SyntheticDataConfig", "TrainerConfig", "data_settings", "settings"]

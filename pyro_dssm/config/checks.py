@@ -19,6 +19,7 @@ from pyro_dssm.config.families import EMISSIONS, TRANSITIONS, is_family
 # The allowed values of the settings that name a choice; the modules that implement them import these.
 OBJECTIVES = ("trace", "analytic", "concrete")  # trainer.objective: pyro_dssm/inference/objectives.py
 INITS = ("em", "kmeans", "random", "none")  # trainer.init: pyro_dssm/inference/init.py, random_starts.py
+MISSING_POLICIES = ("marginalise", "error")  # data.missing: NaN / empty cells summed out by the model, or refused
 FEATURES = ("raw", "diff", "absdiff", "window_mean", "window_std", "window_speed")  # data.features: pyro_dssm/data/features.py
 SOURCES = ("csv", "npz")  # data.name of the file readers: pyro_dssm/data/files.py
 
@@ -62,7 +63,11 @@ def model_checks(c) -> list[tuple[bool, str]]:
             (c.guide_evidence in (None, True, False),
              f"model.guide_evidence must be true, false or null (by family), got {c.guide_evidence!r}"),
             (isinstance(c.guide_messages, bool),
-             f"model.guide_messages must be true or false, got {c.guide_messages!r}")]
+             f"model.guide_messages must be true or false, got {c.guide_messages!r}"),
+            (isinstance(c.known_states, bool), f"model.known_states must be true or false, got {c.known_states!r}"),
+            (c.missing_input in (None, True, False),
+             f"model.missing_input must be true, false or null (when the data have missing cells), got "
+             f"{c.missing_input!r}")]
 
 
 def trainer_checks(c) -> list[tuple[bool, str]]:
@@ -156,7 +161,9 @@ def _generated_data_checks(c, name: str, what: str) -> list[tuple[bool, str]]:
 
 def synthetic_checks(c) -> list[tuple[bool, str]]:
     """Group ``data=synthetic`` / ``data=hard`` (:class:`~pyro_dssm.config.schema.SyntheticDataConfig`)."""
-    return _generated_data_checks(c, "synthetic", "synthetic data")
+    return [*_generated_data_checks(c, "synthetic", "synthetic data"),
+            (is_number(c.missing_fraction) and 0.0 <= c.missing_fraction < 1.0,
+             f"data.missing_fraction must be a number in [0, 1), got {c.missing_fraction!r}")]
 
 
 def switching_ar_checks(c) -> list[tuple[bool, str]]:
@@ -226,6 +233,9 @@ def file_data_checks(c) -> list[tuple[bool, str]]:
         (c.stride is None or c.window is not None, f"data.stride={c.stride} needs data.window"),
         (is_number(c.val_fraction) and 0.0 <= c.val_fraction < 1.0,
          f"data.val_fraction must be in [0, 1), got {c.val_fraction!r}"),
+        (c.missing in MISSING_POLICIES, f"data.missing must be one of {MISSING_POLICIES}, got {c.missing!r}"),
+        (c.known_states_column is None or c.name == "csv",
+         f"data.known_states_column is read from a CSV (data=csv), got data={c.name}"),
         *_shared_data_checks(c, obs_dim_optional=True),
     ]
 

@@ -51,6 +51,10 @@ class ModelConfig:
     (``autoregressive``), whose BiGRU reads the emission table instead. ``guide_messages``:
     with the evidence on, it includes the backward messages, so that the model's part of the
     guide is its exact posterior conditional and the networks learn a residual.
+    ``missing_input``: the guide's BiGRU reads, beside x (missing cells as 0), which cells are
+    observed (D more inputs); None = on when the training data have a missing cell (set by ``train``).
+    ``known_states``: the observations carry a known state per step after the D features (a label
+    observed without noise, :mod:`pyro_dssm.model.known`); set by ``train`` from ``data.known_states_column``.
 
     In the config ``obs_dim: null`` means "the loaded data's feature count";
     ``train()`` fills it in before building this, which needs an integer.
@@ -68,6 +72,8 @@ class ModelConfig:
     transition: str = "stationary"
     guide_evidence: bool | None = None
     guide_messages: bool = True
+    missing_input: bool | None = None
+    known_states: bool = False
 
     def __post_init__(self):
         raise_first(model_checks(self))
@@ -136,6 +142,7 @@ class SyntheticDataConfig:
     n_val: int = 200
     transition_bias: float = 0.9
     noise_std: float = 1.0
+    missing_fraction: float = 0.0
 
     def __post_init__(self):
         raise_first(synthetic_checks(self))
@@ -227,6 +234,7 @@ class FileDataConfig:
     time_column: str | None = None
     feature_columns: list[str] | None = None
     label_column: str | None = None
+    known_states_column: str | None = None
     features: list[str] = field(default_factory=lambda: ["raw"])
     smooth: int = 1
     feature_window: Any = 1  # steps, or "auto" (pyro_dssm/data/features.py: auto_window)
@@ -237,6 +245,7 @@ class FileDataConfig:
     n_states: int = 3
     obs_dim: int | None = None
     noise_std: float = 0.5
+    missing: str = "marginalise"
 
     def __post_init__(self):
         self.features = list(self.features)  # a ListConfig or tuple from the caller

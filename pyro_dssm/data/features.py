@@ -7,6 +7,7 @@ validation and to every sequence decoded later.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +28,9 @@ def add_features(x: np.ndarray, features: list[str], window: int = 1) -> np.ndar
     where x_t itself follows the phase of the motion. ``window_speed`` is the mean of |x_t - x_{t-1}| over
     the window: the pace of the motion (walking and running can share a level and a spread).
     They read ``window // 2`` steps ahead.
+
+    NaN cells are missing: a difference with a missing end is missing, a window's statistics are over
+    its observed values (missing where it has none).
     """
     parts = []
     for name in features:
@@ -76,6 +80,10 @@ def auto_window(xs: list[np.ndarray]) -> int:
         if len(x) < 16:
             continue
         step = np.diff(np.asarray(x, dtype=np.float64), axis=0)
+        if np.isnan(step).any():  # a missing difference counts as the average one
+            with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing channel: no period, skipped below
+                step = np.nan_to_num(step - np.nanmean(step, 0), nan=0.0)
         step = step - step.mean(0)
         n = len(step)
         spectrum = np.fft.rfft(step, 2 * n, axis=0)
@@ -92,10 +100,19 @@ def auto_window(xs: list[np.ndarray]) -> int:
 
 
 def moving_average(x: np.ndarray, k: int) -> np.ndarray:
-    """Centred moving average over k steps of (T, D) ``x``, edges padded with the end values; k = 1 is x."""
+    """Centred moving average over k steps of (T, D) ``x``, edges padded with the end values; k = 1 is x.
+
+    NaN cells are missing: the average of a window is over its observed cells, NaN where it has none."""
     if k == 1:
         return x
     padded = np.pad(x, ((k // 2, k - 1 - k // 2), (0, 0)), mode="edge")
+    missing = np.isnan(padded)
+    if missing.any():
+        observed = np.concatenate([np.zeros((1, x.shape[1])), np.cumsum(~missing, axis=0)])
+        cumsum = np.concatenate([np.zeros((1, x.shape[1])), np.cumsum(np.where(missing, 0.0, padded), axis=0)])
+        counts = observed[k:] - observed[:-k]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(counts > 0, (cumsum[k:] - cumsum[:-k]) / counts, np.nan)
     cumsum = np.concatenate([np.zeros((1, x.shape[1])), np.cumsum(padded, axis=0)])
     return (cumsum[k:] - cumsum[:-k]) / k
 
@@ -132,31 +149,49 @@ class Preprocessing:
             window = auto_window(xs) if reads_window(features) else 1
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, naming the feature
             steps = np.concatenate([moving_average(add_features(x, features, window), smooth) for x in xs])
-            mean, std = steps.mean(0), steps.std(0)
+            missing = np.isnan(steps)
+            if missing.any():  # NaN cells are missing: statistics of the observed ones
+                cls(list(features), None, None, list(feature_names))._check_observed(missing)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    mean, std, low, high = (np.nanmean(steps, 0), np.nanstd(steps, 0), np.nanmin(steps, 0),
+                                            np.nanmax(steps, 0))
+            else:
+                mean, std, low, high = steps.mean(0), steps.std(0), steps.min(0), steps.max(0)
         prep = cls(list(features), mean, np.where(std > 1e-12, std, 1.0), list(feature_names), smooth, window)
-        prep._check_finite(np.stack([steps.min(0), steps.max(0), mean, std]), "its training-split statistics (float64)")
+        prep._check_finite(np.stack([low, high, mean, std]), "its training-split statistics (float64)")
         return prep
+
+    def _check_observed(self, missing: np.ndarray) -> None:
+        """ValueError naming the first feature whose every training value is missing ((steps, D) bool ``missing``)."""
+        empty = missing.all(0)
+        if empty.any():
+            name = self.output_names()[int(np.argmax(empty))]
+            raise ValueError(f"feature {name!r} has no observed value in the training sequences (every cell missing); "
+                             "drop its column (data.feature_columns)")
 
     def output_names(self) -> list[str]:
         """Names of the D features: ``acc_x`` for raw, ``diff(acc_x)``, ``window_std(acc_x)``, ..., in column order."""
         return [c if f == "raw" else f"{f}({c})" for f in self.features for c in self.feature_names]
 
-    def _check_finite(self, values: np.ndarray, what: str) -> None:
-        """ValueError naming the first feature (last axis of ``values``) with a NaN or infinite value."""
-        bad = ~np.isfinite(values.reshape(-1, values.shape[-1])).all(0)
+    def _check_finite(self, values: np.ndarray, what: str, missing_ok: bool = False) -> None:
+        """ValueError naming the first feature (last axis of ``values``) with an infinite value, or NaN unless
+        ``missing_ok`` (a missing value)."""
+        flat = values.reshape(-1, values.shape[-1])
+        bad = (np.isinf(flat) if missing_ok else ~np.isfinite(flat)).any(0)
         if bad.any():
             name = self.output_names()[int(np.argmax(bad))]
             raise ValueError(f"feature {name!r} overflows: {what} are not finite; "
                              "rescale the input column (e.g. to other units)")
 
     def apply(self, x: np.ndarray) -> np.ndarray:
-        """(T, D0) raw -> (T, D) standardised features, float32."""
+        """(T, D0) raw -> (T, D) standardised features, float32 (NaN where missing, :func:`add_features`)."""
         if x.shape[-1] != len(self.feature_names):
             raise ValueError(f"expected {len(self.feature_names)} input columns {self.feature_names}, got {x.shape[-1]}")
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, naming the feature
             features = moving_average(add_features(x, self.features, self.window), self.smooth)
             out = ((features - self.mean) / self.std).astype(np.float32)
-        self._check_finite(out, "its standardised values (float32, at most 3.4e38)")
+        self._check_finite(out, "its standardised values (float32, at most 3.4e38)", missing_ok=True)
         return out
 
     def state_dict(self) -> dict:

@@ -27,12 +27,15 @@ from pyro_dssm.data.features import Preprocessing, reads_window
 from pyro_dssm.data.readers import Sequences, read_csv, read_npz
 
 def read_sequences(cfg: FileDataConfig, path: str | Path, label_names: list[str] | None = None,
-                   labels_optional: bool = False, key: str = "data.path") -> Sequences:
-    """Read ``path`` in the format of ``cfg.name`` with ``cfg``'s column settings."""
+                   labels_optional: bool = False, key: str = "data.path",
+                   known_names: list[str] | None = None) -> Sequences:
+    """Read ``path`` in the format of ``cfg.name`` with ``cfg``'s column settings (a validation file may lack
+    the label and known-states columns: ``labels_optional``)."""
     if cfg.name == "csv":
         return read_csv(path, cfg.id_column, cfg.time_column, cfg.feature_columns, cfg.label_column,
-                        label_names, labels_optional, key)
-    return read_npz(path, label_names, key)
+                        label_names, labels_optional, key, cfg.missing, cfg.known_states_column, known_names,
+                        known_optional=labels_optional)
+    return read_npz(path, label_names, key, cfg.missing)
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -65,7 +68,7 @@ def pad_sequences(xs: list[np.ndarray], labels: list[np.ndarray] | None = None) 
     """Ragged (T_i, D) arrays [+ (T_i,) codes] -> :class:`SequenceData` padded to max T_i.
 
     Padding holds zeros in x (B, T_max, D) and -1 in the states (B, T_max); states are None when no step
-    is labelled.
+    is labelled. NaN (missing) cells stay NaN.
     """
     lengths = torch.tensor([len(x) for x in xs], dtype=torch.long)
     x = pad_sequence([torch.as_tensor(seq, dtype=torch.float32) for seq in xs], batch_first=True)
@@ -87,6 +90,7 @@ class FileData:
     val_names: list[str]
     summary: str = ""
     params: None = None
+    known_names: list[str] | None = None  # state k is known class k (data.known_states_column), else None
 
 
 def load_file_data(cfg: FileDataConfig, seed: int, sequences: Sequences | None = None) -> FileData:
@@ -98,7 +102,7 @@ def load_file_data(cfg: FileDataConfig, seed: int, sequences: Sequences | None =
     seqs = read_sequences(cfg, cfg.path) if sequences is None else sequences
     if cfg.val_path is not None:
         val_seqs = read_sequences(cfg, cfg.val_path, label_names=seqs.label_names, labels_optional=True,
-                                  key="data.val_path")
+                                  key="data.val_path", known_names=seqs.known_names)
         if val_seqs.feature_names != seqs.feature_names and cfg.name == "csv":
             raise ValueError(f"data.val_path columns {val_seqs.feature_names} differ from {seqs.feature_names}")
         train_idx, val_idx = list(range(len(seqs))), list(range(len(val_seqs)))
@@ -109,7 +113,9 @@ def load_file_data(cfg: FileDataConfig, seed: int, sequences: Sequences | None =
         raise ValueError(f"validation sequences have {val_seqs.x[0].shape[-1]} columns, training {seqs.x[0].shape[-1]}")
     prep = Preprocessing.fit([seqs.x[i] for i in train_idx], cfg.features, seqs.feature_names, cfg.smooth,
                              cfg.feature_window)
-    train_x = [prep.apply(seqs.x[i]) for i in train_idx]
+    check_known(cfg, seqs)
+    has_known = seqs.known is not None
+    train_x = [append_known(prep.apply(seqs.x[i]), seqs.known and seqs.known[i], has_known) for i in train_idx]
     train_z = None if seqs.labels is None else [seqs.labels[i] for i in train_idx]
     if cfg.window is not None:
         stride = cfg.stride or cfg.window
@@ -121,14 +127,44 @@ def load_file_data(cfg: FileDataConfig, seed: int, sequences: Sequences | None =
         raise ValueError(f"data.path={cfg.path!r}: every training sequence has fewer than 2 time steps (longest: "
                          f"{longest}); training needs at least one of 2 or more to learn p(c_t | c_(t-1))")
     val_z = None if val_seqs.labels is None else [val_seqs.labels[i] for i in val_idx]
-    val = pad_sequences([prep.apply(val_seqs.x[i]) for i in val_idx], val_z)
+    val = pad_sequences([append_known(prep.apply(val_seqs.x[i]), val_seqs.known and val_seqs.known[i], has_known)
+                         for i in val_idx], val_z)
     label_names = val_seqs.label_names if len(val_seqs.label_names) > len(seqs.label_names) else seqs.label_names
     separated = f" ({seqs.delimiter!r}-separated)" if seqs.delimiter not in (None, ",") else ""  # sniffed: say which
     summary = (f"{cfg.path}{separated}: {len(seqs)} sequences ({sum(len(x) for x in seqs.x)} steps), {len(seqs.feature_names)} "
-               f"columns {seqs.feature_names} -> features {cfg.features}{_window_note(prep)}; {len(train_x)} training "
-               f"{'windows' if cfg.window else 'sequences'}, {len(val)} validation")
+               f"columns {seqs.feature_names}{_missing_note(seqs)} -> features {cfg.features}{_window_note(prep)}; "
+               f"{len(train_x)} training {'windows' if cfg.window else 'sequences'}, {len(val)} validation")
+    if seqs.known is not None:
+        n_known = sum(int((k >= 0).sum()) for k in seqs.known)
+        summary += (f"; {n_known} steps with a known state ({100 * n_known / sum(len(k) for k in seqs.known):.1f}%, "
+                    f"classes {seqs.known_names} = states 0..{len(seqs.known_names) - 1})")
     return FileData(pad_sequences(train_x, train_z), val, prep, label_names, [val_seqs.names[i] for i in val_idx],
-                    summary)
+                    summary, known_names=seqs.known_names if seqs.known is not None else None)
+
+
+def check_known(cfg: FileDataConfig, seqs: Sequences) -> None:
+    """ValueError when the known states have more classes than ``data.n_states`` (state k is class k)."""
+    if seqs.known is not None and len(seqs.known_names) > cfg.n_states:
+        raise ValueError(f"data.known_states_column={cfg.known_states_column!r} has {len(seqs.known_names)} classes "
+                         f"{seqs.known_names}, more than data.n_states={cfg.n_states}; raise data.n_states")
+    if seqs.known is not None and not any((k >= 0).any() for k in seqs.known):
+        raise ValueError(f"data.known_states_column={cfg.known_states_column!r} is empty in every row; give some "
+                         "known states or drop the setting")
+
+
+def append_known(x: np.ndarray, codes: np.ndarray | None, has_known: bool) -> np.ndarray:
+    """Model inputs (T, D) -> (T, D + 1) with the known-state ``codes`` (T,) (-1 or None: not known) as the last
+    column, NaN where not known (:mod:`pyro_dssm.model.known`); x itself without ``has_known``."""
+    if not has_known:
+        return x
+    codes = np.full(len(x), -1) if codes is None else codes
+    return np.concatenate([x, np.where(codes < 0, np.nan, codes).astype(x.dtype)[:, None]], -1)
+
+
+def _missing_note(seqs: Sequences) -> str:
+    """`` (120 of 4000 cells missing, 3.0%: summed out)`` when the file has missing cells, else empty."""
+    missing, total = sum(int(np.isnan(x).sum()) for x in seqs.x), sum(x.size for x in seqs.x)
+    return f" ({missing} of {total} cells missing, {100 * missing / total:.1f}%: summed out)" if missing else ""
 
 
 def _window_note(prep: Preprocessing) -> str:

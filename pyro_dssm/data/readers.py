@@ -28,6 +28,8 @@ class Sequences:
         label_names: class code -> original label, as text.
         feature_names: the D column names.
         delimiter: the field separator of a CSV file (``,`` ``;`` or tab), None for other sources.
+        known: (T_i,) int64 codes of the known states (-1 = not known), or None without a known-states column.
+        known_names: known-state code -> its class, as text (state k of the model is class k).
     """
 
     names: list[str]
@@ -37,12 +39,14 @@ class Sequences:
     label_names: list[str]
     feature_names: list[str]
     delimiter: str | None = None
+    known: list[np.ndarray] | None = None
+    known_names: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.x)
 
 
-def _label_codes(raw: list[list[str]], known: list[str] | None) -> tuple[list[np.ndarray], list[str]]:
+def label_codes(raw: list[list[str]], known: list[str] | None) -> tuple[list[np.ndarray], list[str]]:
     """Map text labels (empty = unlabelled) to codes; new classes extend ``known`` in sorted order."""
     names = list(known or [])
     new = {v for seq in raw for v in seq if v != "" and v not in names}
@@ -111,7 +115,8 @@ def _read_rows(path: Path, key: str) -> tuple[list[str], list[dict[str, str]], l
 def read_csv(
     path: str | Path, id_column: str, time_column: str | None = None, feature_columns: list[str] | None = None,
     label_column: str | None = None, label_names: list[str] | None = None, labels_optional: bool = False,
-    key: str = "data.path",
+    key: str = "data.path", missing: str = "marginalise", known_column: str | None = None,
+    known_names: list[str] | None = None, known_optional: bool = False,
 ) -> Sequences:
     """Read a long-format CSV: one row per time step, a header row, sequences told apart by ``id_column``.
 
@@ -119,8 +124,12 @@ def read_csv(
     ordered by ``time_column`` (numeric if every value parses, else as text)
     or kept in file order. ``feature_columns`` None takes every other column
     whose values are all numbers (a column of numbers and text is an error).
-    Empty label cells are unlabelled steps. ``key`` names the setting that gave
-    ``path`` in error messages.
+    Empty label cells are unlabelled steps. A feature cell that is empty, ``NaN`` or ``NA``
+    (:data:`MISSING_CELLS`) is a missing value: NaN in x with ``missing="marginalise"``, an error
+    naming its line with ``missing="error"``. ``known_column``: a column of known states (empty = not known),
+    coded like labels (``known_names`` first, in that order: a decoded file keeps the training codes);
+    ``known_optional`` reads a file without it as knowing none. ``key`` names the setting that gave ``path``
+    in error messages.
     """
     path = check_input_file(path, key)
     columns, rows, lines, delimiter = _read_rows(path, key)
@@ -130,21 +139,28 @@ def read_csv(
         raise ValueError(f"{key}={str(path)!r} has a header but no data rows; expected one row per time step")
     if label_column is not None and label_column not in columns and labels_optional:
         label_column = None
-    for what, name in (("id_column", id_column), ("time_column", time_column), ("label_column", label_column)):
+    if known_column is not None and known_column not in columns and known_optional:
+        known_column = None
+    for what, name in (("id_column", id_column), ("time_column", time_column), ("label_column", label_column),
+                       ("known_states_column", known_column)):
         if name is not None and name not in columns:
             raise ValueError(f"data.{what}={name!r} is not a column of {path} (columns: {columns})")
     feature_columns = _feature_columns(path, key, columns, rows, lines, feature_columns,
-                                       {id_column, time_column, label_column}, id_column, time_column)
-    values = _feature_values(path, rows, lines, feature_columns, id_column, time_column)
-    names, xs, times, raw_labels = [], [], [], []
+                                       {id_column, time_column, label_column, known_column}, id_column, time_column)
+    values = _feature_values(path, rows, lines, feature_columns, id_column, time_column, missing)
+    names, xs, times, raw_labels, raw_known = [], [], [], [], []
     for name, idx, t in _sequences(path, rows, id_column, time_column):
         names.append(name)
         xs.append(values[idx])
         times.append(t)
         if label_column is not None:
             raw_labels.append([rows[i][label_column].strip() for i in idx])
-    labels, label_names = _label_codes(raw_labels, label_names) if label_column is not None else (None, [])
-    return Sequences(names, xs, times, labels, label_names, feature_columns, delimiter)
+        if known_column is not None:
+            raw_known.append([rows[i][known_column].strip() for i in idx])
+    check_missing(names, xs, str(path))
+    labels, label_names = label_codes(raw_labels, label_names) if label_column is not None else (None, [])
+    known, known_names = label_codes(raw_known, known_names) if known_column is not None else (None, known_names)
+    return Sequences(names, xs, times, labels, label_names, feature_columns, delimiter, known, known_names)
 
 
 def _feature_columns(path: Path, key: str, columns: list[str], rows: list[dict], lines: list[int],
@@ -159,10 +175,10 @@ def _feature_columns(path: Path, key: str, columns: list[str], rows: list[dict],
         return list(feature_columns)
     found = []
     for c in (c for c in columns if c not in special):
-        numeric = [_is_number(r[c]) for r in rows]
-        if all(numeric):
+        numeric = [_is_number(r[c]) or is_missing_cell(r[c]) for r in rows]
+        if all(numeric) and not all(is_missing_cell(r[c]) for r in rows):
             found.append(c)
-        elif any(numeric):  # numbers with a stray cell: a damaged feature, not a text column
+        elif any(numeric) and not all(numeric):  # numbers with a stray cell: a damaged feature, not a text column
             i = numeric.index(False)
             raise ValueError(f"{path} line {lines[i]}, {_where(rows, i, id_column, time_column)}: column {c!r} "
                              f"holds numbers and {rows[i][c]!r}; expected a number (or list the numeric "
@@ -172,18 +188,39 @@ def _feature_columns(path: Path, key: str, columns: list[str], rows: list[dict],
     return found
 
 
+MISSING_CELLS = ("", "nan", "na", "n/a", "null")  # (case-insensitive, stripped) a missing value in a feature column
+
+
+def is_missing_cell(cell: str) -> bool:
+    """Whether a CSV cell is a missing value (:data:`MISSING_CELLS`)."""
+    return cell.strip().lower() in MISSING_CELLS
+
+
 def _feature_values(path: Path, rows: list[dict], lines: list[int], feature_columns: list[str], id_column: str,
-                    time_column: str | None) -> np.ndarray:
-    """(rows, features) float64 values; a cell that is not a finite number is an error naming its line."""
+                    time_column: str | None, missing: str = "marginalise") -> np.ndarray:
+    """(rows, features) float64 values, NaN for a missing cell with ``missing="marginalise"``; any other cell that
+    is not a finite number is an error naming its line (a missing one too with ``missing="error"``)."""
     values = np.empty((len(rows), len(feature_columns)))
     for i, row in enumerate(rows):
         for j, c in enumerate(feature_columns):
             cell = row[c]
+            if is_missing_cell(cell) and missing == "marginalise":
+                values[i, j] = np.nan
+                continue
             if not _is_number(cell) or not math.isfinite(float(cell)):
+                hint = (" (a missing value: data.missing=marginalise sums it out)" if is_missing_cell(cell) else "")
                 raise ValueError(f"{path} line {lines[i]}, {_where(rows, i, id_column, time_column)}: column {c!r} "
-                                 f"must hold a finite number, got {cell!r}")
+                                 f"must hold a finite number, got {cell!r}{hint}")
             values[i, j] = float(cell)
     return values
+
+
+def check_missing(names: list[str], xs: list[np.ndarray], where: str) -> None:
+    """ValueError naming the first sequence of ``xs`` (T_i, D) whose every cell is missing (nothing to segment)."""
+    for name, x in zip(names, xs):
+        if x.size and bool(np.isnan(x).all()):
+            raise ValueError(f"{where}: sequence {name!r} has no observed value ({x.shape[0]} steps, every cell "
+                             "missing); drop it or fill some cells")
 
 
 def _sequences(path: Path, rows: list[dict], id_column: str, time_column: str | None):
@@ -216,26 +253,29 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def read_npz(path: str | Path, label_names: list[str] | None = None, key: str = "data.path") -> Sequences:
+def read_npz(path: str | Path, label_names: list[str] | None = None, key: str = "data.path",
+             missing: str = "marginalise") -> Sequences:
     """Read sequences from a NumPy ``.npz`` file (no pickle).
 
     Two layouts: keys ``x_<name>`` (T_i, D) with optional ``z_<name>`` (T_i,),
     one per sequence and of any length; or one array ``x`` (N, T, D) with
     optional ``z`` (N, T) and ``lengths`` (N,) (a file with a single array is
-    read as ``x``). Integer labels; negative values are unlabelled steps.
+    read as ``x``). Integer labels; negative values are unlabelled steps. NaN cells of x are missing values
+    (refused with ``missing="error"``).
     ``key`` names the setting that gave ``path`` in error messages.
     """
     path = check_input_file(path, key)
     arrays = _load_npz(path, key)
     names, xs, zs = _npz_sequences(path, arrays)
-    _check_npz_sequences(path, names, xs, zs)
+    _check_npz_sequences(path, names, xs, zs, missing)
     xs = [np.asarray(x, dtype=np.float64).reshape(x.shape[0], -1) for x in xs]
+    check_missing(names, xs, str(path))
     if len({x.shape[1] for x in xs}) > 1:
         raise ValueError(f"{path}: sequences differ in feature count: {sorted({x.shape[1] for x in xs})}")
     labels, names_out = None, []
     if any(z is not None for z in zs):
         raw = [[str(int(v)) if v >= 0 else "" for v in z] if z is not None else [""] * len(x) for x, z in zip(xs, zs)]
-        labels, names_out = _label_codes(raw, label_names)
+        labels, names_out = label_codes(raw, label_names)
     features = [f"x{j}" for j in range(xs[0].shape[1])]
     return Sequences(names, xs, [np.arange(len(x)) for x in xs], labels, names_out, features)
 
@@ -293,16 +333,20 @@ def _npz_sequences(path: Path, arrays: dict[str, np.ndarray]):
     return names, xs, zs
 
 
-def _check_npz_sequences(path: Path, names: list[str], xs: list[np.ndarray], zs: list) -> None:
-    """Each sequence a non-empty numeric array of finite numbers, its labels as long as it."""
+def _check_npz_sequences(path: Path, names: list[str], xs: list[np.ndarray], zs: list,
+                         missing: str = "marginalise") -> None:
+    """Each sequence a non-empty numeric array of finite numbers (or NaN, missing, unless ``missing="error"``),
+    its labels as long as it."""
     for name, x, z in zip(names, xs, zs):
         if x.ndim not in (1, 2) or x.size == 0 or not np.issubdtype(x.dtype, np.number):
             raise ValueError(f"{path}: sequence {name!r} must be a non-empty numeric (T, D) array, got shape "
                              f"{x.shape} of {x.dtype}")
-        bad = np.argwhere(~np.isfinite(x.reshape(x.shape[0], -1)))
+        flat = x.reshape(x.shape[0], -1)
+        bad = np.argwhere(np.isinf(flat) if missing == "marginalise" else ~np.isfinite(flat))
         if len(bad):
             t, j = bad[0]
-            raise ValueError(f"{path}: sequence {name!r} holds {x.reshape(x.shape[0], -1)[t, j]} at time step {t} "
-                             f"(column {j}); expected finite numbers")
+            hint = " or NaN for a missing value" if missing == "marginalise" else " (data.missing=marginalise takes NaN)"
+            raise ValueError(f"{path}: sequence {name!r} holds {flat[t, j]} at time step {t} "
+                             f"(column {j}); expected finite numbers{hint}")
         if z is not None and z.shape != x.shape[:1]:
             raise ValueError(f"{path}: labels of {name!r} must have shape ({x.shape[0]},), got {z.shape}")

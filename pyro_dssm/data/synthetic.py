@@ -49,9 +49,16 @@ class HMMParams:
         (the data layer cannot import the model layer), so the oracle's numbers do not move.
         """
         means = self.means.to(x)
-        D = x.shape[-1]
-        # |x - mu|^2 = |x|^2 - 2 x.mu + |mu|^2: one matrix product instead of a (B, T, K, D) tensor
-        sq = (x.pow(2).sum(-1, keepdim=True) - 2 * x @ means.T + means.pow(2).sum(-1)).clamp_min(0.0)
+        missing = torch.isnan(x)
+        if bool(missing.any()):  # NaN cells are missing: the density of the observed ones (independent channels)
+            o = (~missing).to(x.dtype)
+            x = x.nan_to_num(0.0)
+            sq = (x.pow(2).sum(-1, keepdim=True) - 2 * x @ means.T + o @ means.pow(2).T).clamp_min(0.0)
+            D = o.sum(-1, keepdim=True)  # (B, T, 1) observed channels of each step
+        else:
+            D = x.shape[-1]
+            # |x - mu|^2 = |x|^2 - 2 x.mu + |mu|^2: one matrix product instead of a (B, T, K, D) tensor
+            sq = (x.pow(2).sum(-1, keepdim=True) - 2 * x @ means.T + means.pow(2).sum(-1)).clamp_min(0.0)
         return -0.5 * sq / self.noise_std**2 - D * (math.log(self.noise_std) + 0.5 * math.log(2 * math.pi))
 
     def sample(self, n_seqs: int, seq_len: int, generator: torch.Generator) -> SequenceData:
@@ -89,10 +96,11 @@ class SyntheticData:
     params: HMMParams
 
 
-def validate_synthetic_args(n_states, obs_dim, seq_len, n_train, n_val, transition_bias, noise_std) -> None:
+def validate_synthetic_args(n_states, obs_dim, seq_len, n_train, n_val, transition_bias, noise_std,
+                            missing_fraction=0.0) -> None:
     """Raise ValueError naming the first bad argument of :func:`make_synthetic` (the checks of ``data=synthetic``)."""
     SyntheticDataConfig(n_states=n_states, obs_dim=obs_dim, seq_len=seq_len, n_train=n_train, n_val=n_val,
-                        transition_bias=transition_bias, noise_std=noise_std)
+                        transition_bias=transition_bias, noise_std=noise_std, missing_fraction=missing_fraction)
 
 
 def make_synthetic(
@@ -104,11 +112,23 @@ def make_synthetic(
     transition_bias: float = 0.9,
     noise_std: float = 1.0,
     seed: int = 0,
+    missing_fraction: float = 0.0,
 ) -> SyntheticData:
-    """Seeded synthetic dataset: parameters, then train, then validation sequences."""
-    validate_synthetic_args(n_states, obs_dim, seq_len, n_train, n_val, transition_bias, noise_std)
+    """Seeded synthetic dataset: parameters, then train, then validation sequences; then, with
+    ``missing_fraction`` > 0, that share of their cells set to NaN (missing completely at random,
+    :func:`remove_cells`; the oracle, :meth:`HMMParams.log_likelihoods`, sees the same cells)."""
+    validate_synthetic_args(n_states, obs_dim, seq_len, n_train, n_val, transition_bias, noise_std, missing_fraction)
     gen = torch.Generator().manual_seed(seed)
     params = make_hmm_params(n_states, obs_dim, transition_bias, noise_std, gen)
     train = sample_hmm(params, n_train, seq_len, gen)
     val = sample_hmm(params, n_val, seq_len, gen)
+    if missing_fraction > 0:  # its own generator: the observed values are those of the complete data
+        holes = torch.Generator().manual_seed(seed + 1)
+        train, val = remove_cells(train, missing_fraction, holes), remove_cells(val, missing_fraction, holes)
     return SyntheticData(train, val, params)
+
+
+def remove_cells(data: SequenceData, fraction: float, generator: torch.Generator) -> SequenceData:
+    """``data`` with each cell of x set to NaN (missing) with probability ``fraction``, independently (MCAR)."""
+    holes = torch.rand(data.x.shape, generator=generator) < fraction
+    return SequenceData(data.x.masked_fill(holes, float("nan")), data.lengths, data.states)

@@ -64,7 +64,7 @@ def evaluate_hmm(net: NeuralHMM, data: SequenceData) -> dict[str, float]:
     labels, ``viterbi_accuracy`` and ``marginal_accuracy`` (Hungarian-matched).
     """
     log_init, log_trans = net.transition_parameters()
-    loglik, vit, marg = exact_decode(log_init, log_trans, net.emitter.table, data)
+    loglik, vit, marg = exact_decode(log_init, log_trans, net.table, data)
     out = {"val_loglik_per_step": loglik / float(data.mask.sum())}
     if data.states is not None:
         out["viterbi_accuracy"] = hungarian_accuracy(data.states, vit, net.n_states, data.label_mask)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 
 import torch
+from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from pyro_dssm.data.chain import sticky_transition
@@ -55,13 +56,43 @@ def start_labels(x: torch.Tensor, mask: torch.Tensor, generator: torch.Generator
     centre of each x_t, or i.i.d. uniform states (centres None)."""
     if random:
         return nn.functional.one_hot(torch.randint(n_states, x.shape[:2], generator=generator), n_states).to(x), None
-    centres = kmeans(x[mask].cpu(), n_states, generator).to(x)  # the generator lives on the CPU
-    labels = torch.cdist(x.reshape(-1, x.shape[-1]), centres).argmin(-1).reshape(x.shape[:2]).cpu()
+    observed = ~torch.isnan(x)  # NaN: a missing cell
+    complete = mask & observed.all(-1)
+    points = x[complete] if int(complete.sum()) >= n_states else x[mask].nan_to_num(0.0)
+    centres = kmeans(points.cpu(), n_states, generator).to(x)  # the generator lives on the CPU
+    labels = observed_distance(x.reshape(-1, x.shape[-1]), centres).argmin(-1).reshape(x.shape[:2]).cpu()
     return nn.functional.one_hot(labels, n_states).to(x), centres
 
 
+def align_to_known(labels: torch.Tensor, centres: torch.Tensor | None, clamp: torch.Tensor,
+                   mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Start labels (B, T, K) and their centres (K, D) renamed so that state k is the known class k: the
+    permutation that agrees most with the known states (Hungarian, on their confusion counts), then each known
+    step labelled with its own state. ``clamp`` (B, T, K): the known states' log-indicator."""
+    known = (clamp < 0).any(-1) & mask  # (B, T)
+    given = (clamp == 0).to(labels)  # (B, T, K): one-hot where known
+    counts = torch.einsum("btk,btj->kj", labels * known[..., None], given)  # (label k, class j)
+    rows, cols = linear_sum_assignment(-counts.cpu().numpy())
+    order = torch.empty(labels.shape[-1], dtype=torch.long)
+    order[torch.as_tensor(cols)] = torch.as_tensor(rows)  # state j takes the labels of k-means cluster order[j]
+    labels = labels[..., order.to(labels.device)]
+    centres = None if centres is None else centres[order.to(centres.device)]
+    return torch.where(known[..., None], given, labels), centres
+
+
+def observed_distance(points: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """points (N, D) with NaN for missing cells, centres (K, D) -> (N, K) squared distances over each point's
+    observed cells (the Euclidean distance squared when nothing is missing)."""
+    observed = ~torch.isnan(points)
+    if bool(observed.all()):
+        return torch.cdist(points, centres).pow(2)
+    filled = points.nan_to_num(0.0)
+    o = observed.to(points.dtype)
+    return (filled.pow(2).sum(-1, keepdim=True) - 2 * filled @ centres.T + o @ centres.pow(2).T).clamp_min(0.0)
+
+
 def baum_welch(emitter: Emission, params: dict, x: torch.Tensor, mask: torch.Tensor, trans: torch.Tensor,
-               n_iter: int, kappa: float = 0.0) -> tuple[dict, torch.Tensor, float]:
+               n_iter: int, kappa: float = 0.0, clamp: torch.Tensor | None = None) -> tuple[dict, torch.Tensor, float]:
     r"""EM for the classical HMM of ``emitter``'s family (uniform p(c_1)) from ``params`` and ``trans`` (K, K).
 
     The E-step uses autograd on the exact :func:`pyro_dssm.model.hmm.log_likelihood`:
@@ -69,29 +100,35 @@ def baum_welch(emitter: Emission, params: dict, x: torch.Tensor, mask: torch.Ten
     :math:`\partial \log p(X) / \partial \log A_{ij}` = expected number of i -> j transitions.
     M-step: the family's :meth:`~pyro_dssm.model.emissions.base.Emission.m_step`; transitions the MAP under
     a sticky Dirichlet prior, :math:`A_{ij} \propto n_{ij} + \kappa [i = j]`.
-    x (B, T, D), mask (B, T) bool. Returns the parameters, the transition matrix and the exact log p(X)
-    per valid step of the returned parameters.
+    x (B, T, D), mask (B, T) bool; ``clamp`` (B, T, K) the known states' log-indicator added to the table
+    (:mod:`pyro_dssm.model.known`), or None. Returns the parameters, the transition matrix and the exact
+    log p(X) per valid step of the returned parameters.
     """
     K = trans.shape[0]
+
+    def table(params):
+        return emitter.classical_table(params, x) if clamp is None else emitter.classical_table(params, x) + clamp
+
     log_init = hmm.uniform_log_init(K, x)
     eye = torch.eye(K, dtype=x.dtype, device=x.device)
     for _ in range(n_iter):
         log_trans = trans.clamp_min(1e-12).log().requires_grad_()
-        log_lik = emitter.classical_table(params, x).detach().requires_grad_()
+        log_lik = table(params).detach().requires_grad_()
         total = hmm.log_likelihood(log_init, log_trans, log_lik, mask).sum()
         counts, gamma = torch.autograd.grad(total, [log_trans, log_lik])
         params = emitter.m_step(x, mask, gamma)
         counts = counts + kappa * eye + 1e-6
         trans = counts / counts.sum(-1, keepdim=True)
-    score = hmm.log_likelihood(log_init, trans.log(), emitter.classical_table(params, x), mask).sum() / mask.sum()
+    score = hmm.log_likelihood(log_init, trans.log(), table(params), mask).sum() / mask.sum()
     return params, trans, float(score)
 
 
 def fit_classical(emitter: Emission, x: torch.Tensor, mask: torch.Tensor, generator: torch.Generator,
-                  method: str = "em", restarts: int = 1, em_iters: int = 20,
-                  stay_prob: float = 0.8) -> tuple[dict, torch.Tensor, float, int]:
+                  method: str = "em", restarts: int = 1, em_iters: int = 20, stay_prob: float = 0.8,
+                  clamp: torch.Tensor | None = None) -> tuple[dict, torch.Tensor, float, int]:
     """Steps 1-3 of the module docstring: the best candidate's (parameters, transition (K, K), log p(X) per
-    step, index). ``method="kmeans"`` scores the k-means starts without EM iterations."""
+    step, index). ``method="kmeans"`` scores the k-means starts without EM iterations. ``clamp`` (B, T, K): the
+    known states' log-indicator (:func:`baum_welch`); the start labels take the known states where given."""
     if method not in ("kmeans", "em"):
         raise ValueError(f"init method must be 'kmeans' or 'em', got {method!r}")
     K = emitter.n_states
@@ -100,9 +137,13 @@ def fit_classical(emitter: Emission, x: torch.Tensor, mask: torch.Tensor, genera
     kappa = emitter.em_stickiness * float(mask.sum()) / K
     best = None
     for restart in range(restarts + n_random):
-        params = emitter.start(x, mask, *start_labels(x, mask, generator, K, random=restart >= restarts))
+        labels, centres = start_labels(x, mask, generator, K, random=restart >= restarts)
+        if clamp is not None:
+            labels, centres = align_to_known(labels, centres, clamp, mask)
+        params = emitter.start(x, mask, labels, centres)
         trans = sticky_transition(K, stay_prob).to(x)
-        params, trans, score = baum_welch(emitter, params, x, mask, trans, em_iters if method == "em" else 0, kappa)
+        params, trans, score = baum_welch(emitter, params, x, mask, trans, em_iters if method == "em" else 0, kappa,
+                                          clamp)
         log.debug("init candidate %d (%s): log p(X)/step %.4f", restart, "random" if restart >= restarts else "k-means",
                   score)
         if best is None or score > best[2]:

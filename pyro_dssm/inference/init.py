@@ -36,15 +36,16 @@ def initialise(net, x: torch.Tensor, mask: torch.Tensor, cfg, gen: torch.Generat
     ValueError first. Uses at most ``init_max_sequences`` randomly chosen sequences. Returns the chosen
     candidate's ``init_loglik_per_step`` and index ``init_restart`` ({} for ``random`` and ``none``).
     """
-    net.emitter.check_data(x, mask)
+    net.emitter.check_data(net.observations(x)[0], mask)
     if cfg.init in ("random", "none"):
         return {}
     mask = mask.bool()
     if x.shape[0] > cfg.init_max_sequences:
         idx = torch.randperm(x.shape[0], generator=gen)[: cfg.init_max_sequences].to(x.device)
         x, mask = x[idx], mask[idx]
-    params, trans, score, restart = fit_classical(net.emitter, x, mask, gen, cfg.init, cfg.init_restarts,
-                                                  cfg.init_em_iters, cfg.init_stay_prob)
+    features, clamp = net.observations(x)  # known states: EM's posteriors are clamped there too
+    params, trans, score, restart = fit_classical(net.emitter, features, mask, gen, cfg.init, cfg.init_restarts,
+                                                  cfg.init_em_iters, cfg.init_stay_prob, clamp)
     distill(net, params, trans)
     log.info("init (%s, %d restarts): best log p(X)/step %.4f from candidate %d", cfg.init, cfg.init_restarts,
              score, restart)

@@ -149,7 +149,7 @@ def training_figures(model, val: SequenceData, true_transition: torch.Tensor | N
     true = None if true_transition is None else true_transition.cpu().numpy()
     figures["figures/transition"] = transition_figure(learned, true, order if true is not None else None)
     T = min(int(val.lengths[0]), max_steps)
-    x0, p0 = val.x[0, :T].numpy(), pred[0, :T].numpy()
+    x0, p0 = val.x[0, :T, :model.config.obs_dim].numpy(), pred[0, :T].numpy()  # the features (not known states)
     t0 = None if val.states is None else val.states[0, :T].numpy()
     if order is not None:
         p0 = relabel(p0, colours)

@@ -1,6 +1,9 @@
 r"""The maths: the generative model p(X, C), the guide q(C | X) and exact HMM inference.
 
 - :mod:`~pyro_dssm.model.hmm`: forward, backward, marginals, Viterbi, log p(X) (pure functions);
+- :mod:`~pyro_dssm.model.scan`: the same forward as an associative scan (O(log T) depth) and log p(X) of one
+  very long sequence in chunks (bounded memory);
+- :mod:`~pyro_dssm.model.known`: known states as a noise-free observation (the posterior clamped there);
 - :mod:`~pyro_dssm.model.emissions`, :mod:`~pyro_dssm.model.transitions`: the families of the model's two
   factors, one class each (``base.py`` the contract); :mod:`~pyro_dssm.model.families` builds the ones a
   config names from the registry :mod:`pyro_dssm.config.families`;

@@ -8,7 +8,9 @@ from torch import nn
 
 from pyro_dssm.model import hmm
 from pyro_dssm.config import ModelConfig  # noqa: F401 (re-exported: the model's settings)
+from pyro_dssm.model.emissions.base import split_missing
 from pyro_dssm.model.families import make_emission, make_transition
+from pyro_dssm.model.known import clamp_table, split_known
 from pyro_dssm.model.networks import Evidence, PosteriorNet
 from pyro_dssm.model.relaxed import ChainLikelihood, RelaxedChainPosterior, RelaxedChainPrior
 
@@ -20,7 +22,7 @@ def check_batch(x: torch.Tensor, mask: torch.Tensor | None, obs_dim: int) -> tor
     """Validate a batch for the models of this package and return its (B, T) bool mask.
 
     Args:
-        x: (B, T, D) observations, D = ``obs_dim``.
+        x: (B, T, D) observations, D = ``obs_dim`` (the features, + 1 with ``model.known_states``).
         mask: (B, T) valid steps (any dtype, read as bool), or None for all valid.
     Raises:
         ValueError: naming the shape of ``x`` or ``mask`` if it is not the expected one.
@@ -57,14 +59,32 @@ class NeuralHMM(nn.Module):
         log_trans = self.transition.log_matrix()
         return hmm.uniform_log_init(self.n_states, log_trans), log_trans
 
+    @property
+    def data_dim(self) -> int:
+        """Columns of the observation tensor: the D features, and the known states' with ``model.known_states``."""
+        return self.config.obs_dim + int(bool(self.config.known_states))
+
+    def observations(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Observations (B, T, :attr:`data_dim`) -> the features (B, T, D) and, with ``model.known_states``, the
+        (B, T, K) log-indicator of the known states (:mod:`pyro_dssm.model.known`), else None."""
+        features, codes = split_known(x, bool(self.config.known_states))
+        return features, None if codes is None else clamp_table(codes, self.n_states, features)
+
+    def table(self, x: torch.Tensor) -> torch.Tensor:
+        """Observations (B, T, :attr:`data_dim`) -> (B, T, K) ``log p(x_t [, l_t] | c_t = k, x_{<t})``: the emission
+        family's table, plus the known states' indicator."""
+        features, clamp = self.observations(x)
+        table = self.emitter.table(features)
+        return table if clamp is None else table + clamp
+
     def exact_hmm(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The exact HMM of the generative model with hard one-hot states, on x (B, T, D).
+        """The exact HMM of the generative model with hard one-hot states, on x (B, T, :attr:`data_dim`).
 
         Returns:
             log_init (K,), log_trans (K, K) (:meth:`transition_parameters`) and
-            log_lik (B, T, K): ``log p(x_t | c_t = k, x_{<t})`` (the family's ``table``).
+            log_lik (B, T, K): ``log p(x_t | c_t = k, x_{<t})`` (the family's ``table``; clamped at known states).
         """
-        return (*self.transition_parameters(), self.emitter.table(x))
+        return (*self.transition_parameters(), self.table(x))
 
     def hmm_parameters(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """A family with fixed per-state means only (``gaussian``): log_init (K,), log_trans (K, K) and the (K, D) means."""
@@ -99,7 +119,9 @@ class DSSM(NeuralHMM):
         super().__init__(config)
         # an emission with memory (order > 0) also feeds the guide its per-state log-likelihoods
         extra = config.n_states if self.emitter.order > 0 else 0
-        self.posterior = PosteriorNet(config.n_states, config.obs_dim, config.rnn_hidden, extra_dim=extra)
+        # with missing_input the BiGRU reads [x with missing cells as 0, which cells are observed]
+        inputs = config.obs_dim * (2 if config.missing_input else 1)
+        self.posterior = PosteriorNet(config.n_states, inputs, config.rnn_hidden, extra_dim=extra)
         # measured (benchmarks/RESULTS.md): the evidence helps memoryless families from any start; with
         # memory (the BiGRU already reads the table) it lowered the guide on data=switching_ar
         self.uses_evidence = config.guide_evidence if config.guide_evidence is not None else self.emitter.order == 0
@@ -133,13 +155,28 @@ class DSSM(NeuralHMM):
     def guide_reading(self, x: torch.Tensor, lengths: torch.Tensor | None = None):
         """:meth:`guide_inputs` and the detached emission table (B, T, K) they were computed from (None when
         the guide reads no table): computed once for both, and handed on to the objectives with the guide's chain."""
+        features, clamp = self.observations(x)
         use_table = self.posterior.extra_dim or self.uses_evidence
         with torch.no_grad():
-            table = self.emitter.table(x) if use_table else None
-            local = table.log_softmax(-1) if use_table else None
-            evidence = self._evidence(local, lengths) if self.uses_evidence else None
+            table = self.emitter.table(features) if use_table else None
+            local = (table if clamp is None else table + clamp).log_softmax(-1) if use_table else None
+            if self.uses_evidence:
+                evidence = self._evidence(local, lengths)
+            elif clamp is not None:  # the known states alone: the guide's draws stay on them
+                evidence = Evidence(clamp, clamp.new_zeros(self.n_states, self.n_states))
+            else:
+                evidence = None
         extra = local.clamp_min(-TABLE_FLOOR) if self.posterior.extra_dim else None
-        return self.posterior.encode(x, lengths, extra), evidence, table
+        return self.posterior.encode(self.guide_observations(features), lengths, extra), evidence, table
+
+    def guide_observations(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, T, D), NaN = missing -> the BiGRU's input: x with missing cells as 0, and with ``model.missing_input``
+        (B, T, 2D) [that, 1 where a cell is observed]."""
+        filled, observed = split_missing(x)
+        if not self.config.missing_input:
+            return filled
+        observed = torch.ones_like(x) if observed is None else observed.to(x.dtype)
+        return torch.cat([filled, observed], -1)
 
     def _evidence(self, local: torch.Tensor, lengths: torch.Tensor | None) -> Evidence:
         """The guide's :class:`~pyro_dssm.model.networks.Evidence` from the normalised table ``local`` (B, T, K);
@@ -153,17 +190,18 @@ class DSSM(NeuralHMM):
     # p(x_{1:T} | c_{1:T}) p(c_{1:T})
     def model(self, x: torch.Tensor, mask: torch.Tensor | None = None, tau: float = 1.0) -> None:
         """x (B, T, D); mask (B, T) bool of valid steps; tau the relaxation temperature."""
-        mask = check_batch(x, mask, self.config.obs_dim)
+        mask = check_batch(x, mask, self.data_dim)
+        features, clamp = self.observations(x)
         with pyro.plate("sequences", x.shape[0]):
             prior = RelaxedChainPrior(self.transition, tau, mask, self.n_states)
             y = pyro.sample("c", prior)
-            pyro.sample("x", ChainLikelihood(self.emitter, y.exp(), mask, chain=prior), obs=x)
+            pyro.sample("x", ChainLikelihood(self.emitter, y.exp(), mask, chain=prior, clamp=clamp), obs=features)
 
     # q(c_{1:T} | x_{1:T})
     def guide(self, x: torch.Tensor, mask: torch.Tensor | None = None, tau: float = 1.0) -> None:
         """Same arguments as :meth:`model`; samples the site ``c`` (B, T, K) in log space."""
         lengths = None if mask is None else mask.sum(-1)
-        mask = check_batch(x, mask, self.config.obs_dim)
+        mask = check_batch(x, mask, self.data_dim)
         features, evidence, table = self.guide_reading(x, lengths)
         with pyro.plate("sequences", x.shape[0]):
             pyro.sample("c", RelaxedChainPosterior(self.posterior, features, tau, mask, evidence, table))
@@ -174,7 +212,7 @@ class DSSM(NeuralHMM):
         The GRU cell is fed the one-hot argmax of the previous step (the
         zero-temperature limit of the relaxed sample).
         """
-        mask = check_batch(x, mask, self.config.obs_dim)
+        mask = check_batch(x, mask, self.data_dim)
         features, evidence = self.guide_inputs(x, mask.sum(-1))
 
         def argmax_one_hot(t, logits):

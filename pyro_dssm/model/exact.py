@@ -36,7 +36,7 @@ class ExactBaseline(NeuralHMM):
     # p(x_{1:T}) = sum_{c_{1:T}} p(x_{1:T}, c_{1:T})
     def model(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> None:
         """x (B, T, D), mask (B, T): log p(X) of each sequence as a factor."""
-        mask = check_batch(x, mask, self.config.obs_dim)
+        mask = check_batch(x, mask, self.data_dim)
         log_init, log_trans, ll = self.exact_hmm(x)
         with pyro.plate("sequences", x.shape[0]):
             pyro.factor("log_px", hmm.log_likelihood(log_init, log_trans, ll, mask))
@@ -44,7 +44,7 @@ class ExactBaseline(NeuralHMM):
     @config_enumerate
     def enum_model(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> list[torch.Tensor]:
         """The same model with explicit discrete sites ``c_t``, summed out by enumeration."""
-        mask = check_batch(x, mask, self.config.obs_dim)
+        mask = check_batch(x, mask, self.data_dim)
         log_init, log_trans, log_lik = self.exact_hmm(x)  # log_lik (B, T, K): the family's table
         states = []
         c = None
@@ -74,7 +74,7 @@ class ExactBaseline(NeuralHMM):
     @torch.no_grad()
     def viterbi(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T) most probable states (:func:`pyro_dssm.model.hmm.viterbi`)."""
-        mask = check_batch(x, mask, self.config.obs_dim)
+        mask = check_batch(x, mask, self.data_dim)
         return hmm.viterbi(*self.exact_hmm(x), mask)[0]
 
     @torch.no_grad()
@@ -86,5 +86,5 @@ class ExactBaseline(NeuralHMM):
     @torch.no_grad()
     def marginals(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T, K) exact posterior marginals p(c_t | X)."""
-        mask = check_batch(x, mask, self.config.obs_dim)
+        mask = check_batch(x, mask, self.data_dim)
         return hmm.posterior_marginals(*self.exact_hmm(x), mask)

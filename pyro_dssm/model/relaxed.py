@@ -227,20 +227,23 @@ class ChainLikelihood(TorchDistribution):
     support = constraints.independent(constraints.real, 2)
 
     def __init__(self, emitter, states: torch.Tensor, mask: torch.Tensor, chain: RelaxedChainPrior,
-                 validate_args=None):
+                 clamp: torch.Tensor | None = None, validate_args=None):
         self.emitter = emitter
         self.states = states
         self.mask = mask
         self.chain = chain
+        self.clamp = clamp  # (B, T, K) log-indicator of known states (pyro_dssm.model.known), or None
         B, T = mask.shape
         super().__init__(torch.Size([B]), torch.Size([T, emitter.obs_dim]), validate_args=validate_args)
 
-    def _sum(self, steps: torch.Tensor) -> torch.Tensor:
+    def _sum(self, steps: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        if self.clamp is not None:  # the known states' emission, linear in the (relaxed) states
+            steps = steps + (states * self.clamp).sum(-1)
         return steps.masked_fill(~self.mask, 0.0).sum(-1)  # padding contributes nothing
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         """(B,) from x (B, T, D); every step in one call of the emission."""
-        return self._sum(self.emitter.log_prob(value, self.states))
+        return self._sum(self.emitter.log_prob(value, self.states), self.states)
 
     def expected_log_prob(self, value: torch.Tensor, probs: torch.Tensor, states: torch.Tensor,
                           table: torch.Tensor | None = None) -> torch.Tensor:
@@ -257,6 +260,6 @@ class ChainLikelihood(TorchDistribution):
             with torch.no_grad():
                 table = self.emitter.table(value)  # (B, T, K)
         drawn = self.emitter.hard_log_prob(value, states)  # (B, T), with the emission's gradient
-        return self._sum((probs * table).sum(-1) + (drawn - drawn.detach()))
+        return self._sum((probs * table).sum(-1) + (drawn - drawn.detach()), probs)
 
     expand = _expand_to_itself

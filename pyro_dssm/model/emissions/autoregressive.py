@@ -83,8 +83,8 @@ class AutoregressiveEmission(Emission):
         raw = torch.where(first, states @ self.init_raw_scale, states @ self.raw_scale + corr_scale)
         return diagonal_normal(mean, nn.functional.softplus(raw) + SCALE_FLOOR)
 
-    def table(self, x):
-        """:meth:`Emission.table` without K copies of the history through the MLP (:meth:`_correction_per_state`)."""
+    def complete_table(self, x):
+        """:meth:`Emission.complete_table` without K copies of the history through the MLP (:meth:`_correction_per_state`)."""
         D = x.shape[-1]
         context = self.context(x)
         hist, first = context[..., :-1], context[..., -1:, None] > 0.5  # first (B, T, 1, 1) against (B, T, K, D)
@@ -108,17 +108,24 @@ class AutoregressiveEmission(Emission):
         r"""Linear AR(p)-HMM with diagonal noise, weighted least squares (in float64):
         :math:`W_k = (\sum_t w_{tk} y_t u_t^\top)(\sum_t w_{tk} u_t u_t^\top + \lambda I)^{-1}`, :math:`u_t = [h_t, 1]`;
         the first p steps' Gaussian from their weighted moments."""
+        observed = ~torch.isnan(x)
+        # NaN cells: the regression uses the steps whose target and history are complete (the rest weigh 0)
+        complete = observed.all(-1)
+        usable = complete & torch.stack([nn.functional.pad(complete, (lag, 0), value=True)[:, :x.shape[1]]
+                                         for lag in range(1, self.order + 1)]).all(0)
+        x_first = x.double()
+        x = x.nan_to_num(0.0)
         context = self.context(x.double())
         u, first = torch.cat([context[..., :-1], torch.ones_like(context[..., :1])], -1), context[0, :, -1] > 0.5
         w = (weights * mask[..., None]).double()
-        w_ar = w * (~first)[None, :, None]
+        w_ar = w * (~first)[None, :, None] * usable[..., None]
         gram = torch.einsum("btk,bti,btj->kij", w_ar, u, u) + ridge * torch.eye(u.shape[-1], dtype=u.dtype)
         cross = torch.einsum("btk,btd,btj->kdj", w_ar, x.double(), u)  # (K, D, pD + 1)
         coef = torch.linalg.solve(gram, cross.transpose(1, 2)).transpose(1, 2)
         resid = x.double()[:, :, None] - torch.einsum("kdj,btj->btkd", coef, u)
         var = (torch.einsum("btk,btkd->kd", w_ar, resid.pow(2)) + PRIOR_WEIGHT * resid.pow(2).mean((0, 1, 2))) \
             / (w_ar.sum((0, 1))[:, None] + PRIOR_WEIGHT)
-        init_mean, init_var = weighted_moments(torch.where(first[None, :, None], x.double(), 0.0),
+        init_mean, init_var = weighted_moments(torch.where(first[None, :, None], x_first, 0.0),
                                                w * first[None, :, None])
         return {"coef": coef.to(x), "scale": var.sqrt().clamp_min(2 * SCALE_FLOOR).to(x), "init_mean": init_mean.to(x),
                 "init_scale": init_var.sqrt().clamp_min(2 * SCALE_FLOOR).to(x)}

@@ -12,6 +12,15 @@ one-hot vectors for the exact HMM. From it the package derives
   log p(X) of :mod:`pyro_dssm.model.hmm` hold for every family;
 * :meth:`Emission.sample`: x given a state path, step by step where the past matters.
 
+**Missing values** are NaN cells of x. Each derived density is then the marginal over
+the missing channels, :math:`\log p(x_t^{\text{obs}} \mid c_t, \text{context}_t)`
+(:func:`observed_log_prob`: exact for distributions with independent channels,
+:class:`~pyro_dssm.model.emissions.statistics.DiagonalNormal` and Poisson, and for the multivariate
+normal); a step with every channel missing contributes 0. A family's context reads a missing past
+value as 0 (the channel's training mean once standardised): families with memory condition on that
+imputed past. Steps without a missing cell take the family's own fast path unchanged, the steps
+with one are recomputed from :meth:`Emission.distribution` (:func:`split_missing`).
+
 A family may override a derived method for speed; a test then checks it against the
 derivation. Beside the networks the same class holds its classical initialisation,
 the emission of a parametric HMM fitted by EM (:mod:`pyro_dssm.inference.em`):
@@ -27,6 +36,7 @@ own come from :meth:`Emission.options` (the ``model`` settings it reads) and
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -93,15 +103,35 @@ class Emission(nn.Module):
         raise NotImplementedError
 
     def check_data(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> None:
-        """ValueError naming the first value of x (N, T, D) on the valid steps of mask (N, T) outside the support."""
-        if not bool(torch.isfinite(x if mask is None else x[mask.bool()]).all()):
-            raise ValueError("x holds NaN or infinite values; expected finite numbers")
+        """ValueError naming the first value of x (N, T, D) on the valid steps of mask (N, T) outside the support
+        (NaN is a missing value, not outside it)."""
+        if bool(torch.isinf(x if mask is None else x[mask.bool()]).any()):
+            raise ValueError("x holds infinite values; expected finite numbers (NaN for a missing value)")
+
+    # --- fast paths a family may write (complete steps only: no NaN in x) ----------------------------------------------
+
+    def complete_table(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, T, D) without NaN -> (B, T, K): :meth:`table` derived from :meth:`distribution`; a family may
+        override it with a faster formula (a test checks it against the derivation)."""
+        return self.distribution(self.one_hot(x), self.context(x)[:, :, None]).log_prob(x[:, :, None])
+
+    def complete_classical_table(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """x (B, T, D) without NaN -> (B, T, K): :meth:`classical_table` derived from :meth:`classical_distribution`."""
+        return self.classical_distribution(params, self.context(x)[:, :, None]).log_prob(x[:, :, None])
 
     # --- derived ----------------------------------------------------------------------------------------------------
 
     def log_prob(self, x: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
-        """x (B, T, D), states (B, T, K) on the simplex -> (B, T) log p(x_t | state_t, past)."""
-        return self.distribution(states, self.context(x)).log_prob(x)
+        """x (B, T, D), states (B, T, K) on the simplex -> (B, T) log p(x_t | state_t, past) (observed cells)."""
+        filled, observed = split_missing(x)
+        context = self.context(filled)
+        value = self.distribution(states, context).log_prob(filled)
+        if observed is None:
+            return value
+        rows = ~observed.all(-1)  # (B, T) the steps with a missing cell
+        states, context = broadcast_states(states, context)
+        marginal = observed_log_prob(self.distribution(states[rows], context[rows]), filled[rows], observed[rows])
+        return value.masked_scatter(rows, marginal)
 
     def hard_log_prob(self, x: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
         """x (B, T, D), one-hot states (B, T, K) -> (B, T): :meth:`log_prob` at hard states. A family whose
@@ -110,12 +140,33 @@ class Emission(nn.Module):
         return self.log_prob(x, states)
 
     def table(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, T, D) -> (B, T, K): log p(x_t | c_t = k, x_{<t}) for every state k (the exact HMM's table)."""
-        return self.distribution(self.one_hot(x), self.context(x)[:, :, None]).log_prob(x[:, :, None])
+        """x (B, T, D) -> (B, T, K): log p(x_t | c_t = k, x_{<t}) for every state k (the exact HMM's table);
+        of the observed cells where x holds NaN."""
+        filled, observed = split_missing(x)
+        value = self.complete_table(filled)
+        if observed is None:
+            return value
+        return self._marginal_rows(value, filled, observed,
+                                   lambda context: self.distribution(self.one_hot(filled), context))
 
     def classical_table(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        """x (B, T, D) -> (B, T, K): the table of the classical HMM with ``params`` (:meth:`m_step`)."""
-        return self.classical_distribution(params, self.context(x)[:, :, None]).log_prob(x[:, :, None])
+        """x (B, T, D) -> (B, T, K): the table of the classical HMM with ``params`` (:meth:`m_step`); of the
+        observed cells where x holds NaN."""
+        filled, observed = split_missing(x)
+        value = self.complete_classical_table(params, filled)
+        if observed is None:
+            return value
+        return self._marginal_rows(value, filled, observed,
+                                   lambda context: self.classical_distribution(params, context))
+
+    def _marginal_rows(self, table: torch.Tensor, filled: torch.Tensor, observed: torch.Tensor,
+                       distribution: Callable[[torch.Tensor], Distribution]) -> torch.Tensor:
+        """``table`` (B, T, K) of ``filled`` x with the steps that have a missing cell replaced by the marginal of
+        their observed cells under ``distribution(context (n, 1, C))`` (batch (n, K))."""
+        rows = ~observed.all(-1)  # (B, T)
+        context = self.context(filled)[rows][:, None]  # (n, 1, C)
+        marginal = observed_log_prob(distribution(context), filled[rows][:, None], observed[rows][:, None])  # (n, K)
+        return table.masked_scatter(rows[..., None].expand_as(table), marginal)
 
     def sample(self, states: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """states (N, T) int64 -> x (N, T, D) drawn from p(x_t | c_t, past); step by step when ``order`` > 0."""
@@ -132,6 +183,45 @@ class Emission(nn.Module):
     def one_hot(self, like: torch.Tensor) -> torch.Tensor:
         """(K, K) identity: the K hard states, in the dtype and on the device of ``like``."""
         return torch.eye(self.n_states, dtype=like.dtype, device=like.device)
+
+
+def split_missing(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """x (..., D) with NaN for missing cells -> (x with 0 there, (..., D) bool of observed cells), or (x, None)
+    when nothing is missing (one host synchronisation)."""
+    missing = torch.isnan(x)
+    if not bool(missing.any()):
+        return x, None
+    return x.masked_fill(missing, 0.0), ~missing
+
+
+def observed_log_prob(distribution: Distribution, value: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+    r""":math:`\log p(x^{\text{obs}})`, the density of the observed cells, marginal over the others.
+
+    ``value`` (..., D) (any number where a cell is missing), ``observed`` (..., D) bool, broadcasting against the
+    batch of ``distribution`` (event (D,)). Independent channels (a distribution with ``channel_log_prob``, or
+    ``Independent`` over one dim): the observed channels' sum. Multivariate normal
+    :math:`\mathcal N(\mu, \Sigma)`: with :math:`M = \mathrm{diag}(o)`, the normal with covariance
+    :math:`\Sigma' = M \Sigma M + (I - M)` at :math:`x' = Mx + (I - M)\mu` factorises into
+    :math:`\mathcal N(x_o; \mu_o, \Sigma_{oo})` and a standard normal at 0 on the m missing channels, whose
+    :math:`-\tfrac m2 \log 2\pi` is added back. A step with no observed cell gives 0.
+    """
+    if hasattr(distribution, "channel_log_prob"):
+        return distribution.channel_log_prob(value).masked_fill(~observed, 0.0).sum(-1)
+    if isinstance(distribution, torch.distributions.Independent) and distribution.reinterpreted_batch_ndims == 1:
+        return distribution.base_dist.log_prob(value).masked_fill(~observed, 0.0).sum(-1)
+    if isinstance(distribution, torch.distributions.MultivariateNormal):
+        o = observed.to(value.dtype)
+        mean = distribution.loc
+        cov = distribution.covariance_matrix * o[..., :, None] * o[..., None, :]
+        cov = cov + torch.diag_embed(1.0 - o)
+        x = torch.where(observed, value, mean)
+        n_missing = (1.0 - o).sum(-1)
+        value = (torch.distributions.MultivariateNormal(mean, cov, validate_args=False).log_prob(x)
+                 + 0.5 * n_missing * math.log(2 * math.pi))
+        return value.masked_fill(~observed.any(-1), 0.0)  # exactly 0, not a rounding of it
+    raise NotImplementedError(f"{type(distribution).__name__}: missing values need independent channels (a "
+                              "channel_log_prob method) or a MultivariateNormal; fill the missing cells or add "
+                              "channel_log_prob to the family's distribution")
 
 
 def draw(distribution: Distribution, generator: torch.Generator | None) -> torch.Tensor:

@@ -49,8 +49,8 @@ class GaussianEmission(Emission):
     def distribution(self, states, context):
         return self._normal(self(states))
 
-    def table(self, x):
-        """:meth:`Emission.table` by the expanded square (one matrix product, no (B, T, K, D) tensor)."""
+    def complete_table(self, x):
+        """:meth:`Emission.complete_table` by the expanded square (one matrix product, no (B, T, K, D) tensor)."""
         return hmm.gaussian_log_likelihood(x, self.means(), self.noise_std)
 
     def start(self, x, mask, labels, centres=None):
@@ -60,12 +60,17 @@ class GaussianEmission(Emission):
     def m_step(self, x, mask, weights):
         """Means = the weighted averages (hmmlearn's M-step with sigma fixed)."""
         w = weights * mask[..., None]
-        return {"mean": torch.einsum("btk,btd->kd", w, x) / w.sum((0, 1)).clamp_min(1e-12)[:, None]}
+        observed = ~torch.isnan(x)  # a missing cell counts for its channel's mean nowhere
+        if bool(observed.all()):
+            return {"mean": torch.einsum("btk,btd->kd", w, x) / w.sum((0, 1)).clamp_min(1e-12)[:, None]}
+        o = observed.to(x.dtype)
+        return {"mean": torch.einsum("btk,btd->kd", w, x.nan_to_num(0.0))
+                / torch.einsum("btk,btd->kd", w, o).clamp_min(1e-12)}
 
     def classical_distribution(self, params, context):
         return self._normal(params["mean"])
 
-    def classical_table(self, params, x):
+    def complete_classical_table(self, params, x):
         return hmm.gaussian_log_likelihood(x, params["mean"], self.noise_std)
 
     def fit_to(self, params):

@@ -73,11 +73,11 @@ class GaussianFullEmission(Emission):
     def distribution(self, states, context):
         return multivariate_normal(*self(states))
 
-    def table(self, x):
-        """:meth:`Emission.table` by :func:`state_table` (the states' factors inverted once)."""
+    def complete_table(self, x):
+        """:meth:`Emission.complete_table` by :func:`state_table` (the states' factors inverted once)."""
         return state_table(*self(self.one_hot(x)), x)
 
-    def classical_table(self, params, x):
+    def complete_classical_table(self, params, x):
         return state_table(params["mean"], params["scale_tril"], x)
 
     def hard_log_prob(self, x, states):
@@ -89,12 +89,30 @@ class GaussianFullEmission(Emission):
         """Weighted means and full covariances, shrunk by ``PRIOR_WEIGHT`` pseudo-points towards the pooled one."""
         w = weights * mask[..., None]
         mean, _ = weighted_moments(x, w)
+        if bool(torch.isnan(x).any()):
+            return {"mean": mean, "scale_tril": torch.linalg.cholesky(self._pairwise_covariance(x, mask, w, mean))}
         centred = x[:, :, None] - mean  # (B, T, K, D)
         scatter = torch.einsum("btk,btki,btkj->kij", w, centred, centred)
         pooled = torch.einsum("bt,bti,btj->ij", mask.to(x), x - x[mask].mean(0), x - x[mask].mean(0)) / mask.sum()
         cov = (scatter + PRIOR_WEIGHT * pooled) / (w.sum((0, 1))[:, None, None] + PRIOR_WEIGHT)
         cov = cov + COVARIANCE_RIDGE * torch.eye(self.obs_dim, dtype=x.dtype, device=x.device)
         return {"mean": mean, "scale_tril": torch.linalg.cholesky(cov)}
+
+    def _pairwise_covariance(self, x, mask, w, mean):
+        """(K, D, D) covariances of x (B, T, D) with NaN cells: each entry (i, j) over the steps observing both
+        channels (pairwise deletion), shrunk as :meth:`m_step` does, then its eigenvalues floored at
+        ``COVARIANCE_RIDGE`` (pairwise estimates need not be positive definite). An approximate M-step: the init's."""
+        o = (~torch.isnan(x) & mask[..., None]).to(x.dtype)  # (B, T, D)
+        filled = x.nan_to_num(0.0)
+        centred = (filled[:, :, None] - mean) * o[:, :, None]  # (B, T, K, D), 0 where missing
+        scatter = torch.einsum("btk,btki,btkj->kij", w, centred, centred)
+        pairs = torch.einsum("btk,bti,btj->kij", w, o, o)
+        overall = (filled * o).sum((0, 1)) / o.sum((0, 1)).clamp_min(1)
+        c = (filled - overall) * o
+        pooled = torch.einsum("bti,btj->ij", c, c) / torch.einsum("bti,btj->ij", o, o).clamp_min(1)
+        cov = (scatter + PRIOR_WEIGHT * pooled) / (pairs + PRIOR_WEIGHT)
+        values, vectors = torch.linalg.eigh((cov + cov.transpose(-1, -2)) / 2)
+        return (vectors * values.clamp_min(COVARIANCE_RIDGE)[..., None, :]) @ vectors.transpose(-1, -2)
 
     def classical_distribution(self, params, context):
         return multivariate_normal(params["mean"], params["scale_tril"])

@@ -33,6 +33,10 @@ class IndependentPoisson(torch.distributions.Distribution):
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         return (value * self.rate.log() - self.rate - torch.lgamma(value + 1)).sum(-1)
 
+    def channel_log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """(..., D) per-channel terms of :meth:`log_prob` (for missing counts)."""
+        return value * self.rate.log() - self.rate - torch.lgamma(value + 1)
+
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
         with torch.no_grad():
             return torch.poisson(self.rate.expand(self._extended_shape(sample_shape)))
@@ -60,8 +64,8 @@ class PoissonEmission(Emission):
     def distribution(self, states, context):
         return poisson(self(states))
 
-    def table(self, x):
-        r""":meth:`Emission.table` with :math:`\sum_d x_d \log \lambda_{kd}` as one matrix product."""
+    def complete_table(self, x):
+        r""":meth:`Emission.complete_table` with :math:`\sum_d x_d \log \lambda_{kd}` as one matrix product."""
         rate = self.rates()  # (K, D)
         return x @ rate.log().T - rate.sum(-1) - torch.lgamma(x + 1).sum(-1, keepdim=True)
 
@@ -78,7 +82,8 @@ class PoissonEmission(Emission):
 
     def check_data(self, x, mask=None):
         super().check_data(x, mask)
-        for bad, what in ((x < 0, "negative"), (x != x.round(), "not an integer")):
+        observed = ~torch.isnan(x)  # NaN: a missing count
+        for bad, what in ((x < 0, "negative"), (observed & (x != x.round()), "not an integer")):
             found = first_bad_step(bad, mask)
             if found is not None:
                 i, t, d = found

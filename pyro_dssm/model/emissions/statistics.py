@@ -20,12 +20,31 @@ def inverse_softplus(y):
 
 def weighted_moments(x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Per-state mean and variance (K, D) of x (B, T, D) under weights w (B, T, K), shrunk by
-    ``PRIOR_WEIGHT`` pseudo-points towards the pooled moments: :math:`m_k = (\sum w x + \epsilon \bar x) / (N_k + \epsilon)`."""
+    ``PRIOR_WEIGHT`` pseudo-points towards the pooled moments: :math:`m_k = (\sum w x + \epsilon \bar x) / (N_k + \epsilon)`.
+
+    NaN cells of x are missing: each channel's moments are then over the steps where it is observed
+    (the M-step of a diagonal family's EM with values missing at random, :func:`observed_moments`)."""
+    if bool(torch.isnan(x).any()):
+        return observed_moments(x, w)
     total = w.sum((0, 1))[:, None]  # (K, 1)
     pooled = (x * w.sum(-1, keepdim=True)).sum((0, 1)) / w.sum().clamp_min(1e-12)  # (D,)
     pooled_var = ((x - pooled).pow(2) * w.sum(-1, keepdim=True)).sum((0, 1)) / w.sum().clamp_min(1e-12)
     mean = (torch.einsum("btk,btd->kd", w, x) + PRIOR_WEIGHT * pooled) / (total + PRIOR_WEIGHT)
     sq = torch.einsum("btk,btkd->kd", w, (x[:, :, None] - mean).pow(2))
+    var = (sq + PRIOR_WEIGHT * pooled_var) / (total + PRIOR_WEIGHT)
+    return mean, var
+
+
+def observed_moments(x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`weighted_moments` of x (B, T, D) with NaN cells, per channel over the steps that observe it."""
+    o = (~torch.isnan(x)).to(w.dtype)
+    filled = x.nan_to_num(0.0)
+    total = torch.einsum("btk,btd->kd", w, o)  # (K, D): each state's weight on each channel's observed steps
+    w_all = w.sum(-1, keepdim=True)  # (B, T, 1)
+    pooled = (filled * w_all).sum((0, 1)) / (o * w_all).sum((0, 1)).clamp_min(1e-12)  # (D,)
+    pooled_var = ((filled - pooled).pow(2) * o * w_all).sum((0, 1)) / (o * w_all).sum((0, 1)).clamp_min(1e-12)
+    mean = (torch.einsum("btk,btd->kd", w, filled) + PRIOR_WEIGHT * pooled) / (total + PRIOR_WEIGHT)
+    sq = torch.einsum("btk,btkd->kd", w, (filled[:, :, None] - mean).pow(2) * o[:, :, None])
     var = (sq + PRIOR_WEIGHT * pooled_var) / (total + PRIOR_WEIGHT)
     return mean, var
 
@@ -53,6 +72,11 @@ class DiagonalNormal(torch.distributions.Distribution):
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         z = (value - self.mean_) / self.scale
         return (-0.5 * z.pow(2) - self.scale.log()).sum(-1) - 0.5 * value.shape[-1] * math.log(2 * math.pi)
+
+    def channel_log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """(..., D) per-channel terms of :meth:`log_prob` (a missing channel's are left out, :func:`observed_log_prob`)."""
+        z = (value - self.mean_) / self.scale
+        return -0.5 * z.pow(2) - self.scale.log() - 0.5 * math.log(2 * math.pi)
 
     def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
         shape = self._extended_shape(sample_shape)

@@ -1,0 +1,396 @@
+r"""Streaming decode: the states of a live CSV, written row by row as its rows arrive.
+
+    python -m pyro_dssm.decode checkpoint=RUN input=- output=-|PATH.csv [lag=L] [idle=S]
+    python -m pyro_dssm.decode checkpoint=RUN input=PATH follow=true output=-|PATH.csv [lag=L] [poll=0.2] [idle=S]
+    tail -f log.csv | python -m pyro_dssm.decode checkpoint=runs/x input=- output=- lag=5
+
+``pyro_dssm.decode`` streams when ``input=-`` (standard input) or ``follow=true`` (a file still being written, read
+as ``tail -f`` does: every ``poll`` seconds it looks for new complete lines). The rows before a bad row are written.
+
+**Input**: a CSV as the model was trained on (``data=csv``: the checkpoint's ``payload['config']['data']`` and
+``payload['preprocessing']['feature_names']``): a header line, then one row per time step with the id column, the
+time column if training had one and the feature columns (others are ignored), one record per line. Sequences may
+be interleaved; each one's rows must come in time order. An empty or ``NaN`` cell is missing: NaN is passed on.
+A line counts once its newline has arrived (a last line without one: when standard input ends; dropped with a
+warning when a followed file goes idle). The lines that have arrived (up to :data:`READ_BYTES`) are one batch,
+filtered with one :func:`~pyro_dssm.online.filter_chunk` call per sequence: chunks of any sizes give one pass.
+
+**Output**: one CSV row per input row: id, time (without a time column: the step 0, 1, ... of its sequence),
+``filter_state`` (the most probable state) and ``p_0 .. p_{K-1}``, the filtered marginals
+:math:`p(c_t = k \mid x_{1:t})`; with ``lag=L`` the fixed-lag :math:`p(c_t = k \mid x_{1:t+L})`, so a sequence's row t
+comes when its row t + L arrives and its last L rows when the stream ends (:func:`pyro_dssm.online.flush`), in the
+order of the input rows that complete them. ``output=-`` is standard output (logs go to stderr then); a file is
+replaced and written line by line, flushed after each batch: not atomically, unlike whole-file decoding.
+
+**The end**: standard input's end, ``idle`` seconds without new data (default: never), Ctrl-C or SIGTERM flush the
+lagged rows, exit status 0. A bad argument, header or row, a model not trained on a CSV, or features that read later
+rows (``model=motion``'s windows, :func:`pyro_dssm.online.causal_reach`) are one line on stderr, exit status 2.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import dataclasses
+import logging
+import math
+import os
+import select
+import signal
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, TextIO
+
+import numpy as np
+
+from pyro_dssm import online
+from pyro_dssm.config import FileDataConfig, settings
+from pyro_dssm.data.readers import DELIMITERS
+from pyro_dssm.fitted import load_model, preprocessing_of
+from pyro_dssm.inference.threads import intra_op_threads
+
+log = logging.getLogger(__name__)
+
+STDIO = "-"
+READ_BYTES = 1 << 20  # the most one read takes, so the most one batch holds
+
+
+def is_streaming(args) -> bool:
+    """Whether the decode arguments ask for streaming: ``input=-`` or ``follow=true``."""
+    return args.input == STDIO or args.follow
+
+
+def check_args(args) -> bool:
+    """:func:`is_streaming`, after checking :class:`pyro_dssm.decode.DecodeArgs`' streaming options: ValueError naming
+    ``lag``, ``idle`` or ``output=-`` without streaming, ``follow=true`` with ``input=-`` or no file, ``lag`` < 0,
+    ``poll`` or ``idle`` <= 0, a ``plot``, or an output that is neither a ``.csv`` file nor ``-``."""
+    if not is_streaming(args):
+        for key, given in (("lag", args.lag != 0), ("idle", args.idle is not None), ("output", args.output == STDIO)):
+            if given:
+                raise ValueError(f"{key}={getattr(args, key)!r} is for streaming decoding (input=- or follow=true); "
+                                 f"input={args.input!r} is decoded whole")
+        return False
+    if args.follow and args.input == STDIO:
+        raise ValueError("follow=true follows a growing file; input=- (standard input) is read as it comes already")
+    online.check_lag(args.lag)
+    for key in ("poll", "idle"):
+        value = getattr(args, key)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{key} must be a number of seconds > 0, got {value!r}")
+    if args.plot is not None:
+        raise ValueError(f"plot={args.plot!r} draws whole sequences; it does not stream (input=- or follow=true)")
+    if args.follow and not Path(args.input).is_file():
+        what = "is a directory" if Path(args.input).is_dir() else "does not exist"
+        raise ValueError(f"input={args.input!r} {what}; follow=true needs a file (it may be empty)")
+    if args.output != STDIO and Path(args.output).suffix.lower() != ".csv":
+        raise ValueError(f"output={args.output!r}: streaming writes CSV rows as they come; give a .csv file "
+                         "or - (standard output)")
+    return True  # decode.parse_args checks that an output file can be written
+
+
+# --- complete lines as they arrive ------------------------------------------------------------------------------------
+
+
+class _Interrupted(Exception):
+    """Raised by the signal handler while :class:`LineReader` waits for data."""
+
+
+class LineReader:
+    """The complete lines of ``source`` (``-`` or a path) in batches of what has arrived; ``follow``: the file grows
+    (look every ``poll`` s); ``idle``: end after so many seconds without data (None: never). :meth:`stop` (a signal
+    handler) ends :meth:`batches` at once if it waits for data, else at its next wait."""
+
+    def __init__(self, source: str, follow: bool = False, poll: float = 0.2, idle: float | None = None):
+        self.source, self.follow, self.poll, self.idle = source, follow, poll, idle
+        self.line_no = 0  # lines handed out so far
+        self.stopped = self._waiting = False
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self._waiting:
+            raise _Interrupted
+
+    def batches(self) -> Iterator[list[str]]:
+        """Lists of complete lines (newline removed), each what one read found; :attr:`line_no` counts them."""
+        partial = b""
+        with (open(sys.stdin.fileno(), "rb", buffering=0, closefd=False) if self.source == STDIO
+              else open(self.source, "rb", buffering=0)) as f:
+            try:
+                while (data := self._read(f)) is not None:
+                    *lines, partial = (partial + data).split(b"\n")
+                    if lines:
+                        yield self._decode(lines)
+            except _Interrupted:
+                pass
+            if partial and self.source == STDIO and not self.stopped:  # the stream ended: its last line is whole
+                yield self._decode([partial])
+            elif partial:
+                log.warning("input=%r: its last %d bytes have no newline yet; not decoded", self.source, len(partial))
+
+    def _read(self, f) -> bytes | None:
+        """The next bytes that arrive, or None at the end (module docstring)."""
+        since = time.monotonic()
+        try:
+            self._waiting = True
+            while not self.stopped:
+                if self.source == STDIO:
+                    if self.idle is not None and not select.select([f], [], [], self.idle)[0]:
+                        log.info("input=-: no data for idle=%g s; ending", self.idle)
+                        return None
+                    return f.read(READ_BYTES) or None
+                if os.fstat(f.fileno()).st_size < f.tell():
+                    raise ValueError(f"input={self.source!r} is shorter than what was read of it (truncated or "
+                                     "rotated?); follow=true follows one growing file")
+                data = f.read(READ_BYTES)
+                if data or not self.follow:
+                    return data or None
+                if self.idle is not None and time.monotonic() - since >= self.idle:
+                    log.info("input=%r: no new data for idle=%g s; ending", self.source, self.idle)
+                    return None
+                time.sleep(self.poll)
+            return None
+        finally:
+            self._waiting = False
+
+    def _decode(self, lines: list[bytes]) -> list[str]:
+        try:
+            text = [line.decode("utf-8").rstrip("\r") for line in lines]
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"input={self.source!r} near line {self.line_no + 1} is not UTF-8 text ({exc})") from None
+        if self.line_no == 0:
+            text[0] = text[0].removeprefix("\ufeff")  # Excel's byte-order mark
+        self.line_no += len(text)
+        return text
+
+
+@contextmanager
+def stop_on_signals(reader: LineReader) -> Iterator[None]:
+    """SIGINT and SIGTERM stop ``reader`` (so the stream ends cleanly) instead of killing the process."""
+    main = threading.current_thread() is threading.main_thread()  # the only one that may set signal handlers
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM) if main}
+    for sig in before:
+        signal.signal(sig, lambda *_: reader.stop())
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
+# --- rows -> states ---------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Header:
+    """Where the columns a model reads are in the input's rows."""
+
+    delimiter: str
+    n_fields: int
+    id: int
+    time: int | None
+    features: list[int]  # the D0 columns of the model, in its order
+    time_name: str | None = None
+
+
+def parse_header(line: str, cfg: FileDataConfig, feature_names: list[str], source: str) -> Header:
+    """The header line -> :class:`Header`; ValueError naming a column the model needs that the header lacks."""
+    delimiter = max(DELIMITERS, key=line.count)  # as pyro_dssm.data.readers reads a file
+    columns = next(csv.reader([line], delimiter=delimiter))
+    for what, name in (("id_column", cfg.id_column), ("time_column", cfg.time_column)):
+        if name is not None and name not in columns:
+            raise ValueError(f"data.{what}={name!r} of the model is not a column of input={source!r} "
+                             f"(header: {columns})")
+    missing = [c for c in feature_names if c not in columns]
+    if missing:
+        raise ValueError(f"input={source!r} lacks the feature column(s) {missing} the model reads; header: {columns}")
+    return Header(delimiter, len(columns), columns.index(cfg.id_column),
+                  None if cfg.time_column is None else columns.index(cfg.time_column),
+                  [columns.index(c) for c in feature_names], cfg.time_column)
+
+
+@dataclasses.dataclass
+class Row:
+    """One input row: its sequence id, time (as written) and (D0,) features in the user's units (NaN = missing)."""
+
+    id: str
+    time: str
+    x: np.ndarray
+
+
+@dataclasses.dataclass
+class Track:
+    """One sequence of the stream: what reading and filtering it need of its past."""
+
+    n_read: int = 0
+    last_time: str | None = None  # as written
+    carry: online.FilterState | None = None
+    n_filtered: int = 0
+    waiting: collections.deque = dataclasses.field(default_factory=collections.deque)  # times whose row is to come
+
+
+def _time_key(cell: str) -> tuple:
+    """Times compare as numbers where both are, else as text (numbers first)."""
+    try:
+        return 0, float(cell), ""
+    except ValueError:
+        return 1, 0.0, cell
+
+
+class StreamDecoder:
+    """Filters the rows of interleaved sequences, one :class:`~pyro_dssm.online.FilterState` per sequence id.
+
+    ``model``, ``prep``: the trained DSSM and its (causal) feature transform; ``lag``: L >= 0 (module docstring).
+    """
+
+    def __init__(self, model, prep, header: Header, lag: int, source: str):
+        self.model, self.prep, self.header, self.lag, self.source = model, prep, header, lag, source
+        self.tracks: dict[str, Track] = {}
+
+    def parse(self, lines: list[str], first_line: int) -> tuple[list[Row], ValueError | None]:
+        """The rows of ``lines`` (numbered from ``first_line``; blank lines skipped) up to the first bad one, and
+        the ValueError naming that one (None when all are good)."""
+        rows = []
+        for number, line in enumerate(lines, first_line):
+            if line.strip():
+                try:
+                    rows.append(self._row(line, number))
+                except ValueError as exc:
+                    return rows, exc
+        return rows, None
+
+    def _row(self, line: str, number: int) -> Row:
+        """One line -> :class:`Row`; ValueError naming its line when it is malformed or goes back in time."""
+        h, where = self.header, f"input={self.source!r} line {number}"
+        try:
+            cells = next(csv.reader([line], delimiter=h.delimiter))
+        except csv.Error as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        if len(cells) != h.n_fields:
+            raise ValueError(f"{where}: {len(cells)} fields, but the header has {h.n_fields}")
+        track = self.tracks.setdefault(cells[h.id], Track())
+        time_ = str(track.n_read) if h.time is None else cells[h.time]
+        if h.time is not None:
+            if track.last_time is not None and _time_key(time_) <= _time_key(track.last_time):
+                raise ValueError(f"{where}: sequence {cells[h.id]!r} goes back in time, {h.time_name}={time_!r} "
+                                 f"after {track.last_time!r}; rows must come in time order per sequence")
+            track.last_time = time_
+        x = np.empty(len(h.features))
+        for j, col in enumerate(h.features):
+            cell = cells[col].strip()
+            try:
+                x[j] = float(cell) if cell else math.nan  # empty or NaN: a missing value
+            except ValueError:
+                raise ValueError(f"{where}: column {self.prep.feature_names[j]!r} must hold a number (or be empty), "
+                                 f"got {cell!r}") from None
+            if math.isinf(x[j]):
+                raise ValueError(f"{where}: column {self.prep.feature_names[j]!r} must hold a finite number, got {cell!r}")
+        track.n_read += 1
+        return Row(cells[h.id], time_, x)
+
+    def step(self, rows: list[Row]) -> list[tuple[str, str, np.ndarray]]:
+        """Filter ``rows`` (one chunk per sequence); returns (id, time, probs (K,)) of the rows answered now."""
+        groups: dict[str, list[int]] = {}
+        for j, row in enumerate(rows):
+            groups.setdefault(row.id, []).append(j)
+        out = []  # (index of the row that completes it, id, time, probs)
+        for name, idx in groups.items():
+            track = self.tracks[name]
+            x = np.stack([rows[j].x for j in idx])  # (T, D0)
+            probs, track.carry = online.filter_chunk(self.model, self.prep, x, track.carry, self.lag)
+            track.waiting.extend(rows[j].time for j in idx)
+            first = max(0, self.lag - track.n_filtered)  # chunk rows t <= L answer no step (module docstring)
+            track.n_filtered += len(idx)
+            out += [(idx[i], name, track.waiting.popleft(), probs[i]) for i in range(first, len(idx))]
+        out.sort(key=lambda item: item[0])
+        return [item[1:] for item in out]
+
+    def finish(self) -> list[tuple[str, str, np.ndarray]]:
+        """The rows still waiting for their lag at the stream's end, sequence by sequence (first seen first)."""
+        out = []
+        for name, track in self.tracks.items():
+            probs = online.flush(self.model, track.carry)  # (len(track.waiting), K)
+            out += [(name, track.waiting.popleft(), p) for p in probs]
+        return out
+
+
+# --- the command ------------------------------------------------------------------------------------------------------
+
+
+def csv_settings(payload: dict, source: str) -> FileDataConfig:
+    """The checkpoint's ``data=csv`` settings; ValueError when it was trained on other data."""
+    data_cfg = dict(payload.get("config", {}).get("data", {}))
+    if data_cfg.get("name") != "csv" or "preprocessing" not in payload:
+        raise ValueError(f"input={source!r} streams CSV rows, but the model was trained on "
+                         f"data={data_cfg.get('name')!r}, so its column names are unknown; decode an .npz file whole")
+    return settings(FileDataConfig, data_cfg, "data")
+
+
+def write_rows(out: TextIO, rows: list[tuple[str, str, np.ndarray]]) -> None:
+    """CSV rows id, time, filter_state, p_0 .. p_{K-1}, then flushed."""
+    csv.writer(out, lineterminator="\n").writerows(
+        [name, t, int(np.argmax(p))] + [f"{v:.6g}" for v in p] for name, t, p in rows)
+    out.flush()
+
+
+def run(args) -> dict[str, float]:
+    """Stream ``args.input`` into ``args.output`` (:class:`pyro_dssm.decode.DecodeArgs`, checked by
+    :func:`check_args`); returns {} (there are no scores without the whole sequences)."""
+    if args.output == STDIO:  # standard output holds the rows only: the logs cli.main sends there go to stderr
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
+                handler.setStream(sys.stderr)
+    model, payload = load_model(args.checkpoint)
+    cfg = csv_settings(payload, args.input)
+    prep = preprocessing_of(payload, model.config.obs_dim)
+    online.causal_reach(prep)  # ValueError naming the features that read later rows
+    reader = LineReader(args.input, args.follow, args.poll, args.idle)
+    decoder, out, n_rows = None, None, 0
+    try:
+        with stop_on_signals(reader), intra_op_threads(1):  # chunks are small: one thread is fastest
+            for lines in reader.batches():
+                first_line = reader.line_no - len(lines) + 1
+                if decoder is None:  # the first line that is not blank is the header
+                    k = next((i for i, line in enumerate(lines) if line.strip()), None)
+                    if k is None:
+                        continue
+                    header = parse_header(lines[k], cfg, prep.feature_names, args.input)
+                    decoder = StreamDecoder(model, prep, header, args.lag, args.input)
+                    out = _open_output(args.output, model.n_states, cfg)
+                    lines, first_line = lines[k + 1:], first_line + k + 1
+                rows, error = decoder.parse(lines, first_line)
+                if rows:
+                    answered = decoder.step(rows)
+                    write_rows(out, answered)
+                    n_rows += len(answered)
+                if error is not None:
+                    raise error
+            if decoder is None:
+                raise ValueError(f"input={args.input!r} ended without a header line")
+            answered = decoder.finish()
+            write_rows(out, answered)
+            n_rows += len(answered)
+    except BrokenPipeError:  # the reader of standard output left (`| head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return {}
+    finally:
+        if out is not None and out is not sys.stdout:
+            out.close()
+    log.info("streamed %d sequences, %d rows, K=%d%s -> %s", len(decoder.tracks), n_rows, model.n_states,
+             f", lag={args.lag}" if args.lag else "", args.output)
+    return {}
+
+
+def _open_output(path: str, K: int, cfg: FileDataConfig) -> TextIO:
+    """Standard output or a new file (replacing one of that name), its header written."""
+    if path == STDIO:
+        out = sys.stdout
+    else:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        out = open(path, "w", encoding="utf-8")
+    header = [cfg.id_column, cfg.time_column or "t", "filter_state"] + [f"p_{k}" for k in range(K)]
+    csv.writer(out, lineterminator="\n").writerow(header)
+    out.flush()
+    return out
