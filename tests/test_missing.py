@@ -206,3 +206,18 @@ def test_a_csv_with_empty_cells_trains_and_decode_writes_every_row(tmp_path):
                                           f"hydra.run.dir={tmp_path / 'refused'}"])
     assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
     assert "data.missing=marginalise" in refused.stderr
+
+
+def test_kmeans_with_half_the_cells_missing_finds_the_centres():
+    """With D=10 and half of the cells missing almost no point is complete: k-means over each point's observed
+    cells still finds the true centres (within 0.35 at unit noise), where k-means on the complete points cannot."""
+    from pyro_dssm.inference.em import kmeans
+
+    gen = torch.Generator().manual_seed(0)
+    means = 3 * torch.randn(5, 10, generator=gen)
+    x = means[torch.randint(5, (2000,), generator=gen)] + torch.randn(2000, 10, generator=gen)
+    x[torch.rand(x.shape, generator=gen) < 0.5] = float("nan")
+    assert int((~torch.isnan(x)).all(-1).sum()) < 5  # fewer complete points than clusters
+    centres = kmeans(x, 5, torch.Generator().manual_seed(1))
+    assert torch.isfinite(centres).all()
+    assert float(torch.cdist(means, centres).min(-1).values.max()) < 0.35

@@ -29,10 +29,13 @@ log = logging.getLogger(__name__)
 
 
 def kmeans(points: torch.Tensor, n_clusters: int, generator: torch.Generator, n_iter: int = 50) -> torch.Tensor:
-    """k-means++ seeding then Lloyd iterations. points (N, D) -> centres (K, D)."""
+    """k-means++ seeding then Lloyd iterations. points (N, D) -> centres (K, D); points with NaN cells (missing)
+    go to :func:`masked_kmeans`."""
     N = points.shape[0]
     if N < n_clusters:
         raise ValueError(f"k-means needs at least {n_clusters} points, got {N}")
+    if bool(torch.isnan(points).any()):
+        return masked_kmeans(points, n_clusters, generator, n_iter)
     centres = [points[torch.randint(N, (1,), generator=generator)].squeeze(0)]
     for _ in range(1, n_clusters):
         d2 = torch.cdist(points, torch.stack(centres)).pow(2).min(-1).values
@@ -50,16 +53,38 @@ def kmeans(points: torch.Tensor, n_clusters: int, generator: torch.Generator, n_
     return centres
 
 
+def masked_kmeans(points: torch.Tensor, n_clusters: int, generator: torch.Generator,
+                  n_iter: int = 50) -> torch.Tensor:
+    """k-means of points (N, D) with NaN cells: distances over each point's observed cells
+    (:func:`observed_distance`), each centre's channel the mean of its points' observed values there (k-POD's
+    Lloyd step without imputation). k-means++ seeding from points with at least half their cells observed."""
+    observed = ~torch.isnan(points)
+    o, filled = observed.to(points.dtype), points.nan_to_num(0.0)
+    seeds = points[observed.float().mean(-1) >= 0.5]
+    seeds = seeds if len(seeds) >= n_clusters else points
+    first = seeds[torch.randint(len(seeds), (1,), generator=generator)]
+    centres = first.nan_to_num(0.0)
+    for _ in range(1, n_clusters):
+        d2 = observed_distance(seeds, centres).min(-1).values
+        weights = d2 / d2.sum() if d2.sum() > 0 else torch.ones_like(d2)
+        centres = torch.cat([centres, seeds[torch.multinomial(weights, 1, generator=generator)].nan_to_num(0.0)])
+    for _ in range(n_iter):
+        assign = nn.functional.one_hot(observed_distance(points, centres).argmin(-1), n_clusters).to(points.dtype)
+        counts = assign.T @ o  # (K, D) observed values of each cluster's points per channel
+        new = torch.where(counts > 0, (assign.T @ filled) / counts.clamp_min(1), centres)
+        if torch.allclose(new, centres):
+            break
+        centres = new
+    return centres
+
+
 def start_labels(x: torch.Tensor, mask: torch.Tensor, generator: torch.Generator, n_states: int,
                  random: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(B, T, K) one-hot labels to start from, and the k-means++ centres (K, D) they come from: the nearest
     centre of each x_t, or i.i.d. uniform states (centres None)."""
     if random:
         return nn.functional.one_hot(torch.randint(n_states, x.shape[:2], generator=generator), n_states).to(x), None
-    observed = ~torch.isnan(x)  # NaN: a missing cell
-    complete = mask & observed.all(-1)
-    points = x[complete] if int(complete.sum()) >= n_states else x[mask].nan_to_num(0.0)
-    centres = kmeans(points.cpu(), n_states, generator).to(x)  # the generator lives on the CPU
+    centres = kmeans(x[mask].cpu(), n_states, generator).to(x)  # the generator lives on the CPU; NaN: missing
     labels = observed_distance(x.reshape(-1, x.shape[-1]), centres).argmin(-1).reshape(x.shape[:2]).cpu()
     return nn.functional.one_hot(labels, n_states).to(x), centres
 
