@@ -31,7 +31,7 @@ answers for step s = t - L, so the output runs L rows behind the input
 **What the carry holds of the past rows.** The emission family reads the last
 ``order`` = p model inputs (``autoregressive``: its history :math:`x_{t-p:t-1}`, and whether
 t <= p; a memoryless family nothing); the feature transform reads r earlier rows in the
-user's units (``diff`` / ``absdiff``: r = 1; ``raw``: 0; :func:`feature_reach`). A chunk is
+user's units (``diff`` / ``absdiff``: r = 1; ``raw``: 0; :meth:`~pyro_dssm.data.features.Preprocessing.reach`). A chunk is
 prefixed with them, transformed and tabled as in one pass, and the prefix rows dropped.
 Features that read *future* rows (a centred window: ``window_*`` or ``data.smooth`` wider than
 2 steps) cannot be filtered exactly and are refused (:func:`causal_reach`).
@@ -62,7 +62,7 @@ class FilterState:
         inputs: (min(n, p), D) float32, the last model inputs (standardised features) the emission reads,
             p = the family's ``order`` (``autoregressive``: ``model.ar_order``; 0 rows for a memoryless family).
         raw: (min(n, r), D0) float64, the last rows in the user's units the feature transform reads
-            (r = 1 with ``diff`` / ``absdiff``, 0 for ``raw`` alone: :func:`feature_reach`).
+            (r = 1 with ``diff`` / ``absdiff``, 0 for ``raw`` alone: :meth:`~pyro_dssm.data.features.Preprocessing.reach`).
         lag: L, the smoother's lag this stream runs with (0: filtering only).
         recent_log_probs: (min(n, L), K) float64, :math:`\\log p(c_s \\mid x_{1:s})` of the last L steps s,
             whose lagged marginals are still to come.
@@ -134,29 +134,10 @@ def smoothed_log_probs(log_trans: torch.Tensor, log_filtered: torch.Tensor, log_
 # --- the feature transform's reach ------------------------------------------------------------------------------------
 
 
-def feature_reach(prep: Preprocessing) -> tuple[int, int]:
-    """(rows back, rows ahead) of the raw input that one step of ``prep.apply`` reads.
-
-    Mirrors :func:`pyro_dssm.data.features.add_features` and its centred
-    :func:`~pyro_dssm.data.features.moving_average` of width k, which reads k // 2 rows back
-    and (k - 1) // 2 ahead; ``data.smooth`` adds its width's reach to the features'.
-    """
-    def window(k: int) -> tuple[int, int]:
-        return k // 2, (k - 1) // 2
-
-    reach = {"raw": (0, 0), "diff": (1, 0), "absdiff": (1, 0), "window_mean": window(prep.window),
-             "window_std": window(prep.window), "window_speed": (1 + prep.window // 2, (prep.window - 1) // 2)}
-    unknown = [f for f in prep.features if f not in reach]
-    if unknown:
-        raise ValueError(f"filter does not know which rows the features {unknown} read; "
-                         f"it knows {sorted(reach)}")
-    back, ahead = window(prep.smooth)
-    return back + max(reach[f][0] for f in prep.features), ahead + max(reach[f][1] for f in prep.features)
-
-
 def causal_reach(prep: Preprocessing) -> int:
-    """The rows back ``prep`` reads (:func:`feature_reach`); ValueError naming the transforms that read ahead."""
-    back, ahead = feature_reach(prep)
+    """The rows back ``prep`` reads (:meth:`~pyro_dssm.data.features.Preprocessing.reach`); ValueError naming the
+    transforms that read ahead."""
+    back, ahead = prep.reach()
     if ahead:
         future = [f"{f} (data.feature_window={prep.window})" for f in prep.features
                   if f.startswith("window_") and prep.window > 2]

@@ -69,6 +69,7 @@ def files(tmp_path_factory):
     f["good"] = write_csv(d / "good.csv", csv_rows())
     f["nan"] = write_csv(d / "nan.csv", csv_rows({(9, "acc_y"): "inf"}))  # row 9 = sequence b, t=2 (NaN: missing)
     f["holed"] = write_csv(d / "holed.csv", csv_rows({(9, "acc_y"): ""}))  # a missing value, refused if asked
+    f["unobserved"] = write_csv(d / "unobserved.csv", csv_rows({(r, c): "" for r in range(13, 18) for c in FEATURES}))
     f["text"] = write_csv(d / "text.csv", csv_rows({(4, "acc_x"): "n.a."}))  # row 4 = sequence a, t=3 (N/A: missing)
     f["short"] = write_csv(d / "short.csv", csv_rows(lengths=(1, 1, 1)))
     f["header"] = write_csv(d / "header.csv", csv_rows()[:1])
@@ -126,6 +127,7 @@ TRAIN_CASES = [
     ("missing refused", [*csv_data("{holed}"), "data.missing=error"], 2,
      ["''", "sequence 'b'", "t='2'", "acc_y", "data.missing=marginalise"]),
     ("missing policy", [*csv_data("{holed}"), "data.missing=skip"], 2, ["data.missing must be one of", "'skip'"]),
+    ("all cells missing", [*csv_data("{unobserved}")], 2, ["sequence 'c' has no observed value", "5 steps"]),
     ("inf", ["data=npz", "data.path={inf_npz}", "data.val_fraction=0"], 2, ["inf", "sequence '1'", "time step 4"]),
     ("wrong rank", ["data=npz", "data.path={rank_npz}"], 2, ["(N, T, D)", "(3, 6, 2, 1)"]),
     ("empty csv", [*csv_data("{empty}")], 2, ["empty.csv", "empty file"]),

@@ -13,7 +13,7 @@ from pyro_dssm.data.features import Preprocessing
 from pyro_dssm.fitted import FittedDSSM
 from pyro_dssm.model import hmm
 from pyro_dssm.model.dssm import DSSM
-from pyro_dssm.online import FilterState, feature_reach
+from pyro_dssm.online import FilterState
 
 D0 = 2
 CHUNKS = [1, 7, 30]  # then the rest
@@ -91,7 +91,7 @@ def test_chunks_equal_one_pass_and_each_step_the_smoothed_marginal_of_its_prefix
     np.testing.assert_allclose(chunked, prefixes, atol=1e-9)
     np.testing.assert_allclose(chunked[-1], model.predict_proba(x)[-1], atol=1e-5)
     np.testing.assert_allclose(chunked.sum(-1), 1.0, atol=1e-12)
-    assert carry.n_steps == 50 and len(carry.raw) == feature_reach(model.preprocessing)[0]
+    assert carry.n_steps == 50 and len(carry.raw) == model.preprocessing.reach()[0]
 
 
 @pytest.mark.parametrize("K, T", [(2, 6), (3, 5)])

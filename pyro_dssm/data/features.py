@@ -170,6 +170,21 @@ class Preprocessing:
             raise ValueError(f"feature {name!r} has no observed value in the training sequences (every cell missing); "
                              "drop its column (data.feature_columns)")
 
+    def reach(self) -> tuple[int, int]:
+        """(rows back, rows ahead) of the raw input that one step of :meth:`apply` reads: :func:`add_features`'
+        differences read 1 row back, its centred windows of width k (and :func:`moving_average`'s, ``smooth``)
+        k // 2 back and (k - 1) // 2 ahead; ``window_speed`` a difference inside the window."""
+        def window(k: int) -> tuple[int, int]:
+            return k // 2, (k - 1) // 2
+
+        reach = {"raw": (0, 0), "diff": (1, 0), "absdiff": (1, 0), "window_mean": window(self.window),
+                 "window_std": window(self.window), "window_speed": (1 + self.window // 2, (self.window - 1) // 2)}
+        unknown = [f for f in self.features if f not in reach]
+        if unknown:
+            raise ValueError(f"the rows the features {unknown} read are unknown; known: {sorted(reach)}")
+        back, ahead = window(self.smooth)
+        return back + max(reach[f][0] for f in self.features), ahead + max(reach[f][1] for f in self.features)
+
     def output_names(self) -> list[str]:
         """Names of the D features: ``acc_x`` for raw, ``diff(acc_x)``, ``window_std(acc_x)``, ..., in column order."""
         return [c if f == "raw" else f"{f}({c})" for f in self.features for c in self.feature_names]
