@@ -332,6 +332,9 @@ class FittedDSSM:
         for key, value in (("n", n), ("T", T)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
+        if self.model.transition.reads_context:
+            raise ValueError(f"sample does not take model.transition={self.model.config.transition!r} yet (the states "
+                             "depend on the observations drawn before them)")
         gen = torch.Generator().manual_seed(seed)
         log_init, log_trans = self.model.transition_parameters()
         states = sample_states(log_init.exp(), log_trans.exp(), int(n), int(T), gen)

@@ -202,6 +202,9 @@ def filter_chunk(model: NeuralHMM, prep: Preprocessing, x: np.ndarray, state: Fi
         state: the :class:`FilterState` after step n + T.
     """
     lag = check_lag(lag)
+    if model.transition.reads_context:
+        raise ValueError(f"filter does not take model.transition={model.config.transition!r} yet (its table reads the "
+                         "previous observation, which the carry does not hold); use predict_proba")
     K, p, r = model.n_states, model.emitter.order, causal_reach(prep)
     D0, D = len(prep.feature_names), len(prep.mean)
     state = start_state(K, D, D0, lag) if state is None else state

@@ -32,13 +32,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from pyro_dssm.config import (CountsDataConfig, DataConfig, FileDataConfig, ModelConfig, NpyDataConfig,
-                              PeriodicDataConfig, SwitchingARDataConfig, TrainerConfig, data_settings, settings)
+                              PeriodicDataConfig, RecurrentDataConfig, SwitchingARDataConfig, TrainerConfig,
+                              data_settings, settings)
 from pyro_dssm.config.checks import raise_first, seed_checks
 from pyro_dssm.config.location import CONFIG_DIR
 from pyro_dssm.config.overrides import check_command_line
 from pyro_dssm.io.checkpoint import load_checkpoint, resolve_checkpoint
 from pyro_dssm.data.counts import make_counts
 from pyro_dssm.data.periodic import make_periodic
+from pyro_dssm.data.recurrent import make_recurrent
 from pyro_dssm.data.switching_ar import make_switching_ar
 from pyro_dssm.data.synthetic import make_synthetic
 from pyro_dssm.data.files import load_file_data
@@ -81,6 +83,8 @@ def load_data(data_cfg: DataConfig | DictConfig, seed: int, sequences: Sequences
     if isinstance(c, CountsDataConfig):
         return make_counts(c.n_states, c.obs_dim, c.seq_len, c.n_train, c.n_val, c.transition_bias, c.mean_rate,
                            c.rate_spread, seed=seed)
+    if isinstance(c, RecurrentDataConfig):
+        return make_recurrent(c, seed=seed)
     if isinstance(c, PeriodicDataConfig):
         return make_periodic(c.n_states, c.obs_dim, c.seq_len, c.n_train, c.n_val, c.mean_duration, c.damping,
                              c.min_period, c.max_period, c.amplitude_spread, seed=seed)
@@ -267,7 +271,7 @@ def _fit_and_report(cfg: DictConfig, trainer_cfg: TrainerConfig, data, model: DS
             metrics, checkpoint = fit(model, data.train, data.val, trainer_cfg, tracker, seed=cfg.seed,
                                       checkpoint_dir=run_dir / "checkpoints" if writes else None,
                                       extra_checkpoint=extra, resume=resume,
-                                      true_transition=None if params is None else params.transition,
+                                      true_transition=getattr(params, "transition", None),
                                       stop=stop, group=group, return_checkpoint=True)
         except Interrupted as exc:
             exc.signum = stop.signum

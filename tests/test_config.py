@@ -11,14 +11,16 @@ import yaml
 from omegaconf import OmegaConf
 
 from pyro_dssm.config import (DATA_CONFIGS, BaselineConfig, Config, CountsDataConfig, FileDataConfig, ModelConfig,
-                              NpyDataConfig, PeriodicDataConfig, SwitchingARDataConfig, SyntheticDataConfig,
+                              NpyDataConfig, PeriodicDataConfig, RecurrentDataConfig, SwitchingARDataConfig,
+                              SyntheticDataConfig,
                               TrainerConfig, data_settings, settings)
 
 from .helpers import CONFIGS, compose_config
 
 GROUP_CLASSES = {"model": ModelConfig, "trainer": TrainerConfig, "baseline": BaselineConfig}
 DATA_SCHEMAS = {"file": FileDataConfig, "npy": NpyDataConfig, "synthetic": SyntheticDataConfig,
-                "switching_ar": SwitchingARDataConfig, "counts": CountsDataConfig, "periodic": PeriodicDataConfig}
+                "switching_ar": SwitchingARDataConfig, "counts": CountsDataConfig, "periodic": PeriodicDataConfig,
+                "recurrent": RecurrentDataConfig}
 
 
 def fields(cls) -> list[str]:
@@ -53,7 +55,7 @@ def test_every_group_yaml_holds_only_its_dataclass_keys(path):
     cls = data_class_of(path.stem) if group == "data" else GROUP_CLASSES[group]
     keys = [k for k in read_yaml(path) if k != "defaults"]
     assert set(keys) <= set(fields(cls)), (path, set(keys) - set(fields(cls)))
-    complete = ("csv", "npy", "synthetic", "switching_ar", "counts", "periodic")
+    complete = ("csv", "npy", "synthetic", "switching_ar", "counts", "periodic", "recurrent")
     if path.stem in complete or group != "data":  # complete: every key shown and explained
         assert keys == fields(cls)
 
@@ -91,7 +93,7 @@ def test_a_group_maps_one_to_one_onto_its_dataclass():
     with pytest.raises(ValueError, match=r"trainer.nonsense is not a trainer setting \(expected one of \['n_epochs'"):
         settings(TrainerConfig, values, "trainer")
     with pytest.raises(ValueError, match=r"data.name must be one of \('synthetic', 'switching_ar', 'counts', "
-                                         r"'periodic', 'csv', 'npz', 'npy'\), got 'tsv'"):
+                                         r"'periodic', 'recurrent', 'csv', 'npz', 'npy'\), got 'tsv'"):
         data_settings({"name": "tsv"})
 
 
@@ -105,7 +107,7 @@ CLI_CASES = [
     (["seed=abc"], "error: seed must be an integer, got 'abc'"),
     (["trainer.resume=[a,b]"], "error: trainer.resume must be null or a string, got ['a', 'b']"),
     (["data=nonexistent"], "error: data=nonexistent is not a data option (expected one of ['counts', 'csv', 'hard', "
-                           "'npy', 'npz', 'periodic', 'switching_ar', 'synthetic'])"),
+                           "'npy', 'npz', 'periodic', 'recurrent', 'switching_ar', 'synthetic'])"),
     (["data=csv", "data.window=abc"], "error: data.window must be null or an integer, got 'abc'"),
     (["-m", "seed=0,1,x"], "error: seed must be an integer, got 'x'"),  # every value of a sweep
     (["trainer.lr=["], "error: cannot read the override 'trainer.lr=['"),

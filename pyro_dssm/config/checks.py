@@ -166,6 +166,18 @@ def synthetic_checks(c) -> list[tuple[bool, str]]:
              f"data.missing_fraction must be a number in [0, 1), got {c.missing_fraction!r}")]
 
 
+def recurrent_checks(c) -> list[tuple[bool, str]]:
+    """Group ``data=recurrent`` (:class:`~pyro_dssm.config.schema.RecurrentDataConfig`): K = 2, D = 1, speeds > 0."""
+    return [
+        *_drawn_data_checks(c, "recurrent", "the track data"),
+        (c.n_states == 2, f"data.n_states must be 2 for data=recurrent (right and left), got {c.n_states!r}"),
+        (c.obs_dim == 1, f"data.obs_dim must be 1 for data=recurrent (the position), got {c.obs_dim!r}"),
+        *((is_number(getattr(c, k)) and getattr(c, k) > 0, f"data.{k} must be a number > 0, got {getattr(c, k)!r}")
+          for k in ("speed", "half_length", "sharpness")),
+        (is_number(c.floor) and 0.0 < c.floor < 0.5, f"data.floor must be in (0, 0.5), got {c.floor!r}"),
+    ]
+
+
 def switching_ar_checks(c) -> list[tuple[bool, str]]:
     """Group ``data=switching_ar`` (:class:`~pyro_dssm.config.schema.SwitchingARDataConfig`)."""
     return [

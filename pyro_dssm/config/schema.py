@@ -12,6 +12,7 @@ program runs; the YAML files hold only values. The root config starts from
     data/npy.yaml      defaults: [/schema/data/npy@_here_]      -> NpyDataConfig
     data/synthetic.yaml, data/hard.yaml  -> /schema/data/synthetic -> SyntheticDataConfig
     data/switching_ar.yaml -> /schema/data/switching_ar -> SwitchingARDataConfig
+    data/recurrent.yaml    -> /schema/data/recurrent    -> RecurrentDataConfig
     data/counts.yaml       -> /schema/data/counts       -> CountsDataConfig
     data/periodic.yaml     -> /schema/data/periodic     -> PeriodicDataConfig
     model/*.yaml -> ModelConfig, trainer/*.yaml -> TrainerConfig, baseline/*.yaml -> BaselineConfig (typed fields of Config)
@@ -34,7 +35,8 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from pyro_dssm.config.checks import (baseline_checks, counts_checks, file_data_checks, model_checks, npy_data_checks,
-                                     periodic_checks, raise_first, switching_ar_checks, synthetic_checks,
+                                     periodic_checks, raise_first, recurrent_checks, switching_ar_checks,
+                                     synthetic_checks,
                                      trainer_checks)
 
 
@@ -282,12 +284,38 @@ class Config:
     overwrite: bool = False
 
 
+@dataclass
+class RecurrentDataConfig:
+    """Group ``data=recurrent``: a track that turns at its ends (pyro_dssm/data/recurrent.py); K = 2, D = 1.
+
+    ``emission`` and ``transition`` are the families the model group takes by default.
+    """
+
+    name: str = "recurrent"
+    n_states: int = 2
+    obs_dim: int = 1
+    seq_len: int = 200
+    n_train: int = 500
+    n_val: int = 200
+    noise_std: float = 1.0
+    speed: float = 0.5
+    half_length: float = 10.0
+    sharpness: float = 2.0
+    floor: float = 0.01
+    emission: str = "autoregressive"
+    transition: str = "recurrent"
+
+    def __post_init__(self):
+        raise_first(recurrent_checks(self))
+
+
 # the data group, whichever the source
-DataConfig = (SyntheticDataConfig | SwitchingARDataConfig | CountsDataConfig | PeriodicDataConfig | FileDataConfig
-              | NpyDataConfig)
+DataConfig = (SyntheticDataConfig | SwitchingARDataConfig | CountsDataConfig | PeriodicDataConfig | RecurrentDataConfig
+              | FileDataConfig | NpyDataConfig)
 # data.name -> the dataclass of that source
 DATA_CONFIGS = {"synthetic": SyntheticDataConfig, "switching_ar": SwitchingARDataConfig, "counts": CountsDataConfig,
-                "periodic": PeriodicDataConfig, "csv": FileDataConfig, "npz": FileDataConfig, "npy": NpyDataConfig}
+                "periodic": PeriodicDataConfig, "recurrent": RecurrentDataConfig, "csv": FileDataConfig,
+                "npz": FileDataConfig, "npy": NpyDataConfig}
 
 
 def settings(cls, values: dict, group: str):
@@ -319,6 +347,7 @@ def register(store: ConfigStore | None = None) -> None:
     store.store(group="schema/data", name="switching_ar", node=SwitchingARDataConfig)
     store.store(group="schema/data", name="counts", node=CountsDataConfig)
     store.store(group="schema/data", name="periodic", node=PeriodicDataConfig)
+    store.store(group="schema/data", name="recurrent", node=RecurrentDataConfig)
     store.store(group="schema/data", name="file", node=FileDataConfig)
     store.store(group="schema/data", name="npy", node=NpyDataConfig)
 

@@ -15,13 +15,13 @@ from pyro_dssm.model.dssm import DSSM, NeuralHMM
 
 
 def exact_decode(
-    log_init: torch.Tensor, log_trans: torch.Tensor, log_likelihoods: Callable[[torch.Tensor], torch.Tensor],
-    data: SequenceData, batch_size: int = 512,
+    exact_hmm: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]], data: SequenceData,
+    device: torch.device, batch_size: int = 512,
 ) -> tuple[float, torch.Tensor, torch.Tensor]:
-    """Exact inference in the HMM (log_init (K,), log_trans (K, K), ``log_likelihoods``) over ``data``, batch by batch.
+    """Exact inference in an HMM over ``data``, batch by batch.
 
-    ``log_likelihoods``: x (B, T, D) -> (B, T, K) table of log p(x_t | c_t = k, x_{<t})
-    (an emission family's ``table``, or a ground truth's ``log_likelihoods``).
+    ``exact_hmm``: x (B, T, D) -> (log_init (K,), log_trans (K, K) or (B, T, K, K), log_lik (B, T, K)): a model's
+    :meth:`~pyro_dssm.model.dssm.NeuralHMM.exact_hmm` or a ground truth's (:func:`oracle_metrics`).
 
     Returns:
         log p(X) summed over sequences, the (N, T) Viterbi paths and the (N, T)
@@ -30,8 +30,8 @@ def exact_decode(
     loglik, vit, marg = 0.0, [], []
     for start in range(0, len(data), batch_size):
         batch = data.subset(torch.arange(start, min(start + batch_size, len(data))))
-        x, mask = batch.x.to(log_init.device), batch.mask.to(log_init.device)
-        ll = log_likelihoods(x)
+        x, mask = batch.x.to(device), batch.mask.to(device)
+        log_init, log_trans, ll = exact_hmm(x)
         loglik += float(hmm.log_likelihood(log_init, log_trans, ll, mask).sum())
         vit.append(hmm.viterbi(log_init, log_trans, ll, mask)[0].cpu())
         marg.append(hmm.posterior_marginals(log_init, log_trans, ll, mask).argmax(-1).cpu())
@@ -42,14 +42,18 @@ def oracle_metrics(params, data: SequenceData) -> dict[str, float]:
     """The ceiling for this data: decoding with the true HMM parameters.
 
     ``params``: the ground truth, any object with ``n_states``, ``initial`` (K,),
-    ``transition`` (K, K) and ``log_likelihoods(x (B, T, D)) -> (B, T, K)``
+    ``transition`` (K, K) or ``log_transitions(x) -> (B, T, K, K)`` (switches that read the observed past,
+    :class:`~pyro_dssm.data.recurrent.TrackParams`) and ``log_likelihoods(x (B, T, D)) -> (B, T, K)``
     (e.g. :class:`~pyro_dssm.data.synthetic.HMMParams`).
 
     ``oracle_accuracy``: Hungarian accuracy of argmax_k p(c_t = k | X) (posterior
     marginals, which maximise expected per-step accuracy); ``oracle_loglik_per_step``:
     log p(X) per valid step under the true parameters.
     """
-    loglik, _, marg = exact_decode(params.initial.log(), params.transition.log(), params.log_likelihoods, data)
+    def exact_hmm(x):
+        log_trans = params.log_transitions(x) if hasattr(params, "log_transitions") else params.transition.log()
+        return params.initial.log(), log_trans, params.log_likelihoods(x)
+    loglik, _, marg = exact_decode(exact_hmm, data, torch.device("cpu"))
     return {
         "oracle_accuracy": hungarian_accuracy(data.states, marg, params.n_states, data.mask),
         "oracle_loglik_per_step": loglik / float(data.mask.sum()),
@@ -63,8 +67,7 @@ def evaluate_hmm(net: NeuralHMM, data: SequenceData) -> dict[str, float]:
     Keys: ``val_loglik_per_step`` (exact log p(X) per valid step) and, with
     labels, ``viterbi_accuracy`` and ``marginal_accuracy`` (Hungarian-matched).
     """
-    log_init, log_trans = net.transition_parameters()
-    loglik, vit, marg = exact_decode(log_init, log_trans, net.table, data)
+    loglik, vit, marg = exact_decode(net.exact_hmm, data, next(net.parameters()).device)
     out = {"val_loglik_per_step": loglik / float(data.mask.sum())}
     if data.states is not None:
         out["viterbi_accuracy"] = hungarian_accuracy(data.states, vit, net.n_states, data.label_mask)
@@ -94,7 +97,11 @@ def discrete_elbo(model: DSSM, x: torch.Tensor, mask: torch.Tensor, generator: t
     states = fed.argmax(-1)  # (B, T) the sampled path
     log_init, log_trans, ll = model.exact_hmm(x)  # ll (B, T, K)
     # p(c_1) then p(c_t | c_{t-1}) at the sampled previous states
-    p_logits = torch.cat([log_init.expand(B, 1, K), log_trans[states[:, :-1]]], 1)
+    if log_trans.dim() == 2:
+        rows = log_trans[states[:, :-1]]  # (B, T-1, K)
+    else:  # a table per step: sequence b's row c_{t-1} at step t
+        rows = log_trans[:, 1:].gather(2, states[:, :-1, None, None].expand(-1, -1, 1, K)).squeeze(2)
+    p_logits = torch.cat([log_init.expand(B, 1, K), rows], 1)
     steps = (q_logits.softmax(-1) * ll).sum(-1) - categorical_kl(q_logits, p_logits)
     total = x.new_zeros(B)
     for step in steps.masked_fill(~mask, 0.0).unbind(1):

@@ -54,9 +54,12 @@ class NeuralHMM(nn.Module):
     def n_states(self) -> int:
         return self.config.n_states
 
-    def transition_parameters(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """log_init (K,): uniform log p(c_1); log_trans (K, K): ``[i, j] = log p(c_t = j | c_{t-1} = i)``."""
-        log_trans = self.transition.log_matrix()
+    def transition_parameters(self, x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """log_init (K,): uniform log p(c_1); log_trans ``[..., i, j] = log p(c_t = j | c_{t-1} = i)``: (K, K), or
+        (B, T, K, K) for a transition that reads the observed past (``recurrent``) given the features x (B, T, D)
+        (without x: its table at x_{t-1} = 0)."""
+        context = None if x is None else self.transition.context(x)
+        log_trans = self.transition.log_matrix(context)
         return hmm.uniform_log_init(self.n_states, log_trans), log_trans
 
     @property
@@ -84,7 +87,9 @@ class NeuralHMM(nn.Module):
             log_init (K,), log_trans (K, K) (:meth:`transition_parameters`) and
             log_lik (B, T, K): ``log p(x_t | c_t = k, x_{<t})`` (the family's ``table``; clamped at known states).
         """
-        return (*self.transition_parameters(), self.table(x))
+        features, clamp = self.observations(x)
+        table = self.emitter.table(features)
+        return (*self.transition_parameters(features), table if clamp is None else table + clamp)
 
     def hmm_parameters(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """A family with fixed per-state means only (``gaussian``): log_init (K,), log_trans (K, K) and the (K, D) means."""
@@ -161,7 +166,7 @@ class DSSM(NeuralHMM):
             table = self.emitter.table(features) if use_table else None
             local = (table if clamp is None else table + clamp).log_softmax(-1) if use_table else None
             if self.uses_evidence:
-                evidence = self._evidence(local, lengths)
+                evidence = self._evidence(local, lengths, features)
             elif clamp is not None:  # the known states alone: the guide's draws stay on them
                 evidence = Evidence(clamp, clamp.new_zeros(self.n_states, self.n_states))
             else:
@@ -178,10 +183,11 @@ class DSSM(NeuralHMM):
         observed = torch.ones_like(x) if observed is None else observed.to(x.dtype)
         return torch.cat([filled, observed], -1)
 
-    def _evidence(self, local: torch.Tensor, lengths: torch.Tensor | None) -> Evidence:
-        """The guide's :class:`~pyro_dssm.model.networks.Evidence` from the normalised table ``local`` (B, T, K);
-        with ``model.guide_messages`` the backward messages too (:func:`pyro_dssm.model.hmm.normalised_backward`)."""
-        log_trans = self.transition_parameters()[1]
+    def _evidence(self, local: torch.Tensor, lengths: torch.Tensor | None, features: torch.Tensor) -> Evidence:
+        """The guide's :class:`~pyro_dssm.model.networks.Evidence` from the normalised table ``local`` (B, T, K) of the
+        features (B, T, D); with ``model.guide_messages`` the backward messages too
+        (:func:`pyro_dssm.model.hmm.normalised_backward`)."""
+        log_trans = self.transition_parameters(features)[1]
         if not self.uses_messages:
             return Evidence(local, log_trans)
         mask = None if lengths is None else torch.arange(local.shape[1], device=local.device) < lengths[:, None]
@@ -193,7 +199,7 @@ class DSSM(NeuralHMM):
         mask = check_batch(x, mask, self.data_dim)
         features, clamp = self.observations(x)
         with pyro.plate("sequences", x.shape[0]):
-            prior = RelaxedChainPrior(self.transition, tau, mask, self.n_states)
+            prior = RelaxedChainPrior(self.transition, tau, mask, self.n_states, self.transition.context(features))
             y = pyro.sample("c", prior)
             pyro.sample("x", ChainLikelihood(self.emitter, y.exp(), mask, chain=prior, clamp=clamp), obs=features)
 

@@ -50,7 +50,12 @@ class ExactBaseline(NeuralHMM):
         c = None
         with pyro.plate("sequences", x.shape[0], dim=-1):
             for t in pyro.markov(range(x.shape[1])):
-                logits = log_init if c is None else log_trans[c]
+                if c is None:
+                    logits = log_init
+                elif log_trans.dim() == 2:
+                    logits = log_trans[c]
+                else:  # a table per step (B, T, K, K): sequence b's row c at step t
+                    logits = Vindex(log_trans[:, t])[torch.arange(x.shape[0], device=x.device), c]
                 # Not masked: a padded step's transition still sums to one over c_t.
                 c = pyro.sample(f"c_{t}", dist.Categorical(logits=logits))
                 # log p(x_t | c_t, x_{<t}) at the (enumerated) state: the table read at c, (..., B)

@@ -4,9 +4,19 @@ Pure functions of (initial, transition, per-step log-likelihoods), in log space,
 batched over sequences, with an optional (B, T) mask for ragged sequences
 (padded steps must come after the valid ones; every sequence has >= 1 valid step).
 
-Notation: ``log_init`` (K,) is :math:`\log p(c_1)`; ``log_trans`` (K, K) is
-:math:`\log p(c_t = j \mid c_{t-1} = i)` at ``[i, j]``; ``log_lik`` (B, T, K) is
-:math:`\log p(x_t \mid c_t = k)`.
+Notation: ``log_init`` (K,) is :math:`\log p(c_1)`; ``log_lik`` (B, T, K) is
+:math:`\log p(x_t \mid c_t = k)`; ``log_trans`` is either
+
+- (K, K), :math:`\log p(c_t = j \mid c_{t-1} = i)` at ``[i, j]``, the same at every step, or
+- (B, T, K, K), :math:`\log p(c_t = j \mid c_{t-1} = i, u_{b,t})` at ``[b, t, i, j]`` for sequence b
+  at 0-based step t >= 1 (``[:, 0]`` is unused: the first step reads ``log_init``).
+
+The time-varying table is for transitions that read observed context :math:`u_t` (the
+last observation :math:`x_{t-1}`, exogenous inputs): given the observations, the states
+are still a Markov chain, with step-dependent matrices, so every algorithm here stays
+exact; only the matrix that multiplies each step changes. :func:`check_transitions`
+states the contract; each routine branches on the shape once per call, so the (K, K)
+path runs the same operations as before the table could vary.
 """
 
 from __future__ import annotations
@@ -39,6 +49,44 @@ def uniform_log_init(n_states: int, like: torch.Tensor) -> torch.Tensor:
     return torch.full((n_states,), -math.log(n_states), dtype=like.dtype, device=like.device)
 
 
+def check_transitions(log_trans: torch.Tensor, log_lik: torch.Tensor) -> None:
+    """Raise ``ValueError`` unless log_trans is (K, K) or (B, T, K, K) for log_lik (B, T, K)."""
+    if log_lik.dim() != 3:
+        raise ValueError(f"expected log_lik of shape (B, T, K), actual shape = {tuple(log_lik.shape)}")
+    B, T, K = log_lik.shape
+    if log_trans.shape != (K, K) and log_trans.shape != (B, T, K, K):
+        raise ValueError(f"expected log_trans of shape (K, K) = ({K}, {K}) or (B, T, K, K) = ({B}, {T}, {K}, {K}) "
+                         f"from log_lik's shape, actual shape = {tuple(log_trans.shape)}")
+
+
+def transition_at(log_trans: torch.Tensor, t: int) -> torch.Tensor:
+    r"""(B or 1, K, K) :math:`\log p(c_t = j \mid c_{t-1} = i)` at 0-based step t >= 1.
+
+    Args:
+        log_trans: (K, K) or (B, T, K, K), as in the module's notation.
+        t: the step, 1 <= t < T.
+    """
+    return log_trans.unsqueeze(0) if log_trans.dim() == 2 else log_trans[:, t]
+
+
+def _per_step(table: torch.Tensor, T: int) -> list[torch.Tensor]:
+    """The T per-step matrices of a checked table: the (K, K) table itself T times, or (B, K, K) views.
+
+    Indexed by 0-based step t like the table; a list so that the loops index it at no cost.
+    """
+    return [table] * T if table.dim() == 2 else list(table.unbind(1))
+
+
+def _vecmat(v: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    r"""(B, K) x (B, K, K) -> (B, K): :math:`\sum_i v_{bi} m_{bij}`, the batched ``v @ m``."""
+    return (v.unsqueeze(-2) @ m).squeeze(-2)
+
+
+def _rows(log_trans: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """The transitions of the sequences ``index`` picks: a (K, K) table is shared, a (B, T, K, K) one is indexed."""
+    return log_trans if log_trans.dim() == 2 else log_trans[index]
+
+
 def _full_mask(log_lik: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     if mask is None:
         return torch.ones(log_lik.shape[:2], dtype=torch.bool, device=log_lik.device)
@@ -51,7 +99,8 @@ def log_likelihood(
     r""":math:`\log p(x_{1:T}) = \log \sum_{c_{1:T}} p(c_1) \prod_t p(c_t|c_{t-1}) \prod_t p(x_t|c_t)`.
 
     The scaled forward algorithm (Rabiner 1989, sec. V.A): probabilities are
-    propagated with one (B, K) x (K, K) product per step and renormalised,
+    propagated with one (B, K) x (K, K) product per step (a batched (B, K, K) one when the table
+    varies over time) and renormalised,
     :math:`\hat\alpha_t = (\hat\alpha_{t-1} A) \odot e^{\ell_t - s_t} / n_t`, and
     :math:`\log p(X) = \sum_t (\log n_t + s_t)` with :math:`s_t = \max_k \ell_t(k)`.
     Cheaper than log-space ``logsumexp`` over (B, K, K) and differentiable
@@ -65,10 +114,11 @@ def log_likelihood(
     synchronisation per call.
 
     Args:
-        log_init: (K,); log_trans: (K, K); log_lik: (B, T, K); mask: (B, T) or None.
+        log_init: (K,); log_trans: (K, K) or (B, T, K, K); log_lik: (B, T, K); mask: (B, T) or None.
     Returns:
         (B,) log p(X) of each sequence (padding excluded).
     """
+    check_transitions(log_trans, log_lik)
     mask = _full_mask(log_lik, mask)
     log_px, smallest = _scaled_forward(log_init, log_trans, log_lik, mask)
     bad = (smallest < torch.finfo(smallest.dtype).tiny) | ~torch.isfinite(log_px)
@@ -78,8 +128,8 @@ def log_likelihood(
     # bad rows, whose zero gradients would turn into NaN in the shared log_trans gradient.
     good = ~bad
     values = torch.cat([
-        _scaled_forward(log_init, log_trans, log_lik[good], mask[good])[0],
-        forward(log_init, log_trans, log_lik[bad], mask[bad])[1],
+        _scaled_forward(log_init, _rows(log_trans, good), log_lik[good], mask[good])[0],
+        forward(log_init, _rows(log_trans, bad), log_lik[bad], mask[bad])[1],
     ])
     order = torch.cat([good.nonzero().squeeze(-1), bad.nonzero().squeeze(-1)])
     return values[order.argsort()]
@@ -89,7 +139,8 @@ def _scaled_forward(
     log_init: torch.Tensor, log_trans: torch.Tensor, log_lik: torch.Tensor, mask: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The scaled forward pass of :func:`log_likelihood`: (B,) log p(X), and (B,) the smallest n_t (padding included)."""
-    trans = log_trans.exp()
+    trans = _per_step(log_trans.exp(), log_lik.shape[1])
+    product = torch.matmul if log_trans.dim() == 2 else _vecmat
     # Any constant shift gives the same value; detached, it also gives the same gradient.
     shift = log_lik.detach().max(-1, keepdim=True).values  # (B, T, 1)
     probs = (log_lik - shift).exp()  # (B, T, K), max 1 per step
@@ -99,9 +150,9 @@ def _scaled_forward(
     log_px = norm.squeeze(-1).log() + shift[:, 0, 0]
     norms = [norm]
     # unbind: one call for all the per-step views instead of three indexing ops per step
-    steps = zip(probs.unbind(1), mask.unbind(1), shift[..., 0].unbind(1))
-    for probs_t, valid, shift_t in itertools.islice(steps, 1, None):
-        new = (alpha @ trans) * probs_t
+    steps = zip(probs.unbind(1), mask.unbind(1), shift[..., 0].unbind(1), trans)
+    for probs_t, valid, shift_t, trans_t in itertools.islice(steps, 1, None):
+        new = product(alpha, trans_t) * probs_t
         norm = new.sum(-1, keepdim=True)
         norms.append(norm)
         alpha = torch.where(valid[:, None], new / norm, alpha)
@@ -118,11 +169,13 @@ def forward(
         log_alpha: (B, T, K); on padded steps it repeats the last valid value.
         log_px: (B,) log p(X).
     """
+    check_transitions(log_trans, log_lik)
     mask = _full_mask(log_lik, mask)
+    trans = _per_step(log_trans, log_lik.shape[1])
     alpha = log_init + log_lik[:, 0]
     alphas = [alpha]
     for t in range(1, log_lik.shape[1]):
-        new = torch.logsumexp(alpha.unsqueeze(-1) + log_trans, dim=-2) + log_lik[:, t]
+        new = torch.logsumexp(alpha.unsqueeze(-1) + trans[t], dim=-2) + log_lik[:, t]
         alpha = torch.where(mask[:, t, None], new, alpha)
         alphas.append(alpha)
     return torch.stack(alphas, 1), alpha.logsumexp(-1)
@@ -134,12 +187,15 @@ def backward(log_trans: torch.Tensor, log_lik: torch.Tensor, mask: torch.Tensor 
     Returns:
         log_beta: (B, T, K); zero on the last valid step and on padding.
     """
+    check_transitions(log_trans, log_lik)
     mask = _full_mask(log_lik, mask)
     B, T, K = log_lik.shape
+    trans = _per_step(log_trans, T)
     beta = log_lik.new_zeros(B, K)
     betas = [beta]
     for t in range(T - 2, -1, -1):
-        new = torch.logsumexp(log_trans + (log_lik[:, t + 1] + beta).unsqueeze(-2), dim=-1)
+        # beta_t(i) = log sum_j A_{t+1}(i, j) p(x_{t+1} | j) beta_{t+1}(j): the step into t + 1
+        new = torch.logsumexp(trans[t + 1] + (log_lik[:, t + 1] + beta).unsqueeze(-2), dim=-1)
         beta = torch.where(mask[:, t + 1, None], new, beta)
         betas.append(beta)
     return torch.stack(betas[::-1], 1)
@@ -148,26 +204,29 @@ def backward(log_trans: torch.Tensor, log_lik: torch.Tensor, mask: torch.Tensor 
 def normalised_backward(log_trans: torch.Tensor, log_lik: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     r""":func:`backward`'s :math:`\log\beta_t`, normalised over k, by the scaled recursion (the guide's evidence).
 
-    :math:`\hat\beta_t = A\,(e^{\ell_{t+1} - s_{t+1}} \odot \hat\beta_{t+1}) / n_t`: one (B, K) x (K, K)
-    product per step instead of a logsumexp over (B, K, K), as :func:`log_likelihood` does forwards,
-    and no host synchronisation (it runs in every SVI step). Each step's messages are normalised
-    and floored at the dtype's smallest normal number (log: about -87 in float32), so the result
-    is always finite; a state whose message underflows on the way (transitions of probability
-    below that number, as with logits of +-200) ends at or below the floor instead of its exact,
-    as negligible, value. Elsewhere it equals :func:`backward`'s, normalised.
+    :math:`\hat\beta_t = A_{t+1}\,(e^{\ell_{t+1} - s_{t+1}} \odot \hat\beta_{t+1}) / n_t`: one (B, K) x (K, K)
+    product per step (batched over B when the table varies) instead of a logsumexp over (B, K, K),
+    as :func:`log_likelihood` does forwards, and no host synchronisation (it runs in every SVI
+    step). Each step's messages are normalised and floored at the dtype's smallest normal number
+    (log: about -87 in float32), so the result is always finite; a state whose message underflows
+    on the way (transitions of probability below that number, as with logits of +-200) ends at or
+    below the floor instead of its exact, as negligible, value. Elsewhere it equals :func:`backward`'s, normalised.
 
     Returns:
         (B, T, K) normalised log-messages; uniform after each sequence's last valid step.
     """
+    check_transitions(log_trans, log_lik)
     mask = _full_mask(log_lik, mask)
     B, T, K = log_lik.shape
     tiny = torch.finfo(log_lik.dtype).tiny
-    trans_t = log_trans.exp().T  # (K_next, K_prev): beta_t = (probs_{t+1} * beta_{t+1}) @ A^T
+    # (K_next, K_prev) per step: beta_t = (probs_{t+1} * beta_{t+1}) @ A_{t+1}^T
+    trans = _per_step(log_trans.exp().transpose(-1, -2), T)
+    product = torch.matmul if log_trans.dim() == 2 else _vecmat
     probs = (log_lik - log_lik.max(-1, keepdim=True).values).exp()
     beta = log_lik.new_full((B, K), 1.0 / K)
     betas = [beta]
     for t in range(T - 2, -1, -1):
-        new = (probs[:, t + 1] * beta) @ trans_t
+        new = product(probs[:, t + 1] * beta, trans[t + 1])
         new = (new / new.sum(-1, keepdim=True).clamp_min(tiny)).clamp_min(tiny)
         beta = torch.where(mask[:, t + 1, None], new, beta)
         betas.append(beta)
@@ -196,7 +255,7 @@ def posterior_chain(
     through the backward messages, so
 
     .. math::
-        p(c_t = j \mid c_{t-1} = i, X) \propto A_{ij}\, p(x_t \mid c_t = j)\, \beta_t(j),
+        p(c_t = j \mid c_{t-1} = i, X) \propto A_t(i, j)\, p(x_t \mid c_t = j)\, \beta_t(j),
         \qquad p(c_1 = j \mid X) \propto \pi_j\, p(x_1 \mid c_1 = j)\, \beta_1(j),
 
     normalised over j (:math:`\beta` from :func:`backward`). On padded steps
@@ -209,13 +268,15 @@ def posterior_chain(
         at every step (:func:`sample_chain`). A row i whose previous state has posterior
         probability 0 may be NaN.
     """
+    check_transitions(log_trans, log_lik)
     mask = _full_mask(log_lik, mask)
     log_lik = log_lik.masked_fill(~mask[..., None], 0.0)
     log_beta = backward(log_trans, log_lik, mask)
     evidence = log_lik + log_beta  # (B, T, K): log p(x_t | c_t = j) beta_t(j)
     B, T, K = log_lik.shape
     first = (log_init + evidence[:, :1]).unsqueeze(-2).expand(B, 1, K, K)
-    rest = log_trans + evidence[:, 1:].unsqueeze(-2)  # (B, T-1, K_prev, K)
+    steps = log_trans if log_trans.dim() == 2 else log_trans[:, 1:]  # (K, K) or (B, T-1, K, K): A_t, t >= 1
+    rest = steps + evidence[:, 1:].unsqueeze(-2)  # (B, T-1, K_prev, K)
     return torch.cat([first, rest], 1).log_softmax(-1)
 
 
@@ -255,13 +316,15 @@ def viterbi(
         path: (B, T) int64 states; padded steps repeat the last valid state.
         log_joint: (B,) log p(path, X).
     """
+    check_transitions(log_trans, log_lik)
     mask = _full_mask(log_lik, mask)
     B, T, K = log_lik.shape
+    trans = _per_step(log_trans, T)
     delta = log_init + log_lik[:, 0]
     identity = torch.arange(K, device=log_lik.device).expand(B, K)
     pointers = []
     for t in range(1, T):
-        scores = delta.unsqueeze(-1) + log_trans  # (B, K_prev, K)
+        scores = delta.unsqueeze(-1) + trans[t]  # (B, K_prev, K)
         best, arg = scores.max(dim=-2)
         valid = mask[:, t, None]
         delta = torch.where(valid, best + log_lik[:, t], delta)

@@ -34,7 +34,8 @@ class Evidence(NamedTuple):
 
     Fields:
         local: (B, T, K) :math:`\log p(x_t \mid c_t = k, x_{<t})`, normalised over k.
-        log_trans: (K, K) :math:`\log p(c_t = j \mid c_{t-1} = i)`.
+        log_trans: (K, K) :math:`\log p(c_t = j \mid c_{t-1} = i)`, or (B, T, K, K) per step (a transition that
+            reads the observed past).
         future: (B, T, K) :math:`\log \beta_t(k)`, normalised over k (uniform from each
             sequence's last valid step on), or None.
     """
@@ -48,6 +49,8 @@ class Evidence(NamedTuple):
         own = self.local[:, t] if self.future is None else self.local[:, t] + self.future[:, t]
         if t == 0:
             return own
+        if self.log_trans.dim() == 4:
+            return own + (prev_state.unsqueeze(-2) @ self.log_trans[:, t]).squeeze(-2)
         return own + prev_state @ self.log_trans
 
 

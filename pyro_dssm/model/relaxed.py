@@ -118,14 +118,19 @@ class RelaxedMarkovChain(TorchDistribution):
 class RelaxedChainPrior(RelaxedMarkovChain):
     r"""p(c_{1:T}) = p(c_1) prod_t p(c_t | c_{t-1}): uniform start, transition MLP fed the previous relaxed state."""
 
-    def __init__(self, transition: Transition, temperature, mask: torch.Tensor, n_states: int, validate_args=None):
+    def __init__(self, transition: Transition, temperature, mask: torch.Tensor, n_states: int,
+                 context: torch.Tensor | None = None, validate_args=None):
         self.transition = transition
+        self.context = context  # (B, T, C) what the transition into step t reads (Transition.context), or None
         super().__init__(temperature, mask, n_states, validate_args)
+
+    def _step_context(self, t: slice | int):
+        return None if self.context is None else self.context[:, t]
 
     def chain_logits(self, value):
         B, T, K = value.shape
         first = value.new_zeros(B, 1, K)  # uniform p(c_1)
-        return torch.cat([first, self.transition(value[:, :-1].exp())], dim=1)
+        return torch.cat([first, self.transition(value[:, :-1].exp(), self._step_context(slice(1, None)))], dim=1)
 
     def rsample(self, sample_shape=torch.Size()):
         if sample_shape:
@@ -137,7 +142,8 @@ class RelaxedChainPrior(RelaxedMarkovChain):
         for t in range(T):
             y = exp_relaxed_rsample(logits, self.temperature, gumbels[t])
             steps.append(y)
-            logits = self.transition(y.exp())
+            if t + 1 < T:
+                logits = self.transition(y.exp(), self._step_context(t + 1))
         return torch.stack(steps, 1)
 
 

@@ -1,10 +1,12 @@
 r"""The contract of a transition family: :math:`p(c_t \mid c_{t-1}, \text{context}_t)`, one class per family.
 
-A family gives the logits of the next state for a (relaxed) previous state
-(:meth:`Transition.forward`, what the relaxed chains of :mod:`pyro_dssm.model.relaxed` call) and
-the exact HMM's log transition table (:meth:`Transition.log_matrix`, (K, K): the same at every
-step; a family that reads observed context needs a time-varying table, which the exact HMM code
-does not take yet).
+A family gives the logits of the next state for a (relaxed) previous state and what it reads of
+the observed past (:meth:`Transition.forward`, what the relaxed chains of
+:mod:`pyro_dssm.model.relaxed` call; :meth:`Transition.context`, nothing for ``stationary``) and
+the exact HMM's log transition table (:meth:`Transition.log_matrix`): (K, K), the same at every
+step, for a family without context; (B, T, K, K) for one that reads it (``recurrent``: the last
+observation), still an exact HMM because what it reads is observed (:mod:`pyro_dssm.model.hmm`
+takes either).
 The initial distribution p(c_1) is uniform. Beside them: :meth:`Transition.fit_to`, the loss that
 moves the networks to a classical (K, K) matrix (the init), and :meth:`Transition.n_parameters`.
 """
@@ -33,14 +35,25 @@ class Transition(nn.Module):
         """The family's keyword options from the ``model`` settings (``ModelConfig``); none by default."""
         return {}
 
-    def forward(self, prev_state: torch.Tensor) -> torch.Tensor:
+    reads_context: bool = False  # whether p(c_t | c_{t-1}) reads the observed past (a time-varying table)
+
+    def forward(self, prev_state: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """prev_state (..., K) on the simplex, context (..., C) of the step (None: no context) -> (..., K) logits."""
         raise NotImplementedError
 
-    def log_matrix(self) -> torch.Tensor:
-        """(K, K): ``[i, j] = log p(c_t = j | c_{t-1} = i)``, the previous states one-hot."""
+    def context(self, x: torch.Tensor) -> torch.Tensor | None:
+        """x (B, T, D) -> (B, T, C): what the transition into step t reads of x_{<t} (row 0 unused); None for a
+        family without context."""
+        return None
+
+    def log_matrix(self, context: torch.Tensor | None = None) -> torch.Tensor:
+        """``[..., i, j] = log p(c_t = j | c_{t-1} = i)``, the previous states one-hot: (K, K) without ``context``,
+        (B, T, K, K) for ``context`` (B, T, C) (:meth:`context`)."""
         weight = next(self.parameters())
         eye = torch.eye(self.n_states, dtype=weight.dtype, device=weight.device)
-        return self(eye).log_softmax(-1)
+        if context is None:
+            return self(eye).log_softmax(-1)
+        return self(eye, context[:, :, None]).log_softmax(-1)
 
     def fit_to(self, trans: torch.Tensor) -> Callable[[], torch.Tensor]:
         """The loss whose minimum puts the rows at ``trans`` (K, K): the mean KL(trans[i] || p(. | i))."""

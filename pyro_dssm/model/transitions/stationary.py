@@ -22,5 +22,5 @@ class StationaryTransition(Transition):
         super().__init__(n_states, hidden_dim)
         self.net = mlp(n_states, hidden_dim, n_states)
 
-    def forward(self, prev_state: torch.Tensor) -> torch.Tensor:
+    def forward(self, prev_state: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(prev_state)
