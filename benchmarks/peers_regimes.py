@@ -129,10 +129,11 @@ def score(z_list: list[np.ndarray], p_list: list[np.ndarray]) -> dict:
 # ----------------------------------------------------------------------------- hmmlearn
 
 
-def run_hmmlearn(xs: list[np.ndarray], k: int, restarts: int, covariance: str) -> tuple[list[np.ndarray], dict]:
-    """hmmlearn ``GaussianHMM``: ``restarts`` fits (random_state 0..), best by log-likelihood, Viterbi.
+def fit_hmmlearn(xs: list[np.ndarray], k: int, restarts: int, covariance: str, n_iter: int = 100):
+    """hmmlearn ``GaussianHMM`` fitted jointly on the (T_i, D) arrays ``xs``: ``restarts`` fits (random_state
+    0..), ``n_iter`` EM iterations at most (tol 0.01, its default), the best by log-likelihood.
 
-    ``xs`` are (T_i, D) arrays fitted jointly; returns one (T_i,) state array per sequence.
+    Returns the model and its log-likelihood of ``xs``.
     """
     from hmmlearn.hmm import GaussianHMM
 
@@ -141,25 +142,36 @@ def run_hmmlearn(xs: list[np.ndarray], k: int, restarts: int, covariance: str) -
     for seed in range(restarts):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # convergence chatter
-            hmm = GaussianHMM(k, covariance_type=covariance, n_iter=100, random_state=seed).fit(x, lengths)
+            hmm = GaussianHMM(k, covariance_type=covariance, n_iter=n_iter, random_state=seed).fit(x, lengths)
             ll = hmm.score(x, lengths)
         if np.isfinite(ll) and ll > best_ll:
             best, best_ll = hmm, ll
-    pred = best.predict(x, lengths)  # Viterbi
-    return np.split(pred, np.cumsum(lengths)[:-1]), {"log_likelihood": float(best_ll)}
+    if best is None:
+        raise FloatingPointError("every restart ended with a non-finite log-likelihood")
+    return best, float(best_ll)
+
+
+def run_hmmlearn(xs: list[np.ndarray], k: int, restarts: int, covariance: str) -> tuple[list[np.ndarray], dict]:
+    """:func:`fit_hmmlearn` (100 iterations at most), then Viterbi; one (T_i,) state array per sequence."""
+    best, best_ll = fit_hmmlearn(xs, k, restarts, covariance)
+    lengths = [len(s) for s in xs]
+    pred = best.predict(np.concatenate(xs), lengths)  # Viterbi
+    return np.split(pred, np.cumsum(lengths)[:-1]), {"log_likelihood": best_ll}
 
 
 # ----------------------------------------------------------------------------- dynamax
 
 
 def _dynamax_model(family: str, k: int, d: int):
-    from dynamax.hidden_markov_model import GaussianHMM, LinearAutoregressiveHMM
+    from dynamax.hidden_markov_model import DiagonalGaussianHMM, GaussianHMM, LinearAutoregressiveHMM
 
     if family == "gaussian":
         return GaussianHMM(k, d)
+    if family == "diag":
+        return DiagonalGaussianHMM(k, d)
     if family == "arhmm":
         return LinearAutoregressiveHMM(k, d, num_lags=1)
-    raise ValueError(f"unknown dynamax family {family!r}; expected 'gaussian' or 'arhmm'")
+    raise ValueError(f"unknown dynamax family {family!r}; expected 'gaussian', 'diag' or 'arhmm'")
 
 
 def _dynamax_programs(model, props, n_iter: int):
@@ -233,21 +245,30 @@ def run_dynamax(xs: list[np.ndarray], k: int, restarts: int, family: str) -> tup
 # ----------------------------------------------------------------------------- pomegranate
 
 
-def run_pomegranate(xs: list[np.ndarray], k: int, restarts: int) -> tuple[list[np.ndarray], dict]:
-    """pomegranate 1.x ``DenseHMM`` of full-covariance ``Normal`` states, Baum-Welch, Viterbi.
+def same_length_batches(xs: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The (T_i, D) arrays ``xs`` stacked into (B_g, T_g, D) batches of equal lengths, in order of first
+    appearance, and the (B_g,) indices into ``xs`` of each batch's rows."""
+    lengths = np.array([len(x) for x in xs])
+    groups = [np.flatnonzero(lengths == n) for n in dict.fromkeys(lengths.tolist())]
+    return [np.stack([xs[i] for i in g]) for g in groups], groups
 
-    ``restarts`` fits (random_state 0..), max_iter 100, tol 0.01 (hmmlearn's
-    defaults), best by log-likelihood. ``xs`` are (T_i, D) float64 arrays.
+
+def fit_pomegranate(xs: list[np.ndarray], k: int, restarts: int, covariance: str = "full", n_iter: int = 100):
+    """pomegranate 1.x ``DenseHMM`` of ``Normal`` states (``covariance``: full, diag or sphere), Baum-Welch on
+    the (T_i, D) float64 arrays ``xs`` in batches of equal lengths: ``restarts`` fits (random_state 0..),
+    max_iter ``n_iter``, tol 0.01 (hmmlearn's defaults), the best by log-likelihood.
+
+    Returns the model and its log-likelihood of ``xs``.
     """
     import torch
     from pomegranate.distributions import Normal
     from pomegranate.hmm import DenseHMM
 
     torch.set_num_threads(1)
-    batches = [torch.from_numpy(x)[None] for x in xs]  # each (1, T_i, D)
+    batches = [torch.from_numpy(b) for b in same_length_batches(xs)[0]]
     best, best_ll = None, -np.inf
     for seed in range(restarts):
-        hmm = DenseHMM([Normal(covariance_type="full") for _ in range(k)], max_iter=100, tol=0.01,
+        hmm = DenseHMM([Normal(covariance_type=covariance) for _ in range(k)], max_iter=n_iter, tol=0.01,
                        random_state=seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -257,9 +278,26 @@ def run_pomegranate(xs: list[np.ndarray], k: int, restarts: int) -> tuple[list[n
             best, best_ll = hmm, ll
     if best is None:
         raise FloatingPointError("every restart ended with a non-finite log-likelihood")
+    return best, best_ll
+
+
+def viterbi_pomegranate(hmm, xs: list[np.ndarray]) -> list[np.ndarray]:
+    """The (T_i,) Viterbi paths of a pomegranate ``DenseHMM`` for the (T_i, D) float64 arrays ``xs``."""
+    import torch
+
+    batches, groups = same_length_batches(xs)
+    preds = [None] * len(xs)
     with torch.no_grad():
-        preds = [best.viterbi(b)[0].numpy() for b in batches]
-    return preds, {"log_likelihood": best_ll}
+        for batch, index in zip(batches, groups):
+            for i, path in zip(index, hmm.viterbi(torch.from_numpy(batch)).numpy()):
+                preds[i] = path
+    return preds
+
+
+def run_pomegranate(xs: list[np.ndarray], k: int, restarts: int) -> tuple[list[np.ndarray], dict]:
+    """:func:`fit_pomegranate` with full covariances, 100 iterations at most, then Viterbi."""
+    best, best_ll = fit_pomegranate(xs, k, restarts)
+    return viterbi_pomegranate(best, xs), {"log_likelihood": best_ll}
 
 
 # ----------------------------------------------------------------------------- tsseg
