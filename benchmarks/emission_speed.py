@@ -3,6 +3,8 @@
     OMP_NUM_THREADS=1 python benchmarks/emission_speed.py                 # T=100, B=64, 31 repeats
     python benchmarks/emission_speed.py --families gaussian autoregressive --repeats 11
     python benchmarks/emission_speed.py --families gaussian --no-messages   # + the guide without beta_t
+    OMP_NUM_THREADS=1 python benchmarks/emission_speed.py --families gaussian autoregressive --transition recurrent
+        # + each family with model.transition=recurrent, its ratio to the same family's stationary step
 
 One step = the analytic objective's ``differentiable_loss`` (model and guide), backward and Adam, as the
 training loop runs it, on the same random (B, T, D) batch for every family (non-negative integer counts
@@ -33,10 +35,11 @@ from pyro_dssm.config.families import EMISSIONS  # noqa: E402
 TAU = 0.5
 
 
-def make_step(family: str, x: torch.Tensor, K: int, messages: bool = True):
+def make_step(family: str, x: torch.Tensor, K: int, messages: bool = True, transition: str = "stationary"):
     """A closure running one SVI step of a fresh DSSM with emission ``family`` on batch ``x`` (B, T, D)
-    (``messages``: ``model.guide_messages``)."""
-    model = DSSM(ModelConfig(n_states=K, obs_dim=x.shape[-1], emission=family, guide_messages=messages))
+    (``messages``: ``model.guide_messages``; ``transition``: ``model.transition``)."""
+    model = DSSM(ModelConfig(n_states=K, obs_dim=x.shape[-1], emission=family, guide_messages=messages,
+                             transition=transition))
     optim = torch.optim.Adam(model.parameters(), lr=1e-3)
     elbo = make_elbo("analytic")
     tau = torch.tensor(TAU)
@@ -61,6 +64,7 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--no-messages", action="store_true",
                         help="also time gaussian with model.guide_messages=false (the guide's cost of beta_t)")
+    parser.add_argument("--transition", default=None, help="also time each family with this model.transition")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "emission_speed.md")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
@@ -71,6 +75,13 @@ def main(argv=None) -> int:
     if args.no_messages:
         families.append("gaussian, guide_messages=false")
         steps[families[-1]] = make_step("gaussian", x, args.K, messages=False)
+    own = {}  # a family with another transition -> its stationary row
+    if args.transition is not None:
+        for f in list(families):
+            name = f"{f}, transition={args.transition}"
+            families.append(name)
+            steps[name] = make_step(f, counts if f == "poisson" else x, args.K, transition=args.transition)
+            own[name] = f
     for _ in range(args.warmup):
         for step in steps.values():
             step()
@@ -90,6 +101,10 @@ def main(argv=None) -> int:
         ratios = [a / b for a, b in zip(times[f], times["gaussian"])]
         lines.append(f"| {f} | {statistics.median(times[f]) * 1e3:.1f} | {statistics.median(ratios):.3f} "
                      f"[{min(ratios):.3f}, {max(ratios):.3f}] |")
+    for f, base in own.items():
+        ratios = [a / b for a, b in zip(times[f], times[base])]
+        lines.append(f"\n{f} / {base} (same repeat): {statistics.median(ratios):.3f} [{min(ratios):.3f}, "
+                     f"{max(ratios):.3f}]")
     text = "\n".join(lines) + "\n"
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -298,7 +298,7 @@ class RecurrentDataConfig:
     n_train: int = 500
     n_val: int = 200
     noise_std: float = 1.0
-    speed: float = 0.5
+    speed: float = 0.75
     half_length: float = 10.0
     sharpness: float = 2.0
     floor: float = 0.01
