@@ -33,7 +33,7 @@ from pyro_dssm.data.sequences import SequenceData
 from pyro_dssm.io.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from pyro_dssm.model import hmm
 from pyro_dssm.model.dssm import DSSM, ModelConfig
-from pyro_dssm.model.known import unknown_states, with_known
+from pyro_dssm.model.known import none_known
 
 
 @dataclasses.dataclass
@@ -83,7 +83,7 @@ def exact_batches(model: DSSM, xs: list[np.ndarray], batch_size: int = 64) -> It
     for start in range(0, len(xs), batch_size):
         batch = pad_sequences(xs[start: start + batch_size])
         if batch.x.shape[-1] == model.config.obs_dim:  # the features alone: no state known
-            batch = SequenceData(with_known(batch.x, unknown_states(batch.x, model)), batch.lengths, batch.states)
+            batch = SequenceData(none_known(batch.x, model.config.known_states), batch.lengths, batch.states)
         model.emitter.check_data(model.observations(batch.x)[0], batch.mask)
         yield batch, *model.exact_hmm(batch.x)
 

@@ -47,7 +47,7 @@ import torch
 from pyro_dssm.data.features import Preprocessing
 from pyro_dssm.model import hmm
 from pyro_dssm.model.dssm import NeuralHMM
-from pyro_dssm.model.known import unknown_states, with_known
+from pyro_dssm.model.known import none_known
 
 LAG_BLOCK = 2**20  # fixed-lag windows of at most this many (step, lag) cells at a time: bounded memory
 
@@ -216,7 +216,7 @@ def filter_chunk(model: NeuralHMM, prep: Preprocessing, x: np.ndarray, state: Fi
     inputs = np.concatenate([state.inputs, prep.apply(raw)[len(state.raw):]])
     u = torch.from_numpy(inputs)[None]  # (1, p' + T, D)
     model.emitter.check_data(u)  # the family's support (poisson: counts)
-    log_init, log_trans, log_lik = (v.double() for v in model.exact_hmm(with_known(u, unknown_states(u, model))))
+    log_init, log_trans, log_lik = (v.double() for v in model.exact_hmm(none_known(u, model.config.known_states)))
     log_lik = log_lik[0, len(state.inputs):]  # (T, K)
 
     log_prior = log_init if n == 0 else predict(torch.from_numpy(state.log_probs), log_trans)

@@ -162,7 +162,8 @@ def _train(cfg: DictConfig, run_dir: Path | None, overrides: list[str] | None, t
     data = load_data(data_cfg, cfg.seed, sequences)
     known_names = getattr(data, "known_names", None)  # data.known_states_column: x carries them as a last column
     D = data.train.x.shape[-1] - (known_names is not None)
-    model_cfg = _model_settings(cfg, D, missing_cells(data.train.x, D) > 0, known_names is not None)
+    missing = {split: missing_cells(numbers.x, D) for split, numbers in (("train", data.train), ("val", data.val))}
+    model_cfg = _model_settings(cfg, D, missing["train"] > 0, known_names is not None)
     if resume is not None:
         _check_resumable(resume, model_cfg, trainer_cfg, len(data.train))
     if run_dir is not None:
@@ -185,7 +186,7 @@ def _train(cfg: DictConfig, run_dir: Path | None, overrides: list[str] | None, t
     try:
         with intra_op_threads(threads):
             metrics, checkpoint = _fit_and_report(cfg, trainer_cfg, data, model, tracker, run_dir, resolved, resume,
-                                                  group)
+                                                  group, missing)
     finally:
         tracker.close()
     shown = ("val_accuracy", "oracle_accuracy", "accuracy_over_oracle", "viterbi_accuracy", "val_nmi", "val_ari",
@@ -201,10 +202,10 @@ def missing_cells(x, D: int | None = None) -> int:
     return int(torch.isnan(x[..., :D]).sum()) if isinstance(x, torch.Tensor) else 0
 
 
-def missing_metrics(data, D: int) -> dict[str, float]:
-    """``missing_cells`` (of the D training and validation features, NaN) and ``missing_fraction`` of the cells
-    on valid steps, for metrics.json."""
-    cells = sum(missing_cells(split.x, D) for split in (data.train, data.val))
+def missing_metrics(data, D: int, missing: dict[str, int]) -> dict[str, float]:
+    """``missing_cells`` (of the D training and validation features: ``missing``, per split) and
+    ``missing_fraction`` of the cells on valid steps, for metrics.json."""
+    cells = sum(missing.values())
     total = sum(int(split.lengths.sum()) * D for split in (data.train, data.val) if isinstance(split.x, torch.Tensor))
     return {"missing_cells": float(cells), "missing_fraction": cells / total if total else 0.0}
 
@@ -248,16 +249,17 @@ def _write_config(run_dir: Path, resolved: dict, overrides: list[str] | None) ->
 
 def _fit_and_report(cfg: DictConfig, trainer_cfg: TrainerConfig, data, model: DSSM, tracker: Tracker,
                     run_dir: Path | None, resolved: dict, resume: dict | None,
-                    group: DataParallel | None) -> tuple[dict, dict]:
+                    group: DataParallel | None, missing: dict[str, int]) -> tuple[dict, dict]:
     """Train (stopping cleanly on SIGINT / SIGTERM), add the oracle's numbers, write hparams and metrics.json
-    (with a ``run_dir``). Returns the metrics and the checkpoint payload the run ends with."""
+    (with a ``run_dir``). ``missing``: the missing feature cells of each split (:func:`missing_cells`). Returns the
+    metrics and the checkpoint payload the run ends with."""
     params = getattr(data, "params", None)  # the true HMM, known for synthetic data only
     oracle = {} if params is None else oracle_metrics(params, data.val)
+    D = model.config.obs_dim
     for split, numbers in (("train", data.train), ("val", data.val)):
-        n = missing_cells(numbers.x, model.config.obs_dim)
-        if n:
+        if missing[split]:
             log.info("missing values: %d of the %s features' cells (%.1f%%), summed out by the model (data.missing)",
-                     n, split, 100 * n / (numbers.x.shape[0] * numbers.x.shape[1] * model.config.obs_dim))
+                     missing[split], split, 100 * missing[split] / (numbers.x.shape[0] * numbers.x.shape[1] * D))
     if oracle:
         log.info("oracle (true HMM) validation accuracy %.4f", oracle["oracle_accuracy"])
     extra = {"config": resolved}
@@ -277,7 +279,7 @@ def _fit_and_report(cfg: DictConfig, trainer_cfg: TrainerConfig, data, model: DS
             exc.signum = stop.signum
             raise
     metrics.update(oracle)
-    metrics.update(missing_metrics(data, model.config.obs_dim))
+    metrics.update(missing_metrics(data, D, missing))
     if oracle and "val_accuracy" in metrics:
         metrics["accuracy_over_oracle"] = metrics["val_accuracy"] / oracle["oracle_accuracy"]
     tracker.scalars(oracle, trainer_cfg.n_epochs, "val/")

@@ -216,14 +216,6 @@ def test_log_likelihood_falls_back_per_row_with_a_time_varying_table():
     assert torch.allclose(grad, grad_fwd, atol=1e-6)
 
 
-def test_transition_at_gives_each_steps_matrix(problem):
-    _, log_trans, _, _ = problem
-    K = log_trans.shape[-1]
-    for t in range(1, log_trans.shape[1]):
-        assert torch.equal(hmm.transition_at(log_trans, t), log_trans[:, t])
-        assert torch.equal(hmm.transition_at(log_trans[0, 1], t), log_trans[0, 1].view(1, K, K))
-
-
 K_BAD, T_BAD = 3, 4
 
 

@@ -24,6 +24,7 @@ from torch import nn
 from pyro_dssm.data.chain import sticky_transition
 from pyro_dssm.model import hmm
 from pyro_dssm.model.emissions.base import Emission
+from pyro_dssm.model.known import clamped
 
 log = logging.getLogger(__name__)
 
@@ -131,20 +132,18 @@ def baum_welch(emitter: Emission, params: dict, x: torch.Tensor, mask: torch.Ten
     """
     K = trans.shape[0]
 
-    def table(params):
-        return emitter.classical_table(params, x) if clamp is None else emitter.classical_table(params, x) + clamp
-
     log_init = hmm.uniform_log_init(K, x)
     eye = torch.eye(K, dtype=x.dtype, device=x.device)
     for _ in range(n_iter):
         log_trans = trans.clamp_min(1e-12).log().requires_grad_()
-        log_lik = table(params).detach().requires_grad_()
+        log_lik = clamped(emitter.classical_table(params, x), clamp).detach().requires_grad_()
         total = hmm.log_likelihood(log_init, log_trans, log_lik, mask).sum()
         counts, gamma = torch.autograd.grad(total, [log_trans, log_lik])
         params = emitter.m_step(x, mask, gamma)
         counts = counts + kappa * eye + 1e-6
         trans = counts / counts.sum(-1, keepdim=True)
-    score = hmm.log_likelihood(log_init, trans.log(), table(params), mask).sum() / mask.sum()
+    score = hmm.log_likelihood(log_init, trans.log(), clamped(emitter.classical_table(params, x), clamp), mask).sum()
+    score = score / mask.sum()
     return params, trans, float(score)
 
 

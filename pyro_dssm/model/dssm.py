@@ -10,7 +10,7 @@ from pyro_dssm.model import hmm
 from pyro_dssm.config import ModelConfig  # noqa: F401 (re-exported: the model's settings)
 from pyro_dssm.model.emissions.base import split_missing
 from pyro_dssm.model.families import make_emission, make_transition
-from pyro_dssm.model.known import clamp_table, split_known
+from pyro_dssm.model.known import clamp_table, clamped, split_known
 from pyro_dssm.model.networks import Evidence, PosteriorNet
 from pyro_dssm.model.relaxed import ChainLikelihood, RelaxedChainPosterior, RelaxedChainPrior
 
@@ -73,13 +73,6 @@ class NeuralHMM(nn.Module):
         features, codes = split_known(x, bool(self.config.known_states))
         return features, None if codes is None else clamp_table(codes, self.n_states, features)
 
-    def table(self, x: torch.Tensor) -> torch.Tensor:
-        """Observations (B, T, :attr:`data_dim`) -> (B, T, K) ``log p(x_t [, l_t] | c_t = k, x_{<t})``: the emission
-        family's table, plus the known states' indicator."""
-        features, clamp = self.observations(x)
-        table = self.emitter.table(features)
-        return table if clamp is None else table + clamp
-
     def exact_hmm(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The exact HMM of the generative model with hard one-hot states, on x (B, T, :attr:`data_dim`).
 
@@ -88,8 +81,7 @@ class NeuralHMM(nn.Module):
             log_lik (B, T, K): ``log p(x_t | c_t = k, x_{<t})`` (the family's ``table``; clamped at known states).
         """
         features, clamp = self.observations(x)
-        table = self.emitter.table(features)
-        return (*self.transition_parameters(features), table if clamp is None else table + clamp)
+        return (*self.transition_parameters(features), clamped(self.emitter.table(features), clamp))
 
     def hmm_parameters(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """A family with fixed per-state means only (``gaussian``): log_init (K,), log_trans (K, K) and the (K, D) means."""
@@ -164,7 +156,7 @@ class DSSM(NeuralHMM):
         use_table = self.posterior.extra_dim or self.uses_evidence
         with torch.no_grad():
             table = self.emitter.table(features) if use_table else None
-            local = (table if clamp is None else table + clamp).log_softmax(-1) if use_table else None
+            local = clamped(table, clamp).log_softmax(-1) if use_table else None
             if self.uses_evidence:
                 evidence = self._evidence(local, lengths, features)
             elif clamp is not None:  # the known states alone: the guide's draws stay on them

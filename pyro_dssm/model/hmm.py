@@ -59,16 +59,6 @@ def check_transitions(log_trans: torch.Tensor, log_lik: torch.Tensor) -> None:
                          f"from log_lik's shape, actual shape = {tuple(log_trans.shape)}")
 
 
-def transition_at(log_trans: torch.Tensor, t: int) -> torch.Tensor:
-    r"""(B or 1, K, K) :math:`\log p(c_t = j \mid c_{t-1} = i)` at 0-based step t >= 1.
-
-    Args:
-        log_trans: (K, K) or (B, T, K, K), as in the module's notation.
-        t: the step, 1 <= t < T.
-    """
-    return log_trans.unsqueeze(0) if log_trans.dim() == 2 else log_trans[:, t]
-
-
 def _per_step(table: torch.Tensor, T: int) -> list[torch.Tensor]:
     """The T per-step matrices of a checked table: the (K, K) table itself T times, or (B, K, K) views.
 

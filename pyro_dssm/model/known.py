@@ -44,6 +44,11 @@ def clamp_table(codes: torch.Tensor, n_states: int, like: torch.Tensor) -> torch
     return torch.where(allowed, 0.0, -CLAMP).to(like)
 
 
+def clamped(table: torch.Tensor, clamp: torch.Tensor | None) -> torch.Tensor:
+    """An emission table (B, T, K) with the known states' log-indicator ``clamp`` (B, T, K) added; itself for None."""
+    return table if clamp is None else table + clamp
+
+
 def with_known(x: torch.Tensor, codes: torch.Tensor | None) -> torch.Tensor:
     """Features (B, T, D) and codes (B, T) (-1: not known) -> observations (B, T, D + 1); x itself for None."""
     if codes is None:
@@ -52,10 +57,11 @@ def with_known(x: torch.Tensor, codes: torch.Tensor | None) -> torch.Tensor:
     return torch.cat([x, label[..., None]], -1)
 
 
-def unknown_states(x: torch.Tensor, model) -> torch.Tensor | None:
-    """Codes (B, T) of all -1 (no state known) for features x (B, T, D) when ``model`` (a NeuralHMM) observes known
-    states, else None: what :func:`with_known` appends to decode data that give none."""
-    return torch.full(x.shape[:2], -1, device=x.device) if model.config.known_states else None
+def none_known(x: torch.Tensor, has_known: bool) -> torch.Tensor:
+    """Features (B, T, D) -> the observations of a model that observes known states (``has_known``): no state known
+    at any step, (B, T, D + 1) with a NaN column (:func:`with_known`); x itself otherwise. For decode data that give
+    none."""
+    return with_known(x, torch.full(x.shape[:2], -1, device=x.device)) if has_known else x
 
 
 def state_names(n_states: int, known_names: list[str] | None) -> list[str] | None:

@@ -185,6 +185,18 @@ def _scan(elements: torch.Tensor, product: Product) -> torch.Tensor:
     return torch.stack([even, odd], -3).flatten(-4, -3)[..., :T, :, :]
 
 
+def _start(log_init: torch.Tensor, log_trans: torch.Tensor, log_lik: torch.Tensor, mask: torch.Tensor | None,
+           rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The sequences ``rows`` (all for None) -> log alpha_1 (B, K) and the elements M_2 .. M_T of the product
+    (:func:`_elements`), None when T = 1."""
+    ll = log_lik if rows is None else log_lik[rows]
+    first = log_init + ll[:, 0]
+    if ll.shape[1] == 1:
+        return first, None
+    rest_mask = None if mask is None else (mask if rows is None else mask[rows])[:, 1:]
+    return first, _elements(log_trans, ll[:, 1:], rest_mask)
+
+
 def _check(log_init: torch.Tensor, log_trans: torch.Tensor, log_lik: torch.Tensor, mask: torch.Tensor | None = None):
     """ValueError naming the argument whose shape disagrees with log_lik's (B, T, K), or a mask False at step 1."""
     if log_lik.dim() != 3 or log_lik.shape[1] == 0 or log_lik.shape[2] == 0:
@@ -227,12 +239,11 @@ def parallel_forward(
     mask = None if mask is None else mask.bool()
 
     def compute(product: Product, rows: torch.Tensor | None) -> torch.Tensor:
-        ll = log_lik if rows is None else log_lik[rows]
-        first = (log_init + ll[:, 0]).unsqueeze(1)  # (B, 1, K): log alpha_1
-        if ll.shape[1] == 1:
+        first, elements = _start(log_init, log_trans, log_lik, mask, rows)
+        first = first.unsqueeze(1)  # (B, 1, K)
+        if elements is None:
             return first
-        rest_mask = None if mask is None else (mask if rows is None else mask[rows])[:, 1:]
-        prefixes = _scan(_elements(log_trans, ll[:, 1:], rest_mask), product)  # (B, T-1, K, K): P_2 .. P_T
+        prefixes = _scan(elements, product)  # (B, T-1, K, K): P_2 .. P_T
         return torch.cat([first, _log_vecmat_exp(first, prefixes, product)], 1)
 
     log_alpha = _guarded(compute)
@@ -259,12 +270,10 @@ def parallel_log_likelihood(
     mask = None if mask is None else mask.bool()
 
     def compute(product: Product, rows: torch.Tensor | None) -> torch.Tensor:
-        ll = log_lik if rows is None else log_lik[rows]
-        first = log_init + ll[:, 0]  # (B, K): log alpha_1
-        if ll.shape[1] == 1:
+        first, elements = _start(log_init, log_trans, log_lik, mask, rows)
+        if elements is None:
             return first
-        rest_mask = None if mask is None else (mask if rows is None else mask[rows])[:, 1:]
-        return _log_vecmat_exp(first, _reduce(_elements(log_trans, ll[:, 1:], rest_mask), product), product)
+        return _log_vecmat_exp(first, _reduce(elements, product), product)
 
     return _guarded(compute).logsumexp(-1)
 
