@@ -5,6 +5,8 @@
     python benchmarks/emission_speed.py --families gaussian --no-messages   # + the guide without beta_t
     OMP_NUM_THREADS=1 python benchmarks/emission_speed.py --families gaussian autoregressive --transition recurrent
         # + each family with model.transition=recurrent, its ratio to the same family's stationary step
+    OMP_NUM_THREADS=1 python benchmarks/emission_speed.py --families gaussian --transition inputs --inputs 2
+        # model.transition=inputs reads 2 exogenous input columns appended to the batch (the stationary row does not)
 
 One step = the analytic objective's ``differentiable_loss`` (model and guide), backward and Adam, as the
 training loop runs it, on the same random (B, T, D) batch for every family (non-negative integer counts
@@ -35,11 +37,14 @@ from pyro_dssm.config.families import EMISSIONS  # noqa: E402
 TAU = 0.5
 
 
-def make_step(family: str, x: torch.Tensor, K: int, messages: bool = True, transition: str = "stationary"):
+def make_step(family: str, x: torch.Tensor, K: int, messages: bool = True, transition: str = "stationary",
+              inputs: torch.Tensor | None = None):
     """A closure running one SVI step of a fresh DSSM with emission ``family`` on batch ``x`` (B, T, D)
-    (``messages``: ``model.guide_messages``; ``transition``: ``model.transition``)."""
+    (``messages``: ``model.guide_messages``; ``transition``: ``model.transition``; ``inputs`` (B, T, U): exogenous
+    inputs, appended to the batch as the model's input columns)."""
     model = DSSM(ModelConfig(n_states=K, obs_dim=x.shape[-1], emission=family, guide_messages=messages,
-                             transition=transition))
+                             transition=transition, input_dim=0 if inputs is None else inputs.shape[-1]))
+    x = x if inputs is None else torch.cat([x, inputs], -1)
     optim = torch.optim.Adam(model.parameters(), lr=1e-3)
     elbo = make_elbo("analytic")
     tau = torch.tensor(TAU)
@@ -65,6 +70,7 @@ def main(argv=None) -> int:
     parser.add_argument("--no-messages", action="store_true",
                         help="also time gaussian with model.guide_messages=false (the guide's cost of beta_t)")
     parser.add_argument("--transition", default=None, help="also time each family with this model.transition")
+    parser.add_argument("--inputs", type=int, default=1, help="U, the input columns of --transition inputs")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "emission_speed.md")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
@@ -80,7 +86,8 @@ def main(argv=None) -> int:
         for f in list(families):
             name = f"{f}, transition={args.transition}"
             families.append(name)
-            steps[name] = make_step(f, counts if f == "poisson" else x, args.K, transition=args.transition)
+            u = torch.randn(args.B, args.T, args.inputs) if args.transition == "inputs" else None
+            steps[name] = make_step(f, counts if f == "poisson" else x, args.K, transition=args.transition, inputs=u)
             own[name] = f
     for _ in range(args.warmup):
         for step in steps.values():

@@ -31,7 +31,8 @@ from pyro_dssm.config.location import CONFIG_DIR
 from pyro_dssm.config.overrides import check_command_line
 from pyro_dssm.data.readers import Sequences
 from pyro_dssm.data import readers
-from pyro_dssm.fitted import FittedDSSM, check_sequences, load_model
+from pyro_dssm.data.arrays import check_sequences, input_arrays
+from pyro_dssm.fitted import FittedDSSM, load_model
 from pyro_dssm.model.dssm import DSSM
 from pyro_dssm.train import train_model
 
@@ -54,7 +55,7 @@ def label_codes(labels, xs: list[np.ndarray]) -> tuple[list[np.ndarray] | None, 
     """(T_i,) integer labels (negative = unlabelled step) -> class codes 0..C-1 and the class names.
 
     Classes are the distinct non-negative values in increasing order, named by their text,
-    as :func:`pyro_dssm.data.readers.read_npz` maps the labels of a file.
+    as :func:`pyro_dssm.data.npz.read_npz` maps the labels of a file.
     """
     if labels is None:
         return None, []
@@ -76,13 +77,14 @@ def label_codes(labels, xs: list[np.ndarray]) -> tuple[list[np.ndarray] | None, 
 
 def in_memory_sequences(xs: list[np.ndarray], codes: list[np.ndarray] | None = None,
                         label_names: list[str] | None = None, known: list[np.ndarray] | None = None,
-                        known_names: list[str] | None = None) -> Sequences:
+                        known_names: list[str] | None = None, inputs: list[np.ndarray] | None = None) -> Sequences:
     """(T_i, D) arrays as the sequences of an npz file: named ``0``, ``1``, ..., columns ``x0``, ``x1``, ...,
     times 0..T_i-1; ``codes`` / ``label_names`` as :func:`label_codes` gives them, ``known`` / ``known_names``
-    as :func:`known_codes` does."""
+    as :func:`known_codes` does; ``inputs`` (T_i, U) exogenous inputs (:func:`input_arrays`), named ``u0``, ..."""
     return Sequences([str(i) for i in range(len(xs))], xs, [np.arange(len(x)) for x in xs], codes,
                      list(label_names or []), [f"x{j}" for j in range(xs[0].shape[1])], known=known,
-                     known_names=known_names)
+                     known_names=known_names, inputs=inputs,
+                     input_names=None if inputs is None else [f"u{j}" for j in range(inputs[0].shape[1])])
 
 
 def known_codes(known_states, xs: list[np.ndarray], names: list[str] | None = None,
@@ -116,7 +118,7 @@ def trained_model(run_dir: Path, cfg: DictConfig, metrics: dict) -> tuple[DSSM, 
 
 
 def fit(sequences, n_states: int = 3, labels=None, overrides: list[str] | tuple[str, ...] = (),
-        run_dir: str | Path | None = None) -> FittedDSSM:
+        run_dir: str | Path | None = None, inputs=None) -> FittedDSSM:
     """Train a DSSM on ragged sequences in memory, as ``python -m pyro_dssm.train data=npz`` would on a file.
 
     Args:
@@ -127,6 +129,9 @@ def fit(sequences, n_states: int = 3, labels=None, overrides: list[str] | tuple[
             ``data=``, ``data.name`` and ``data.path`` are set by this function.
         run_dir: where TensorBoard events, checkpoints and ``metrics.json`` go; None: nowhere, the run
             stays in memory (``run_dir`` of the result is then None).
+        inputs: optional exogenous inputs u_t, in the form of ``sequences`` ((T_i, U) arrays, finite): conditioned
+            on, never modelled (:mod:`pyro_dssm.model.inputs`); read by ``model.transition=inputs`` (or
+            ``recurrent``) and the guide. Standardised with their training mean and std.
     Returns:
         The trained model: the checkpoint ``train`` ends with (best validation ELBO with
         ``trainer.keep_best``), its preprocessing, and ``metrics`` (those of ``metrics.json``).
@@ -135,6 +140,7 @@ def fit(sequences, n_states: int = 3, labels=None, overrides: list[str] | tuple[
     """
     xs, _ = check_sequences(sequences, "sequences")
     codes, label_names = label_codes(labels, xs)
+    us = input_arrays(inputs, xs)
     if isinstance(n_states, bool) or not isinstance(n_states, (int, np.integer)) or n_states < 2:
         raise ValueError(f"n_states must be an integer >= 2, got {n_states!r}")
     if isinstance(overrides, str) or not all(isinstance(o, str) for o in overrides):
@@ -144,7 +150,7 @@ def fit(sequences, n_states: int = 3, labels=None, overrides: list[str] | tuple[
         raise ValueError(f"overrides {taken}: fit sets {RESERVED} itself (the arrays go through data=npz)")
     overrides = ["data=npz", f"data.path='{IN_MEMORY}'", f"data.n_states={int(n_states)}", *overrides]
     cfg = compose_config(overrides)
-    run = train_model(cfg, run_dir, overrides, sequences=in_memory_sequences(xs, codes, label_names))
+    run = train_model(cfg, run_dir, overrides, sequences=in_memory_sequences(xs, codes, label_names, inputs=us))
     return FittedDSSM(run.model, run.checkpoint, run.metrics, None if run_dir is None else Path(run_dir))
 
 

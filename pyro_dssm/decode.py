@@ -6,7 +6,7 @@
 ``checkpoint`` is a ``.pt`` file or a run directory (its ``checkpoints/best.pt``,
 else ``last.pt``). ``input`` is read like the training data: a CSV with the
 column names stored in the checkpoint's config, or an NPZ (either layout, see
-:func:`pyro_dssm.data.readers.read_npz`), and goes through the stored features and
+:func:`pyro_dssm.data.npz.read_npz`), and goes through the stored features and
 training-split standardisation. ``output`` gets one row per input time step:
 sequence id, time, the guide's state (greedy, noise-free), the Viterbi state
 under the learned HMM and the exact posterior marginals p(c_t = k | X)
@@ -44,12 +44,13 @@ from omegaconf import MISSING
 from pyro_dssm import cli, stream
 from pyro_dssm.config import settings
 from pyro_dssm.config import FileDataConfig
-from pyro_dssm.data.files import append_known
+from pyro_dssm.data.files import append_inputs, append_known
 from pyro_dssm.model.known import state_names
-from pyro_dssm.data.readers import Sequences, check_input_file, read_csv, read_npz
+from pyro_dssm.data.npz import read_npz
+from pyro_dssm.data.readers import Sequences, check_input_file, read_csv
 from pyro_dssm.evaluation.metrics import clustering_scores
 # loading a checkpoint and exact decoding are shared with the Python API (pyro_dssm.fitted)
-from pyro_dssm.fitted import Decoded, decode, load_model, preprocessing_of
+from pyro_dssm.fitted import Decoded, decode, input_preprocessing_of, load_model, preprocessing_of
 from pyro_dssm.inference.threads import choose_threads, intra_op_threads, model_width
 from pyro_dssm.io.outputs import atomic_write, check_writable_dir
 
@@ -92,9 +93,10 @@ def read_input(path: str | Path, payload: dict) -> tuple[Sequences, dict]:
     cfg = settings(FileDataConfig, data_cfg, "data")  # the data group of a csv run is exactly FileDataConfig
     # the columns the model was trained on, also when data.feature_columns was null (inferred)
     columns = payload["preprocessing"]["feature_names"] if "preprocessing" in payload else cfg.feature_columns
+    inputs = payload.get("input_preprocessing", {}).get("feature_names")  # data.input_columns of the training run
     seqs = read_csv(path, cfg.id_column, cfg.time_column, columns, cfg.label_column, names, labels_optional=True,
                     key="input", known_column=cfg.known_states_column, known_names=payload.get("known_names"),
-                    known_optional=True)
+                    known_optional=True, input_columns=inputs)
     check_known_classes(seqs, payload.get("known_names"), str(path))
     return seqs, data_cfg
 
@@ -206,7 +208,12 @@ def run(args: DecodeArgs) -> dict[str, float]:
                          f"{seqs.feature_names}; the checkpoint expects D={len(expected)} ({expected})")
     prep = preprocessing_of(payload, seqs.x[0].shape[-1])
     has_known = "known_names" in payload  # the model observes known states: given where the input has them
-    xs = [append_known(prep.apply(x), seqs.known and seqs.known[i], has_known) for i, x in enumerate(seqs.x)]
+    in_prep = input_preprocessing_of(payload)  # exogenous inputs: read from their columns, standardised as in training
+    if in_prep is not None and seqs.inputs is None:
+        raise ValueError(f"input={args.input!r}: the model reads the inputs {in_prep.feature_names} at every step; "
+                         "give them as columns of a CSV input")
+    xs = [append_known(append_inputs(prep.apply(x), seqs.inputs and seqs.inputs[i], in_prep),
+                       seqs.known and seqs.known[i], has_known) for i, x in enumerate(seqs.x)]
     # checked: from here on decoding writes
     with intra_op_threads(choose_threads("auto", next(model.parameters()).device, 64, model_width(model.config))):
         decoded = decode(model, xs)

@@ -41,7 +41,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from pyro_dssm.api import IN_MEMORY, compose_config, in_memory_sequences, known_codes
 from pyro_dssm.config import FileDataConfig, ModelConfig, TrainerConfig
-from pyro_dssm.fitted import FittedDSSM, check_sequences
+from pyro_dssm.data.arrays import check_sequences, input_arrays
+from pyro_dssm.fitted import FittedDSSM
 from pyro_dssm.io import tracking
 from pyro_dssm.model.known import state_names
 from pyro_dssm.train import train_model
@@ -104,7 +105,8 @@ class DSSM(BaseEstimator):
                  n_epochs=20, batch_size=64, lr=0.003, guide_lr_factor=3.0, lr_final_fraction=0.1,
                  objective="analytic", tau_init=1.0, tau_min=0.1, tau_anneal_fraction=0.5, grad_clip=10.0, init="em",
                  init_restarts=4, random_start_epochs=5, random_start_lr=0.02, init_em_iters=20,
-                 init_max_sequences=100, init_stay_prob=0.8, guide_warmup_steps=100, keep_best=True, patience=None,
+                 init_max_sequences=100, init_stay_prob=0.8, init_context_steps=200, guide_warmup_steps=100,
+                 keep_best=True, patience=None,
                  patience_tolerance=1e-4, max_consecutive_skips=10, device="auto", num_threads="auto",
                  validate_args=True, figure_every=5, random_state=None, validation=0.0, log_dir=None, verbose=False):
         # scikit-learn's contract: store the keywords unchanged; fit checks them
@@ -121,6 +123,7 @@ class DSSM(BaseEstimator):
         self.random_start_epochs, self.random_start_lr = random_start_epochs, random_start_lr
         self.init_em_iters, self.init_max_sequences = init_em_iters, init_max_sequences
         self.init_stay_prob, self.guide_warmup_steps = init_stay_prob, guide_warmup_steps
+        self.init_context_steps = init_context_steps
         self.keep_best, self.patience, self.patience_tolerance = keep_best, patience, patience_tolerance
         self.max_consecutive_skips, self.device, self.num_threads = max_consecutive_skips, device, num_threads
         self.validate_args, self.figure_every = validate_args, figure_every
@@ -136,18 +139,21 @@ class DSSM(BaseEstimator):
 
     # --- training ---------------------------------------------------------------------------------------------
 
-    def fit(self, X, lengths=None, known_states=None) -> "DSSM":
+    def fit(self, X, lengths=None, known_states=None, inputs=None) -> "DSSM":
         """Train on X (see the class docstring for its forms); returns ``self``, fitted.
 
         ``known_states``: the state where it is known, in X's form (one (T,) array, a list of (T_i,), or (N,) cut by
         ``lengths``); any labels, None / NaN / "" where not known. They clamp the posterior there (semi-supervised,
         :mod:`pyro_dssm.model.known`); state k is then the k-th class (sorted): ``classes_`` names the states and
-        :meth:`predict` returns those names. NaN in X is a missing value, summed out.
+        :meth:`predict` returns those names. NaN in X is a missing value, summed out. ``inputs``: exogenous inputs
+        u_t in X's form ((T, U) rows per step, finite), conditioned on, not modelled; read by
+        ``transition="inputs"`` (:mod:`pyro_dssm.model.inputs`); give them again to every method that decodes.
         Raises ValueError naming a bad array, ``lengths`` or setting (settings are named by their config key,
         e.g. ``trainer.lr``); nothing is written before the checks.
         """
         xs, _ = sequences_of(X, lengths)
         known, known_names = self._known(known_states, xs, lengths)
+        us = input_arrays(self._input_rows(inputs, lengths), xs)
         if isinstance(self.validation, bool) or not isinstance(self.validation, (int, float)) \
                 or not 0.0 <= self.validation < 1.0:
             raise ValueError(f"validation must be a fraction in [0, 1), got {self.validation!r}")
@@ -155,7 +161,7 @@ class DSSM(BaseEstimator):
         cfg = self._config(seed)
         with kept_global_random_state(), epoch_lines(self.verbose):
             run = train_model(cfg, self.log_dir,
-                              sequences=in_memory_sequences(xs, known=known, known_names=known_names))
+                              sequences=in_memory_sequences(xs, known=known, known_names=known_names, inputs=us))
         for name in [a for a in vars(self) if a.endswith("_") and not a.startswith("_")]:
             delattr(self, name)  # a refit with another family may have no means_
         self._set_fitted(FittedDSSM(run.model, run.checkpoint, run.metrics,
@@ -172,6 +178,14 @@ class DSSM(BaseEstimator):
         elif not isinstance(known_states, (list, tuple)) or len(xs) == 1 and len(known_states) == len(xs[0]):
             known_states = [known_states]  # one sequence's (T,) values
         return known_codes(known_states, xs, names)
+
+    @staticmethod
+    def _input_rows(inputs, lengths):
+        """``inputs`` in X's form -> a list of (T_i, U) arrays (cut by ``lengths``), as given otherwise; None for
+        None (checked against the sequences by :func:`~pyro_dssm.fitted.input_arrays`)."""
+        if inputs is None or lengths is None:
+            return inputs
+        return sequences_of(inputs, lengths, name="inputs")[0]
 
     def _seed(self) -> int:
         """The CLI's ``seed``: ``random_state`` if an int, else drawn from it (None: numpy's global generator)."""
@@ -215,21 +229,24 @@ class DSSM(BaseEstimator):
         check_is_fitted(self, "fitted_")
         return sequences_of(X, lengths, self.fitted_.feature_names)
 
-    def predict(self, X, lengths=None, known_states=None):
+    def predict(self, X, lengths=None, known_states=None, inputs=None):
         """Viterbi states :math:`\\arg\\max_c p(c_{1:T} \\mid x_{1:T})`: (T,) int64 for one array, (N,) for
         ``X, lengths`` (the sequences one after another, as hmmlearn returns them), a list for a list. Fitted with
-        known states: their names (``classes_``), the path clamped where ``known_states`` (X's form) gives one."""
+        known states: their names (``classes_``), the path clamped where ``known_states`` (X's form) gives one.
+        Fitted with ``inputs``: give them (X's form) here too."""
         xs, form = self._inputs(X, lengths)
-        paths = self.fitted_.predict(xs, self._decode_known(known_states, xs, lengths))
+        paths = self.fitted_.predict(xs, self._decode_known(known_states, xs, lengths),
+                                     self._input_rows(inputs, lengths))
         if hasattr(self, "classes_"):  # fitted with known states: the states' names
             paths = [self.classes_[path] for path in paths]
         return joined(paths, form)
 
-    def predict_proba(self, X, lengths=None, known_states=None):
+    def predict_proba(self, X, lengths=None, known_states=None, inputs=None):
         """Posterior marginals :math:`p(c_t = k \\mid x_{1:T})` (forward-backward): (T, K), (N, K) or a list; column
         k is state k (``classes_[k]`` when fitted with known states)."""
         xs, form = self._inputs(X, lengths)
-        return joined(self.fitted_.predict_proba(xs, self._decode_known(known_states, xs, lengths)), form)
+        return joined(self.fitted_.predict_proba(xs, self._decode_known(known_states, xs, lengths),
+                                                 self._input_rows(inputs, lengths)), form)
 
     def _decode_known(self, known_states, xs, lengths):
         """Known states at decoding -> codes per sequence in the training run's classes (None when not given)."""
@@ -245,24 +262,25 @@ class DSSM(BaseEstimator):
         check_is_fitted(self, "fitted_")
         return self.fitted_.filter(x, carry, lag)
 
-    def score(self, X, lengths=None) -> float:
+    def score(self, X, lengths=None, inputs=None) -> float:
         """Exact :math:`\\sum_i \\log p(X_i)` (forward algorithm), in the user's units for raw features
         (:meth:`pyro_dssm.fitted.FittedDSSM.score`)."""
-        return self.fitted_.score(self._inputs(X, lengths)[0])
+        return self.fitted_.score(self._inputs(X, lengths)[0], inputs=self._input_rows(inputs, lengths))
 
-    def bic(self, X, lengths=None) -> float:
+    def bic(self, X, lengths=None, inputs=None) -> float:
         """:math:`-2 \\log p(X) + p \\log n` (:meth:`pyro_dssm.fitted.FittedDSSM.bic`; lower is better)."""
-        return self.fitted_.bic(self._inputs(X, lengths)[0])
+        return self.fitted_.bic(self._inputs(X, lengths)[0], self._input_rows(inputs, lengths))
 
-    def aic(self, X, lengths=None) -> float:
+    def aic(self, X, lengths=None, inputs=None) -> float:
         """:math:`-2 \\log p(X) + 2p` (:meth:`pyro_dssm.fitted.FittedDSSM.aic`; lower is better)."""
-        return self.fitted_.aic(self._inputs(X, lengths)[0])
+        return self.fitted_.aic(self._inputs(X, lengths)[0], self._input_rows(inputs, lengths))
 
-    def sample(self, n: int, T: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    def sample(self, n: int, T: int, seed: int = 0, inputs=None) -> tuple[np.ndarray, np.ndarray]:
         """n sequences of T steps from the learned HMM: states (n, T) int64 and observations (n, T, D) float64
-        in the user's units (:meth:`pyro_dssm.fitted.FittedDSSM.sample`)."""
+        in the user's units (:meth:`pyro_dssm.fitted.FittedDSSM.sample`); fitted with inputs, one (T, U) array of
+        them that every drawn sequence follows."""
         check_is_fitted(self, "fitted_")
-        return self.fitted_.sample(n, T, seed)
+        return self.fitted_.sample(n, T, seed, inputs)
 
     def save(self, path: str | Path) -> Path:
         """The checkpoint (the CLI's format: ``python -m pyro_dssm.decode checkpoint=PATH`` reads it, and
@@ -296,24 +314,26 @@ class DSSM(BaseEstimator):
         return estimator
 
 
-def sequences_of(X, lengths=None, columns: list[str] | None = None) -> tuple[list[np.ndarray], str]:
+def sequences_of(X, lengths=None, columns: list[str] | None = None, name: str = "X"
+                 ) -> tuple[list[np.ndarray], str]:
     """X and ``lengths`` -> (T_i, D) float64 arrays, and the form to answer in: ``one`` (one array, no
     ``lengths``), ``list`` (a list of arrays) or ``concatenated`` (one (N, D) array cut by ``lengths``).
 
-    ``columns``: the D column names the model expects. ValueError of one line naming a bad X or lengths.
+    ``columns``: the D column names the model expects; ``name``: X's in messages (``inputs`` for the exogenous
+    inputs, given in X's form). ValueError of one line naming a bad X or lengths.
     """
     if lengths is None:
-        xs, single = check_sequences(X, "X", columns)
+        xs, single = check_sequences(X, name, columns)
         return xs, "one" if single else "list"
     if isinstance(X, (list, tuple)):
-        raise ValueError(f"lengths is for one concatenated (N, D) array X; X is a list of {len(X)} arrays already "
+        raise ValueError(f"lengths is for one concatenated (N, D) array {name}; {name} is a list of {len(X)} arrays already "
                          "(give lengths=None)")
-    (x,), _ = check_sequences(X, "X", columns)
+    (x,), _ = check_sequences(X, name, columns)
     counts = np.asarray(lengths)
     if counts.ndim != 1 or len(counts) == 0 or not np.issubdtype(counts.dtype, np.integer) or (counts < 1).any():
         raise ValueError(f"lengths must be a non-empty 1-D sequence of integers >= 1, got {lengths!r}")
     if counts.sum() != len(x):
-        raise ValueError(f"lengths sum to {int(counts.sum())}, X has N={len(x)} rows; expected sum(lengths) == N")
+        raise ValueError(f"lengths sum to {int(counts.sum())}, {name} has N={len(x)} rows; expected sum(lengths) == N")
     return np.split(x, np.cumsum(counts)[:-1]), "concatenated"
 
 

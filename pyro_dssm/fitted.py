@@ -26,14 +26,16 @@ import numpy as np
 import torch
 
 from pyro_dssm import online
+from pyro_dssm.data.arrays import check_sequences, input_arrays
 from pyro_dssm.data.chain import sample_states
 from pyro_dssm.data.features import Preprocessing
-from pyro_dssm.data.files import append_known, pad_sequences
+from pyro_dssm.data.files import append_inputs, append_known, pad_sequences
 from pyro_dssm.data.sequences import SequenceData
 from pyro_dssm.io.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from pyro_dssm.model import hmm
 from pyro_dssm.model.dssm import DSSM, ModelConfig
 from pyro_dssm.model.known import none_known
+from pyro_dssm.model.transitions.inputs import InputsTransition
 
 
 @dataclasses.dataclass
@@ -73,16 +75,22 @@ def preprocessing_of(payload: dict, n_columns: int) -> Preprocessing:
     return Preprocessing(["raw"], np.zeros(n_columns), np.ones(n_columns), [f"x{j}" for j in range(n_columns)])
 
 
+def input_preprocessing_of(payload: dict) -> Preprocessing | None:
+    """The stored standardisation of the exogenous inputs (``data.input_columns``), None for a model without."""
+    state = payload.get("input_preprocessing")
+    return None if state is None else Preprocessing.from_state_dict(state)
+
+
 def exact_batches(model: DSSM, xs: list[np.ndarray], batch_size: int = 64) -> Iterator[tuple]:
-    """The exact HMM of ``model`` and the log-likelihoods of ``xs`` (model inputs, (T_i, D), or (T_i, D + 1) with
-    known states as the last column: :func:`pyro_dssm.data.files.append_known`), batch by batch.
+    """The exact HMM of ``model`` and the log-likelihoods of ``xs`` (model inputs, (T_i, D [+ U]), or (T_i, D [+ U] +
+    1) with known states as the last column: :func:`pyro_dssm.data.files.append_known`), batch by batch.
 
     Yields ``(batch, log_init (K,), log_trans (K, K), log_lik (B, T, K))`` with ``batch`` the padded
     :class:`~pyro_dssm.data.sequences.SequenceData` (``x`` (B, T, D), ``mask`` (B, T), ``lengths`` (B,)).
     """
     for start in range(0, len(xs), batch_size):
         batch = pad_sequences(xs[start: start + batch_size])
-        if batch.x.shape[-1] == model.config.obs_dim:  # the features alone: no state known
+        if model.config.known_states and batch.x.shape[-1] == model.data_dim - 1:  # no state known
             batch = SequenceData(none_known(batch.x, model.config.known_states), batch.lengths, batch.states)
         model.emitter.check_data(model.observations(batch.x)[0], batch.mask)
         yield batch, *model.exact_hmm(batch.x)
@@ -141,41 +149,6 @@ def n_parameters(model: DSSM) -> int:
     return model.transition.n_parameters() + model.emitter.n_parameters()
 
 
-def check_sequences(x, name: str = "x", columns: list[str] | None = None) -> tuple[list[np.ndarray], bool]:
-    """One (T, D) array or a non-empty list of them -> (list of float64 arrays, whether one array was given).
-
-    NaN cells are missing values (the model sums them out). ValueError naming the bad element: not 2-D, no
-    time step, not real numbers, inf, every cell missing, D differing between sequences or from the expected
-    ``columns`` (their names).
-    """
-    single = not isinstance(x, (list, tuple))
-    seqs = [x] if single else list(x)
-    if not seqs:
-        raise ValueError(f"{name} is an empty list; expected (T, D) arrays, one per sequence")
-    out = []
-    for i, seq in enumerate(seqs):
-        where = name if single else f"{name}[{i}]"
-        arr = np.asarray(seq.detach().cpu() if isinstance(seq, torch.Tensor) else seq)
-        if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
-            raise ValueError(f"{where} must be a (T, D) array with T >= 1 and D >= 1, got shape {arr.shape}"
-                             + (" (give a list of (T_i, D) arrays for several sequences)" if arr.ndim == 3 else ""))
-        if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
-            raise ValueError(f"{where} must hold real numbers, got dtype {arr.dtype}")
-        bad = np.argwhere(np.isinf(arr))
-        if len(bad):
-            t, j = bad[0]
-            raise ValueError(f"{where} holds {arr[t, j]} at time step {t} (column {j}); expected finite numbers "
-                             "(NaN for a missing value)")
-        if np.isnan(arr).all():
-            raise ValueError(f"{where} has no observed value (all {arr.size} cells NaN); a sequence needs at least one")
-        if columns is not None and arr.shape[1] != len(columns):
-            raise ValueError(f"{where} has D={arr.shape[1]} columns; the model expects D={len(columns)} ({columns})")
-        if out and arr.shape[1] != out[0].shape[1]:
-            raise ValueError(f"{where} has D={arr.shape[1]} columns, the first sequence D={out[0].shape[1]}")
-        out.append(arr.astype(np.float64))
-    return out, single
-
-
 class FittedDSSM:
     """A trained DSSM with its feature transform (scikit-learn style; see the module docstring).
 
@@ -190,6 +163,7 @@ class FittedDSSM:
         self.model = model.eval()
         self.payload = payload
         self.preprocessing = preprocessing_of(payload, model.config.obs_dim)
+        self.input_preprocessing = input_preprocessing_of(payload)
         self.metrics = dict(metrics if metrics is not None else payload.get("metrics", {}))
         self.run_dir = run_dir
 
@@ -215,23 +189,44 @@ class FittedDSSM:
         """The D0 input columns ``x`` must have."""
         return list(self.preprocessing.feature_names)
 
-    def _inputs(self, x, known: list[np.ndarray] | None = None) -> tuple[list[np.ndarray], bool]:
-        """Validated user arrays -> model inputs (T_i, D) float32, and whether one array was given; with ``known``
-        (T_i,) codes of known states (-1: not known) for a model trained with them, (T_i, D + 1)."""
+    @property
+    def input_names(self) -> list[str]:
+        """The exogenous inputs ``inputs=`` must give at every step (``data.input_columns``); [] for a model without."""
+        return [] if self.input_preprocessing is None else list(self.input_preprocessing.feature_names)
+
+    def _inputs(self, x, known: list[np.ndarray] | None = None, inputs=None) -> tuple[list[np.ndarray], bool]:
+        """Validated user arrays -> model inputs (T_i, D) float32, and whether one array was given; with exogenous
+        ``inputs`` (one (T_i, U) array per sequence, user's units) for a model trained with them, (T_i, D + U); with
+        ``known`` (T_i,) codes of known states (-1: not known) for a model trained with them, one column more."""
         seqs, single = check_sequences(x, "x", self.feature_names)
         xs = [self.preprocessing.apply(s) for s in seqs]
+        if self.input_preprocessing is not None or inputs is not None:
+            us = self._check_inputs(inputs, seqs)
+            xs = [append_inputs(x, u, self.input_preprocessing) for x, u in zip(xs, us)]
         if known is not None and self.model.config.known_states:
             xs = [append_known(x, codes, True) for x, codes in zip(xs, known)]
         return xs, single
 
+    def _check_inputs(self, inputs, seqs: list[np.ndarray]) -> list[np.ndarray]:
+        """``inputs`` in x's form (one (T, U) array, or a list of (T_i, U)) -> (T_i, U) float64 arrays; ValueError
+        naming what is wrong (given to a model without inputs, none for a model with, missing, of another length or
+        width: :func:`input_arrays`)."""
+        if self.input_preprocessing is None:
+            raise ValueError("inputs= given, but this model was trained without exogenous inputs")
+        if inputs is None:
+            raise ValueError(f"this model reads the inputs {self.input_names} at every step: give inputs= (one (T, "
+                             f"{len(self.input_names)}) array per sequence)")
+        return input_arrays(inputs, seqs, names=self.input_names)
+
     @torch.no_grad()
-    def predict(self, x, known: list[np.ndarray] | None = None):
+    def predict(self, x, known: list[np.ndarray] | None = None, inputs=None):
         """Most probable state path :math:`\\arg\\max_c p(c_{1:T} \\mid x_{1:T})` (Viterbi) of each sequence.
 
         Returns (T,) int64 for one (T, D0) array, else a list of (T_i,) arrays. ``known``: for a model trained
-        with known states, their (T_i,) codes per sequence (-1: not known), clamping the path there.
+        with known states, their (T_i,) codes per sequence (-1: not known), clamping the path there. ``inputs``: for
+        a model trained with exogenous inputs, their (T_i, U) rows per sequence in x's form (user's units).
         """
-        xs, single = self._inputs(x, known)
+        xs, single = self._inputs(x, known, inputs)
         out = []
         for batch, log_init, log_trans, ll in exact_batches(self.model, xs):
             path, _ = hmm.viterbi(log_init, log_trans, ll, batch.mask)
@@ -239,12 +234,13 @@ class FittedDSSM:
         return out[0] if single else out
 
     @torch.no_grad()
-    def predict_proba(self, x, known: list[np.ndarray] | None = None):
+    def predict_proba(self, x, known: list[np.ndarray] | None = None, inputs=None):
         """Exact posterior marginals :math:`p(c_t = k \\mid x_{1:T})` (forward-backward).
 
-        Returns (T, K) float64 rows summing to one, or a list of (T_i, K) arrays; ``known`` as :meth:`predict`.
+        Returns (T, K) float64 rows summing to one, or a list of (T_i, K) arrays; ``known`` and ``inputs`` as
+        :meth:`predict`.
         """
-        xs, single = self._inputs(x, known)
+        xs, single = self._inputs(x, known, inputs)
         out = []
         for batch, log_init, log_trans, ll in exact_batches(self.model, xs):
             probs = hmm.posterior_marginals(log_init, log_trans, ll, batch.mask)
@@ -270,15 +266,15 @@ class FittedDSSM:
         s, the rows :meth:`filter` has not given yet (:func:`pyro_dssm.online.flush`)."""
         return online.flush(self.model, carry)
 
-    def _log_px(self, x) -> tuple[float, int]:
+    def _log_px(self, x, inputs=None) -> tuple[float, int]:
         """:math:`\\sum_i \\log p(X_i)` in the user's units where the features allow it (:meth:`score`), and the
-        number of time steps."""
-        xs = self._inputs(x)[0]
+        number of time steps (:math:`\\log p(X \\mid U)` for a model with inputs: they have no density)."""
+        xs = self._inputs(x, inputs=inputs)[0]
         total, n = exact_log_px(self.model, xs)
-        jacobian = log_jacobian(self.preprocessing, xs)
+        jacobian = log_jacobian(self.preprocessing, [s[:, :self.model.config.obs_dim] for s in xs])
         return total + (0.0 if jacobian is None else jacobian), n
 
-    def score(self, x, per_step: bool = False) -> float:
+    def score(self, x, per_step: bool = False, inputs=None) -> float:
         """Exact :math:`\\sum_i \\log p(X_i)` summed over sequences (forward algorithm); ``per_step`` divides by the
         number of time steps (nats per step, comparable across sizes).
 
@@ -286,9 +282,9 @@ class FittedDSSM:
         standardisation's log-Jacobian :math:`-T_i \\sum_j \\log \\mathrm{std}_j` included
         (:func:`log_jacobian_per_step`), so the same data in other units (x * c) score :math:`N D \\log c` less.
         With other features (``diff``, ``window_*``, ``data.smooth`` > 1), not a bijection of x: the density of
-        the standardised features.
+        the standardised features. ``inputs`` as :meth:`predict`.
         """
-        total, n = self._log_px(x)
+        total, n = self._log_px(x, inputs)
         return total / n if per_step else total
 
     def n_parameters(self) -> int:
@@ -305,38 +301,47 @@ class FittedDSSM:
         """
         return n_parameters(self.model)
 
-    def bic(self, x) -> float:
+    def bic(self, x, inputs=None) -> float:
         """Bayesian information criterion :math:`-2 \\log p(X) + p \\log n` (lower is better).
 
         p = :meth:`n_parameters`, n = the number of time steps in ``x`` (as hmmlearn counts); log p(X) is
         :meth:`score`'s (in the user's units with the default features).
         """
-        total, n = self._log_px(x)
+        total, n = self._log_px(x, inputs)
         return -2.0 * total + self.n_parameters() * math.log(n)
 
-    def aic(self, x) -> float:
+    def aic(self, x, inputs=None) -> float:
         """Akaike information criterion :math:`-2 \\log p(X) + 2p`, p = :meth:`n_parameters` (lower is better);
         log p(X) is :meth:`score`'s."""
-        total, _ = self._log_px(x)
+        total, _ = self._log_px(x, inputs)
         return -2.0 * total + 2.0 * self.n_parameters()
 
     @torch.no_grad()
-    def sample(self, n: int, T: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    def sample(self, n: int, T: int, seed: int = 0, inputs=None) -> tuple[np.ndarray, np.ndarray]:
         """Draw n sequences of T steps from the learned HMM: states (:func:`pyro_dssm.data.chain.sample_states`), then
         observations from the emission family (``emitter.sample``).
 
         Returns states (n, T) int64 and observations (n, T, D) float64 in the user's units: the
         standardisation undone, ``x * std + mean``. With the default features (``[raw]``, no smoothing)
         these are the input columns; with ``diff`` / ``absdiff`` they are the feature columns.
+        ``inputs``: for a model trained with exogenous inputs, one (T, U) array in the user's units, the inputs of
+        every drawn sequence (with ``model.transition=inputs`` the states follow the per-step table
+        :math:`p(c_t \\mid c_{t-1}, u_t)`).
         """
         for key, value in (("n", n), ("T", T)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
-        if self.model.transition.reads_context:
+        if self.model.transition.reads_context and not isinstance(self.model.transition, InputsTransition):
             raise ValueError(f"sample does not take model.transition={self.model.config.transition!r} yet (the states "
                              "depend on the observations drawn before them)")
         gen = torch.Generator().manual_seed(seed)
         log_init, log_trans = self.model.transition_parameters()
+        if self.input_preprocessing is not None or inputs is not None:  # the chain follows the given inputs
+            u = self._check_inputs(inputs, [np.zeros((T, 0))])[0]
+            scaled = torch.as_tensor(self.input_preprocessing.apply(u))[None]  # (1, T, U)
+            features = torch.zeros(1, T, self.model.config.obs_dim)
+            log_init, log_trans = self.model.transition_parameters(features, scaled)
+            log_trans = log_trans[0]  # (T, K, K)
         states = sample_states(log_init.exp(), log_trans.exp(), int(n), int(T), gen)
         x = self.model.emitter.sample(states, gen).float()  # the emission family's draws, step by step for AR
         return states.numpy(), x.double().numpy() * self.preprocessing.std + self.preprocessing.mean

@@ -31,15 +31,16 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from pyro_dssm.config import (CountsDataConfig, DataConfig, FileDataConfig, ModelConfig, NpyDataConfig,
-                              PeriodicDataConfig, RecurrentDataConfig, SwitchingARDataConfig, TrainerConfig,
-                              data_settings, settings)
+from pyro_dssm.config import (CountsDataConfig, DataConfig, DrivenDataConfig, FileDataConfig, ModelConfig,
+                              NpyDataConfig, PeriodicDataConfig, RecurrentDataConfig, SwitchingARDataConfig,
+                              TrainerConfig, data_settings, settings)
 from pyro_dssm.config.checks import raise_first, seed_checks
 from pyro_dssm.config.location import CONFIG_DIR
 from pyro_dssm.config.overrides import check_command_line
 from pyro_dssm.io.checkpoint import load_checkpoint, resolve_checkpoint
 from pyro_dssm.data.counts import make_counts
 from pyro_dssm.data.periodic import make_periodic
+from pyro_dssm.data.driven import make_driven
 from pyro_dssm.data.recurrent import make_recurrent
 from pyro_dssm.data.switching_ar import make_switching_ar
 from pyro_dssm.data.synthetic import make_synthetic
@@ -85,6 +86,8 @@ def load_data(data_cfg: DataConfig | DictConfig, seed: int, sequences: Sequences
                            c.rate_spread, seed=seed)
     if isinstance(c, RecurrentDataConfig):
         return make_recurrent(c, seed=seed)
+    if isinstance(c, DrivenDataConfig):
+        return make_driven(c, seed=seed)
     if isinstance(c, PeriodicDataConfig):
         return make_periodic(c.n_states, c.obs_dim, c.seq_len, c.n_train, c.n_val, c.mean_duration, c.damping,
                              c.min_period, c.max_period, c.amplitude_spread, seed=seed)
@@ -161,9 +164,11 @@ def _train(cfg: DictConfig, run_dir: Path | None, overrides: list[str] | None, t
     seed_everything(cfg.seed + (0 if group is None else group.rank))
     data = load_data(data_cfg, cfg.seed, sequences)
     known_names = getattr(data, "known_names", None)  # data.known_states_column: x carries them as a last column
-    D = data.train.x.shape[-1] - (known_names is not None)
+    input_names = list(getattr(data, "input_names", None) or [])  # exogenous inputs: the columns after the features
+    D = data.train.x.shape[-1] - len(input_names) - (known_names is not None)
     missing = {split: missing_cells(numbers.x, D) for split, numbers in (("train", data.train), ("val", data.val))}
-    model_cfg = _model_settings(cfg, D, missing["train"] > 0, known_names is not None)
+    model_cfg = _model_settings(cfg, D, missing["train"] > 0, known_names is not None, len(input_names))
+    model = DSSM(model_cfg).to(device)  # before anything is written: a family that cannot be built stops the run here
     if resume is not None:
         _check_resumable(resume, model_cfg, trainer_cfg, len(data.train))
     if run_dir is not None:
@@ -173,11 +178,15 @@ def _train(cfg: DictConfig, run_dir: Path | None, overrides: list[str] | None, t
     resolved["model"]["obs_dim"] = resolved["data"]["obs_dim"] = model_cfg.obs_dim
     resolved["model"]["missing_input"] = model_cfg.missing_input
     resolved["model"]["known_states"] = model_cfg.known_states
+    resolved["model"]["input_dim"] = model_cfg.input_dim
     if main and run_dir is not None:
         _write_config(run_dir, resolved, overrides)
     if getattr(data, "summary", ""):
         log.info("%s", data.summary)
-    model = DSSM(model_cfg).to(device)
+    if input_names:
+        log.info("inputs %s (U=%d): conditioned on, not modelled; read by %s", input_names, len(input_names),
+                 "the transition and the guide" if model.transition.reads_inputs else
+                 f"the guide only (model.transition={model_cfg.transition!r} does not read inputs)")
     log.info("data: %d train / %d val sequences, T=%d, D=%d; model K=%d on %s; run dir %s",
              len(data.train), len(data.val), data.train.x.shape[1], model_cfg.obs_dim, model_cfg.n_states,
              device, "none (in memory)" if run_dir is None else run_dir)
@@ -210,12 +219,14 @@ def missing_metrics(data, D: int, missing: dict[str, int]) -> dict[str, float]:
     return {"missing_cells": float(cells), "missing_fraction": cells / total if total else 0.0}
 
 
-def _model_settings(cfg: DictConfig, D: int, has_missing: bool = False, has_known: bool = False) -> ModelConfig:
+def _model_settings(cfg: DictConfig, D: int, has_missing: bool = False, has_known: bool = False,
+                    n_inputs: int = 0) -> ModelConfig:
     """The model group's dataclass; D of a csv / npz file is known only once read: ``model.obs_dim`` null follows it,
     ``model.missing_input`` null whether the training data have a missing cell, ``model.known_states`` whether
-    they have known states."""
+    they have known states, ``model.input_dim`` the number of their exogenous inputs."""
     model_fields = OmegaConf.to_container(cfg.model, resolve=True)
     model_fields["known_states"] = has_known
+    model_fields["input_dim"] = n_inputs
     if model_fields.get("obs_dim") is None:
         model_fields["obs_dim"] = D
     if model_fields.get("missing_input") is None:
@@ -267,6 +278,8 @@ def _fit_and_report(cfg: DictConfig, trainer_cfg: TrainerConfig, data, model: DS
         extra.update(preprocessing=data.preprocessing.state_dict(), label_names=data.label_names)
         if getattr(data, "known_names", None) is not None:  # state k is this class: decode writes the names
             extra["known_names"] = list(data.known_names)
+        if getattr(data, "input_preprocessing", None) is not None:  # decode standardises the inputs the same way
+            extra["input_preprocessing"] = data.input_preprocessing.state_dict()
     writes = run_dir is not None and (group is None or group.is_main)
     with StopOnSignal() as stop:
         try:

@@ -10,8 +10,8 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from pyro_dssm.config import (DATA_CONFIGS, BaselineConfig, Config, CountsDataConfig, FileDataConfig, ModelConfig,
-                              NpyDataConfig, PeriodicDataConfig, RecurrentDataConfig, SwitchingARDataConfig,
+from pyro_dssm.config import (DATA_CONFIGS, BaselineConfig, Config, CountsDataConfig, DrivenDataConfig,
+                              FileDataConfig, ModelConfig, NpyDataConfig, PeriodicDataConfig, RecurrentDataConfig, SwitchingARDataConfig,
                               SyntheticDataConfig,
                               TrainerConfig, data_settings, settings)
 
@@ -20,7 +20,7 @@ from .helpers import CONFIGS, compose_config
 GROUP_CLASSES = {"model": ModelConfig, "trainer": TrainerConfig, "baseline": BaselineConfig}
 DATA_SCHEMAS = {"file": FileDataConfig, "npy": NpyDataConfig, "synthetic": SyntheticDataConfig,
                 "switching_ar": SwitchingARDataConfig, "counts": CountsDataConfig, "periodic": PeriodicDataConfig,
-                "recurrent": RecurrentDataConfig}
+                "recurrent": RecurrentDataConfig, "driven": DrivenDataConfig}
 
 
 def fields(cls) -> list[str]:
@@ -55,7 +55,7 @@ def test_every_group_yaml_holds_only_its_dataclass_keys(path):
     cls = data_class_of(path.stem) if group == "data" else GROUP_CLASSES[group]
     keys = [k for k in read_yaml(path) if k != "defaults"]
     assert set(keys) <= set(fields(cls)), (path, set(keys) - set(fields(cls)))
-    complete = ("csv", "npy", "synthetic", "switching_ar", "counts", "periodic", "recurrent")
+    complete = ("csv", "npy", "synthetic", "switching_ar", "counts", "periodic", "recurrent", "driven")
     if path.stem in complete or group != "data":  # complete: every key shown and explained
         assert keys == fields(cls)
 
@@ -93,7 +93,7 @@ def test_a_group_maps_one_to_one_onto_its_dataclass():
     with pytest.raises(ValueError, match=r"trainer.nonsense is not a trainer setting \(expected one of \['n_epochs'"):
         settings(TrainerConfig, values, "trainer")
     with pytest.raises(ValueError, match=r"data.name must be one of \('synthetic', 'switching_ar', 'counts', "
-                                         r"'periodic', 'recurrent', 'csv', 'npz', 'npy'\), got 'tsv'"):
+                                         r"'periodic', 'recurrent', 'driven', 'csv', 'npz', 'npy'\), got 'tsv'"):
         data_settings({"name": "tsv"})
 
 
@@ -106,7 +106,7 @@ CLI_CASES = [
     (["data.n_states=2.5"], "error: data.n_states must be an integer, got 2.5"),
     (["seed=abc"], "error: seed must be an integer, got 'abc'"),
     (["trainer.resume=[a,b]"], "error: trainer.resume must be null or a string, got ['a', 'b']"),
-    (["data=nonexistent"], "error: data=nonexistent is not a data option (expected one of ['counts', 'csv', 'hard', "
+    (["data=nonexistent"], "error: data=nonexistent is not a data option (expected one of ['counts', 'csv', 'driven', 'hard', "
                            "'npy', 'npz', 'periodic', 'recurrent', 'switching_ar', 'synthetic'])"),
     (["data=csv", "data.window=abc"], "error: data.window must be null or an integer, got 'abc'"),
     (["-m", "seed=0,1,x"], "error: seed must be an integer, got 'x'"),  # every value of a sweep

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from pyro_dssm.data.files import FileDataConfig, load_file_data, pad_sequences, split_indices, window_starts
-from pyro_dssm.data.readers import read_csv, read_npz
+from pyro_dssm.data.npz import read_npz
+from pyro_dssm.data.readers import read_csv
 from pyro_dssm.data.features import Preprocessing, add_features, moving_average
 
 from .conftest import SHARED_DATA

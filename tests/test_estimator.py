@@ -31,7 +31,7 @@ FAST = dict(n_epochs=2, batch_size=4, init_restarts=1, init_em_iters=5, guide_wa
 FAST_OVERRIDES = ["trainer.n_epochs=2", "trainer.batch_size=4", "trainer.init_restarts=1", "trainer.init_em_iters=5",
                   "trainer.guide_warmup_steps=5", "trainer.figure_every=0", "trainer.device=cpu", "seed=0",
                   "data.val_fraction=0"]
-NOT_KEYWORDS = {"model.obs_dim", "model.missing_input", "model.known_states", "trainer.resume", "trainer.stop_after_epoch", "trainer.distributed"}
+NOT_KEYWORDS = {"model.obs_dim", "model.missing_input", "model.known_states", "model.input_dim", "trainer.resume", "trainer.stop_after_epoch", "trainer.distributed"}
 
 
 def make_sequences(seed=0, lengths=LENGTHS):

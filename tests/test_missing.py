@@ -16,7 +16,7 @@ from scipy import stats
 from pyro_dssm.data.features import moving_average
 from pyro_dssm.data.readers import read_csv
 from pyro_dssm.data.synthetic import make_synthetic
-from pyro_dssm.fitted import check_sequences
+from pyro_dssm.data.arrays import check_sequences
 from pyro_dssm.model import hmm
 from pyro_dssm.model.dssm import DSSM, ModelConfig
 from tests.helpers import run_cli

@@ -65,6 +65,8 @@ def model_checks(c) -> list[tuple[bool, str]]:
             (isinstance(c.guide_messages, bool),
              f"model.guide_messages must be true or false, got {c.guide_messages!r}"),
             (isinstance(c.known_states, bool), f"model.known_states must be true or false, got {c.known_states!r}"),
+            (is_int(c.input_dim, 0), f"model.input_dim must be an integer >= 0 (the exogenous inputs; set by train "
+                                     f"from the data), got {c.input_dim!r}"),
             (c.missing_input in (None, True, False),
              f"model.missing_input must be true, false or null (when the data have missing cells), got "
              f"{c.missing_input!r}")]
@@ -99,6 +101,8 @@ def trainer_checks(c) -> list[tuple[bool, str]]:
         (is_int(c.init_max_sequences, 1),
          f"trainer.init_max_sequences must be an integer >= 1, got {c.init_max_sequences!r}"),
         (is_int(c.init_em_iters, 0), f"trainer.init_em_iters must be an integer >= 0, got {c.init_em_iters!r}"),
+        (is_int(c.init_context_steps, 0),
+         f"trainer.init_context_steps must be an integer >= 0, got {c.init_context_steps!r}"),
         (c.init in INITS, f"trainer.init must be one of {INITS}, got {c.init!r}"),
         (is_int(c.figure_every, 0), f"trainer.figure_every must be an integer >= 0, got {c.figure_every!r}"),
         (isinstance(c.keep_best, bool), f"trainer.keep_best must be true or false, got {c.keep_best!r}"),
@@ -164,6 +168,19 @@ def synthetic_checks(c) -> list[tuple[bool, str]]:
     return [*_generated_data_checks(c, "synthetic", "synthetic data"),
             (is_number(c.missing_fraction) and 0.0 <= c.missing_fraction < 1.0,
              f"data.missing_fraction must be a number in [0, 1), got {c.missing_fraction!r}")]
+
+
+def driven_checks(c) -> list[tuple[bool, str]]:
+    """Group ``data=driven`` (:class:`~pyro_dssm.config.schema.DrivenDataConfig`): K = 3, D = 2, rho in [0, 1)."""
+    return [
+        *_drawn_data_checks(c, "driven", "the input-driven data"),
+        (c.n_states == 3, f"data.n_states must be 3 for data=driven (low, middle, high input), got {c.n_states!r}"),
+        (c.obs_dim == 2, f"data.obs_dim must be 2 for data=driven (the states' means on a circle), got {c.obs_dim!r}"),
+        *((is_number(getattr(c, k)) and getattr(c, k) >= 0, f"data.{k} must be a number >= 0, got {getattr(c, k)!r}")
+          for k in ("stickiness", "gain", "level")),
+        (is_number(c.persistence) and 0.0 <= c.persistence < 1.0,
+         f"data.persistence must be in [0, 1), got {c.persistence!r}"),
+    ]
 
 
 def recurrent_checks(c) -> list[tuple[bool, str]]:
@@ -248,6 +265,11 @@ def file_data_checks(c) -> list[tuple[bool, str]]:
         (c.missing in MISSING_POLICIES, f"data.missing must be one of {MISSING_POLICIES}, got {c.missing!r}"),
         (c.known_states_column is None or c.name == "csv",
          f"data.known_states_column is read from a CSV (data=csv), got data={c.name}"),
+        (c.input_columns is None or c.name == "csv",
+         f"data.input_columns are read from a CSV (data=csv), got data={c.name}; from Python give inputs="),
+        (c.input_columns is None or (isinstance(c.input_columns, (list, tuple)) and len(c.input_columns) > 0
+                                     and all(isinstance(n, str) for n in c.input_columns)),
+         f"data.input_columns must be a non-empty list of column names, got {c.input_columns!r}"),
         *_shared_data_checks(c, obs_dim_optional=True),
     ]
 

@@ -28,6 +28,7 @@ EMISSIONS: dict[str, str | type] = {
 TRANSITIONS: dict[str, str | type] = {
     "stationary": "pyro_dssm.model.transitions.stationary:StationaryTransition",
     "recurrent": "pyro_dssm.model.transitions.recurrent:RecurrentTransition",
+    "inputs": "pyro_dssm.model.transitions.inputs:InputsTransition",
 }
 _KINDS = {"emission": EMISSIONS, "transition": TRANSITIONS}
 

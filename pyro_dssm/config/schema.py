@@ -13,6 +13,7 @@ program runs; the YAML files hold only values. The root config starts from
     data/synthetic.yaml, data/hard.yaml  -> /schema/data/synthetic -> SyntheticDataConfig
     data/switching_ar.yaml -> /schema/data/switching_ar -> SwitchingARDataConfig
     data/recurrent.yaml    -> /schema/data/recurrent    -> RecurrentDataConfig
+    data/driven.yaml       -> /schema/data/driven       -> DrivenDataConfig
     data/counts.yaml       -> /schema/data/counts       -> CountsDataConfig
     data/periodic.yaml     -> /schema/data/periodic     -> PeriodicDataConfig
     model/*.yaml -> ModelConfig, trainer/*.yaml -> TrainerConfig, baseline/*.yaml -> BaselineConfig (typed fields of Config)
@@ -34,10 +35,9 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from pyro_dssm.config.checks import (baseline_checks, counts_checks, file_data_checks, model_checks, npy_data_checks,
-                                     periodic_checks, raise_first, recurrent_checks, switching_ar_checks,
-                                     synthetic_checks,
-                                     trainer_checks)
+from pyro_dssm.config.checks import (baseline_checks, counts_checks, driven_checks, file_data_checks, model_checks,
+                                     npy_data_checks, periodic_checks, raise_first, recurrent_checks,
+                                     switching_ar_checks, synthetic_checks, trainer_checks)
 
 
 @dataclass
@@ -57,6 +57,8 @@ class ModelConfig:
     observed (D more inputs); None = on when the training data have a missing cell (set by ``train``).
     ``known_states``: the observations carry a known state per step after the D features (a label
     observed without noise, :mod:`pyro_dssm.model.known`); set by ``train`` from ``data.known_states_column``.
+    ``input_dim``: U, the exogenous inputs the observations carry after the D features (conditioned on,
+    not modelled, :mod:`pyro_dssm.model.inputs`); set by ``train`` from the data (``data.input_columns``).
 
     In the config ``obs_dim: null`` means "the loaded data's feature count";
     ``train()`` fills it in before building this, which needs an integer.
@@ -76,6 +78,7 @@ class ModelConfig:
     guide_messages: bool = True
     missing_input: bool | None = None
     known_states: bool = False
+    input_dim: int = 0
 
     def __post_init__(self):
         raise_first(model_checks(self))
@@ -102,6 +105,7 @@ class TrainerConfig:
     init_em_iters: int = 20
     init_max_sequences: int = 100
     init_stay_prob: float = 0.8
+    init_context_steps: int = 200
     guide_warmup_steps: int = 100
     device: str = "auto"
     num_threads: Any = "auto"
@@ -237,6 +241,7 @@ class FileDataConfig:
     feature_columns: list[str] | None = None
     label_column: str | None = None
     known_states_column: str | None = None
+    input_columns: list[str] | None = None
     features: list[str] = field(default_factory=lambda: ["raw"])
     smooth: int = 1
     feature_window: Any = 1  # steps, or "auto" (pyro_dssm/data/features.py: auto_window)
@@ -309,13 +314,38 @@ class RecurrentDataConfig:
         raise_first(recurrent_checks(self))
 
 
+@dataclass
+class DrivenDataConfig:
+    """Group ``data=driven``: switches driven by an exogenous input (pyro_dssm/data/driven.py); K = 3, D = 2, U = 1.
+
+    ``emission`` and ``transition`` are the families the model group takes by default.
+    """
+
+    name: str = "driven"
+    n_states: int = 3
+    obs_dim: int = 2
+    seq_len: int = 200
+    n_train: int = 500
+    n_val: int = 200
+    noise_std: float = 1.5
+    stickiness: float = 2.0
+    gain: float = 3.0
+    level: float = 1.2
+    persistence: float = 0.97
+    emission: str = "gaussian"
+    transition: str = "inputs"
+
+    def __post_init__(self):
+        raise_first(driven_checks(self))
+
+
 # the data group, whichever the source
 DataConfig = (SyntheticDataConfig | SwitchingARDataConfig | CountsDataConfig | PeriodicDataConfig | RecurrentDataConfig
-              | FileDataConfig | NpyDataConfig)
+              | DrivenDataConfig | FileDataConfig | NpyDataConfig)
 # data.name -> the dataclass of that source
 DATA_CONFIGS = {"synthetic": SyntheticDataConfig, "switching_ar": SwitchingARDataConfig, "counts": CountsDataConfig,
-                "periodic": PeriodicDataConfig, "recurrent": RecurrentDataConfig, "csv": FileDataConfig,
-                "npz": FileDataConfig, "npy": NpyDataConfig}
+                "periodic": PeriodicDataConfig, "recurrent": RecurrentDataConfig, "driven": DrivenDataConfig,
+                "csv": FileDataConfig, "npz": FileDataConfig, "npy": NpyDataConfig}
 
 
 def settings(cls, values: dict, group: str):
@@ -348,6 +378,7 @@ def register(store: ConfigStore | None = None) -> None:
     store.store(group="schema/data", name="counts", node=CountsDataConfig)
     store.store(group="schema/data", name="periodic", node=PeriodicDataConfig)
     store.store(group="schema/data", name="recurrent", node=RecurrentDataConfig)
+    store.store(group="schema/data", name="driven", node=DrivenDataConfig)
     store.store(group="schema/data", name="file", node=FileDataConfig)
     store.store(group="schema/data", name="npy", node=NpyDataConfig)
 

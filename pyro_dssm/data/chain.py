@@ -18,10 +18,11 @@ def sticky_transition(n_states: int, transition_bias: float) -> torch.Tensor:
 
 def sample_states(initial: torch.Tensor, transition: torch.Tensor, n_seqs: int, seq_len: int,
                   generator: torch.Generator) -> torch.Tensor:
-    """(N, T) int64 state paths of the chain (``initial`` (K,), ``transition`` (K, K) row-stochastic)."""
+    """(N, T) int64 state paths of the chain (``initial`` (K,), ``transition`` (K, K) row-stochastic, or (T, K, K)
+    one table per step, row t the step into t, for a chain driven by known inputs)."""
     states = torch.empty(n_seqs, seq_len, dtype=torch.long)
     states[:, 0] = torch.multinomial(initial, n_seqs, replacement=True, generator=generator)
     for t in range(1, seq_len):
-        rows = transition[states[:, t - 1]]  # (N, K)
+        rows = (transition if transition.dim() == 2 else transition[t])[states[:, t - 1]]  # (N, K)
         states[:, t] = torch.multinomial(rows, 1, generator=generator).squeeze(-1)
     return states

@@ -24,7 +24,8 @@ from torch.nn.utils.rnn import pad_sequence
 from pyro_dssm.config import FileDataConfig
 from pyro_dssm.data.sequences import SequenceData
 from pyro_dssm.data.features import Preprocessing, reads_window
-from pyro_dssm.data.readers import Sequences, read_csv, read_npz
+from pyro_dssm.data.npz import read_npz
+from pyro_dssm.data.readers import Sequences, read_csv
 
 def read_sequences(cfg: FileDataConfig, path: str | Path, label_names: list[str] | None = None,
                    labels_optional: bool = False, key: str = "data.path",
@@ -34,7 +35,7 @@ def read_sequences(cfg: FileDataConfig, path: str | Path, label_names: list[str]
     if cfg.name == "csv":
         return read_csv(path, cfg.id_column, cfg.time_column, cfg.feature_columns, cfg.label_column,
                         label_names, labels_optional, key, cfg.missing, cfg.known_states_column, known_names,
-                        known_optional=labels_optional)
+                        known_optional=labels_optional, input_columns=cfg.input_columns)
     return read_npz(path, label_names, key, cfg.missing)
 
 
@@ -91,6 +92,12 @@ class FileData:
     summary: str = ""
     params: None = None
     known_names: list[str] | None = None  # state k is known class k (data.known_states_column), else None
+    input_preprocessing: Preprocessing | None = None  # the inputs' standardisation (data.input_columns), else None
+
+    @property
+    def input_names(self) -> list[str] | None:
+        """The exogenous inputs the observations carry after the features, or None."""
+        return None if self.input_preprocessing is None else list(self.input_preprocessing.feature_names)
 
 
 def load_file_data(cfg: FileDataConfig, seed: int, sequences: Sequences | None = None) -> FileData:
@@ -115,7 +122,14 @@ def load_file_data(cfg: FileDataConfig, seed: int, sequences: Sequences | None =
                              cfg.feature_window)
     check_known(cfg, seqs)
     has_known = seqs.known is not None
-    train_x = [append_known(prep.apply(seqs.x[i]), seqs.known and seqs.known[i], has_known) for i in train_idx]
+    in_prep = input_scaling(seqs, val_seqs, train_idx)
+
+    def model_rows(s: Sequences, i: int) -> np.ndarray:
+        """Sequence i of ``s`` as the model reads it: features [, standardised inputs] [, known state]."""
+        return append_known(append_inputs(prep.apply(s.x[i]), s.inputs and s.inputs[i], in_prep),
+                            s.known and s.known[i], has_known)
+
+    train_x = [model_rows(seqs, i) for i in train_idx]
     train_z = None if seqs.labels is None else [seqs.labels[i] for i in train_idx]
     if cfg.window is not None:
         stride = cfg.stride or cfg.window
@@ -127,8 +141,7 @@ def load_file_data(cfg: FileDataConfig, seed: int, sequences: Sequences | None =
         raise ValueError(f"data.path={cfg.path!r}: every training sequence has fewer than 2 time steps (longest: "
                          f"{longest}); training needs at least one of 2 or more to learn p(c_t | c_(t-1))")
     val_z = None if val_seqs.labels is None else [val_seqs.labels[i] for i in val_idx]
-    val = pad_sequences([append_known(prep.apply(val_seqs.x[i]), val_seqs.known and val_seqs.known[i], has_known)
-                         for i in val_idx], val_z)
+    val = pad_sequences([model_rows(val_seqs, i) for i in val_idx], val_z)
     label_names = val_seqs.label_names if len(val_seqs.label_names) > len(seqs.label_names) else seqs.label_names
     separated = f" ({seqs.delimiter!r}-separated)" if seqs.delimiter not in (None, ",") else ""  # sniffed: say which
     summary = (f"{cfg.path}{separated}: {len(seqs)} sequences ({sum(len(x) for x in seqs.x)} steps), {len(seqs.feature_names)} "
@@ -138,8 +151,23 @@ def load_file_data(cfg: FileDataConfig, seed: int, sequences: Sequences | None =
         n_known = sum(int((k >= 0).sum()) for k in seqs.known)
         summary += (f"; {n_known} steps with a known state ({100 * n_known / sum(len(k) for k in seqs.known):.1f}%, "
                     f"classes {seqs.known_names} = states 0..{len(seqs.known_names) - 1})")
+    if in_prep is not None:
+        summary += f"; inputs {seqs.input_names} (standardised with the training split's mean and std)"
     return FileData(pad_sequences(train_x, train_z), val, prep, label_names, [val_seqs.names[i] for i in val_idx],
-                    summary, known_names=seqs.known_names if seqs.known is not None else None)
+                    summary, known_names=seqs.known_names if seqs.known is not None else None,
+                    input_preprocessing=in_prep)
+
+
+def input_scaling(seqs: Sequences, val_seqs: Sequences, train_idx: list[int]) -> Preprocessing | None:
+    """The exogenous inputs' standardisation (mean and std of the training split's), None without inputs;
+    ValueError when the validation sequences have inputs and the training ones not, or the other way."""
+    if (seqs.inputs is None) != (val_seqs.inputs is None):
+        raise ValueError(f"data.val_path: the validation file {'lacks' if val_seqs.inputs is None else 'has'} the inputs "
+                         f"{seqs.input_names or val_seqs.input_names} the training file "
+                         f"{'has' if val_seqs.inputs is None else 'lacks'}")
+    if seqs.inputs is None:
+        return None
+    return Preprocessing.fit([seqs.inputs[i] for i in train_idx], ["raw"], seqs.input_names)
 
 
 def check_known(cfg: FileDataConfig, seqs: Sequences) -> None:
@@ -150,6 +178,19 @@ def check_known(cfg: FileDataConfig, seqs: Sequences) -> None:
     if seqs.known is not None and not any((k >= 0).any() for k in seqs.known):
         raise ValueError(f"data.known_states_column={cfg.known_states_column!r} is empty in every row; give some "
                          "known states or drop the setting")
+
+
+def append_inputs(x: np.ndarray, inputs: np.ndarray | None, scaling: Preprocessing | None) -> np.ndarray:
+    """Features (T, D) -> (T, D + U) with the raw ``inputs`` (T, U) standardised by ``scaling`` (the training
+    inputs' :class:`~pyro_dssm.data.features.Preprocessing`) as the next columns (:mod:`pyro_dssm.model.inputs`);
+    x itself without ``scaling`` (a model without inputs). ValueError when a model with inputs is given none."""
+    if scaling is None:
+        return x
+    if inputs is None:
+        raise ValueError(f"the model reads the inputs {scaling.feature_names} at every step; none were given")
+    if len(inputs) != len(x):
+        raise ValueError(f"inputs of {len(inputs)} steps for a sequence of {len(x)}; give one row per step")
+    return np.concatenate([x, scaling.apply(np.asarray(inputs, dtype=np.float64))], -1)
 
 
 def append_known(x: np.ndarray, codes: np.ndarray | None, has_known: bool) -> np.ndarray:

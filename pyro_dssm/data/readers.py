@@ -1,15 +1,15 @@
-"""Reading your own sequences from a file: a long-format CSV or a NumPy ``.npz``, into ragged arrays.
+"""Reading your own sequences from a long-format CSV, and the :class:`Sequences` every reader returns.
 
-:func:`read_csv` and :func:`read_npz` return :class:`Sequences` (one (T_i, D0) array per sequence, times,
-optional labels as integer codes with their names); every malformed input is a ``ValueError`` naming the
-file, line or sequence. The pipeline that turns them into training data is :mod:`pyro_dssm.data.files`.
+:func:`read_csv` (and :func:`pyro_dssm.data.npz.read_npz`) return :class:`Sequences` (one (T_i, D0) array
+per sequence, times, optional labels as integer codes with their names); every malformed input is a
+``ValueError`` naming the file, line or sequence. The pipeline that turns them into training data is
+:mod:`pyro_dssm.data.files`.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,8 @@ class Sequences:
         delimiter: the field separator of a CSV file (``,`` ``;`` or tab), None for other sources.
         known: (T_i,) int64 codes of the known states (-1 = not known), or None without a known-states column.
         known_names: known-state code -> its class, as text (state k of the model is class k).
+        inputs: (T_i, U) float64 exogenous inputs (``data.input_columns``), or None without them.
+        input_names: the U input column names, or None.
     """
 
     names: list[str]
@@ -41,6 +43,8 @@ class Sequences:
     delimiter: str | None = None
     known: list[np.ndarray] | None = None
     known_names: list[str] | None = None
+    inputs: list[np.ndarray] | None = None
+    input_names: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.x)
@@ -116,7 +120,7 @@ def read_csv(
     path: str | Path, id_column: str, time_column: str | None = None, feature_columns: list[str] | None = None,
     label_column: str | None = None, label_names: list[str] | None = None, labels_optional: bool = False,
     key: str = "data.path", missing: str = "marginalise", known_column: str | None = None,
-    known_names: list[str] | None = None, known_optional: bool = False,
+    known_names: list[str] | None = None, known_optional: bool = False, input_columns: list[str] | None = None,
 ) -> Sequences:
     """Read a long-format CSV: one row per time step, a header row, sequences told apart by ``id_column``.
 
@@ -128,8 +132,9 @@ def read_csv(
     (:data:`MISSING_CELLS`) is a missing value: NaN in x with ``missing="marginalise"``, an error
     naming its line with ``missing="error"``. ``known_column``: a column of known states (empty = not known),
     coded like labels (``known_names`` first, in that order: a decoded file keeps the training codes);
-    ``known_optional`` reads a file without it as knowing none. ``key`` names the setting that gave ``path``
-    in error messages.
+    ``known_optional`` reads a file without it as knowing none. ``input_columns``: exogenous inputs
+    (:mod:`pyro_dssm.model.inputs`), each cell a finite number (no missing input: it is conditioned on, not
+    modelled). ``key`` names the setting that gave ``path`` in error messages.
     """
     path = check_input_file(path, key)
     columns, rows, lines, delimiter = _read_rows(path, key)
@@ -141,17 +146,26 @@ def read_csv(
         label_column = None
     if known_column is not None and known_column not in columns and known_optional:
         known_column = None
-    for what, name in (("id_column", id_column), ("time_column", time_column), ("label_column", label_column),
-                       ("known_states_column", known_column)):
-        if name is not None and name not in columns:
-            raise ValueError(f"data.{what}={name!r} is not a column of {path} (columns: {columns})")
-    feature_columns = _feature_columns(path, key, columns, rows, lines, feature_columns,
-                                       {id_column, time_column, label_column, known_column}, id_column, time_column)
+    input_columns = list(input_columns or [])
+    _check_columns(path, key, columns, {"id_column": id_column, "time_column": time_column,
+                                        "label_column": label_column, "known_states_column": known_column},
+                   input_columns)
+    special = {id_column, time_column, label_column, known_column, *input_columns}
+    feature_columns = _feature_columns(path, key, columns, rows, lines, feature_columns, special, id_column,
+                                       time_column)
+    overlap = [c for c in input_columns if c in feature_columns]
+    if overlap:
+        raise ValueError(f"{overlap} are both features (data.feature_columns) and inputs (data.input_columns); a column "
+                         "is modelled or conditioned on, not both")
     values = _feature_values(path, rows, lines, feature_columns, id_column, time_column, missing)
-    names, xs, times, raw_labels, raw_known = [], [], [], [], []
+    input_values = (_feature_values(path, rows, lines, input_columns, id_column, time_column, "error", role="input")
+                    if input_columns else None)
+    names, xs, times, raw_labels, raw_known, inputs = [], [], [], [], [], []
     for name, idx, t in _sequences(path, rows, id_column, time_column):
         names.append(name)
         xs.append(values[idx])
+        if input_values is not None:
+            inputs.append(input_values[idx])
         times.append(t)
         if label_column is not None:
             raw_labels.append([rows[i][label_column].strip() for i in idx])
@@ -160,7 +174,21 @@ def read_csv(
     check_missing(names, xs, str(path))
     labels, label_names = label_codes(raw_labels, label_names) if label_column is not None else (None, [])
     known, known_names = label_codes(raw_known, known_names) if known_column is not None else (None, known_names)
-    return Sequences(names, xs, times, labels, label_names, feature_columns, delimiter, known, known_names)
+    return Sequences(names, xs, times, labels, label_names, feature_columns, delimiter, known, known_names,
+                     inputs if input_columns else None, input_columns or None)
+
+
+def _check_columns(path: Path, key: str, columns: list[str], named: dict[str, str | None],
+                   input_columns: list[str]) -> None:
+    """ValueError naming the first setting (``named``: setting -> column, None = not set; the input columns) whose
+    column the file lacks."""
+    for what, name in named.items():
+        if name is not None and name not in columns:
+            raise ValueError(f"data.{what}={name!r} is not a column of {path} (columns: {columns})")
+    absent = [c for c in input_columns if c not in columns]
+    if absent:
+        raise ValueError(f"{key}={str(path)!r} lacks the input column(s) {absent} (data.input_columns); its columns: "
+                         f"{columns}")
 
 
 def _feature_columns(path: Path, key: str, columns: list[str], rows: list[dict], lines: list[int],
@@ -197,9 +225,10 @@ def is_missing_cell(cell: str) -> bool:
 
 
 def _feature_values(path: Path, rows: list[dict], lines: list[int], feature_columns: list[str], id_column: str,
-                    time_column: str | None, missing: str = "marginalise") -> np.ndarray:
+                    time_column: str | None, missing: str = "marginalise", role: str = "feature") -> np.ndarray:
     """(rows, features) float64 values, NaN for a missing cell with ``missing="marginalise"``; any other cell that
-    is not a finite number is an error naming its line (a missing one too with ``missing="error"``)."""
+    is not a finite number is an error naming its line (a missing one too with ``missing="error"``; ``role``
+    ``input``: the columns are exogenous inputs, whose missing cells cannot be summed out)."""
     values = np.empty((len(rows), len(feature_columns)))
     for i, row in enumerate(rows):
         for j, c in enumerate(feature_columns):
@@ -208,7 +237,9 @@ def _feature_values(path: Path, rows: list[dict], lines: list[int], feature_colu
                 values[i, j] = np.nan
                 continue
             if not _is_number(cell) or not math.isfinite(float(cell)):
-                hint = (" (a missing value: data.missing=marginalise sums it out)" if is_missing_cell(cell) else "")
+                hint = ("" if not is_missing_cell(cell) else " (a missing value: data.missing=marginalise sums it out)"
+                        if role == "feature" else " (an input is conditioned on, not modelled: a missing one cannot "
+                        "be summed out; fill it in)")
                 raise ValueError(f"{path} line {lines[i]}, {_where(rows, i, id_column, time_column)}: column {c!r} "
                                  f"must hold a finite number, got {cell!r}{hint}")
             values[i, j] = float(cell)
@@ -251,102 +282,3 @@ def _is_number(text: str) -> bool:
     except (TypeError, ValueError):
         return False
     return True
-
-
-def read_npz(path: str | Path, label_names: list[str] | None = None, key: str = "data.path",
-             missing: str = "marginalise") -> Sequences:
-    """Read sequences from a NumPy ``.npz`` file (no pickle).
-
-    Two layouts: keys ``x_<name>`` (T_i, D) with optional ``z_<name>`` (T_i,),
-    one per sequence and of any length; or one array ``x`` (N, T, D) with
-    optional ``z`` (N, T) and ``lengths`` (N,) (a file with a single array is
-    read as ``x``). Integer labels; negative values are unlabelled steps. NaN cells of x are missing values
-    (refused with ``missing="error"``).
-    ``key`` names the setting that gave ``path`` in error messages.
-    """
-    path = check_input_file(path, key)
-    arrays = _load_npz(path, key)
-    names, xs, zs = _npz_sequences(path, arrays)
-    _check_npz_sequences(path, names, xs, zs, missing)
-    xs = [np.asarray(x, dtype=np.float64).reshape(x.shape[0], -1) for x in xs]
-    check_missing(names, xs, str(path))
-    if len({x.shape[1] for x in xs}) > 1:
-        raise ValueError(f"{path}: sequences differ in feature count: {sorted({x.shape[1] for x in xs})}")
-    labels, names_out = None, []
-    if any(z is not None for z in zs):
-        raw = [[str(int(v)) if v >= 0 else "" for v in z] if z is not None else [""] * len(x) for x, z in zip(xs, zs)]
-        labels, names_out = label_codes(raw, label_names)
-    features = [f"x{j}" for j in range(xs[0].shape[1])]
-    return Sequences(names, xs, [np.arange(len(x)) for x in xs], labels, names_out, features)
-
-
-
-
-def _load_npz(path: Path, key: str) -> dict[str, np.ndarray]:
-    """The arrays of an ``.npz`` archive (no pickle); ValueError naming the file when it is unreadable or empty."""
-    try:
-        loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise ValueError(f"a single .npy array of shape {loaded.shape}, not a .npz archive")
-        with loaded as f:
-            arrays = {k: f[k] for k in f.files}
-    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"{key}={str(path)!r} is not a readable .npz file ({reason})") from None
-    if not arrays:
-        raise ValueError(f"{key}={str(path)!r} holds no arrays; expected x_<name> (T, D) arrays or x (N, T, D)")
-    return arrays
-
-
-def _npz_sequences(path: Path, arrays: dict[str, np.ndarray]):
-    """The two layouts of :func:`read_npz` -> sequence names, (T_i, ...) arrays and (T_i,) labels or None."""
-    per_seq = [k[2:] for k in arrays if k.startswith("x_")]
-    if per_seq:
-        orphans = [k for k in arrays if k.startswith("z_") and k[2:] not in per_seq]
-        if orphans:
-            raise ValueError(f"{path}: labels {orphans} have no matching x_<name> array")
-        xs = [arrays[f"x_{n}"] for n in per_seq]
-        zs = [arrays.get(f"z_{n}") for n in per_seq]
-        names = per_seq
-    else:
-        name = "x" if "x" in arrays else (next(iter(arrays)) if len(arrays) == 1 else None)
-        if name is None:
-            raise ValueError(f"{path}: expected keys x_<name> or an array 'x' (N, T, D), got {sorted(arrays)}")
-        full = arrays[name]
-        if full.ndim == 2:
-            full = full[..., None]
-        if full.ndim != 3:
-            raise ValueError(f"{path}: array {name!r} must be (N, T, D), got shape {full.shape}")
-        if full.shape[0] == 0 or full.shape[1] == 0:
-            raise ValueError(f"{path}: array {name!r} of shape {full.shape} holds no time steps; expected N >= 1, T >= 1")
-        lengths = arrays.get("lengths", np.full(full.shape[0], full.shape[1]))
-        if (lengths.shape != full.shape[:1] or not np.issubdtype(lengths.dtype, np.integer)
-                or not ((lengths >= 1) & (lengths <= full.shape[1])).all()):
-            raise ValueError(f"{path}: 'lengths' must be N={full.shape[0]} integers in [1, T={full.shape[1]}], "
-                             f"got {lengths.dtype} {lengths.shape} {lengths.ravel()[:5].tolist()}")
-        z = arrays.get("z")
-        if z is not None and z.shape != full.shape[:2]:
-            raise ValueError(f"{path}: labels 'z' must be (N, T) = {full.shape[:2]}, got {z.shape}")
-        xs = [full[i, : int(n)] for i, n in enumerate(lengths)]
-        zs = [None if z is None else z[i, : int(n)] for i, n in enumerate(lengths)]
-        names = [str(i) for i in range(full.shape[0])]
-    return names, xs, zs
-
-
-def _check_npz_sequences(path: Path, names: list[str], xs: list[np.ndarray], zs: list,
-                         missing: str = "marginalise") -> None:
-    """Each sequence a non-empty numeric array of finite numbers (or NaN, missing, unless ``missing="error"``),
-    its labels as long as it."""
-    for name, x, z in zip(names, xs, zs):
-        if x.ndim not in (1, 2) or x.size == 0 or not np.issubdtype(x.dtype, np.number):
-            raise ValueError(f"{path}: sequence {name!r} must be a non-empty numeric (T, D) array, got shape "
-                             f"{x.shape} of {x.dtype}")
-        flat = x.reshape(x.shape[0], -1)
-        bad = np.argwhere(np.isinf(flat) if missing == "marginalise" else ~np.isfinite(flat))
-        if len(bad):
-            t, j = bad[0]
-            hint = " or NaN for a missing value" if missing == "marginalise" else " (data.missing=marginalise takes NaN)"
-            raise ValueError(f"{path}: sequence {name!r} holds {flat[t, j]} at time step {t} "
-                             f"(column {j}); expected finite numbers{hint}")
-        if z is not None and z.shape != x.shape[:1]:
-            raise ValueError(f"{path}: labels of {name!r} must have shape ({x.shape[0]},), got {z.shape}")

@@ -30,7 +30,7 @@ import torch
 
 from pyro_dssm.config import RecurrentDataConfig
 from pyro_dssm.data.sequences import SequenceData
-from pyro_dssm.data.synthetic import SyntheticData
+from pyro_dssm.data.synthetic import SyntheticData, draw_splits
 
 DIRECTIONS = (1.0, -1.0)  # d_k: state 0 moves right, state 1 left
 
@@ -92,7 +92,4 @@ class TrackParams:
 def make_recurrent(cfg: RecurrentDataConfig, seed: int = 0) -> SyntheticData:
     """Seeded ``data=recurrent``: the parameters of ``cfg`` (fixed, not drawn), then train, then validation tracks."""
     params = TrackParams(cfg.speed, cfg.noise_std, cfg.half_length, cfg.sharpness, cfg.floor)
-    gen = torch.Generator().manual_seed(seed)
-    train = params.sample(cfg.n_train, cfg.seq_len, gen)
-    val = params.sample(cfg.n_val, cfg.seq_len, gen)
-    return SyntheticData(train, val, params)
+    return SyntheticData(*draw_splits(params, cfg, seed), params)

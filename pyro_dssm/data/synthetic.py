@@ -96,6 +96,14 @@ class SyntheticData:
     params: HMMParams
 
 
+def draw_splits(params, cfg, seed: int) -> tuple[SequenceData, SequenceData]:
+    """Train, then validation sequences (``cfg.n_train``, ``cfg.n_val`` of ``cfg.seq_len`` steps) from a process with
+    fixed parameters whose ``sample(n, T, generator)`` draws them, from one generator seeded with ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    train = params.sample(cfg.n_train, cfg.seq_len, gen)
+    return train, params.sample(cfg.n_val, cfg.seq_len, gen)
+
+
 def validate_synthetic_args(n_states, obs_dim, seq_len, n_train, n_val, transition_bias, noise_std,
                             missing_fraction=0.0) -> None:
     """Raise ValueError naming the first bad argument of :func:`make_synthetic` (the checks of ``data=synthetic``)."""

@@ -7,7 +7,9 @@ escape. So, before any gradient step, ``trainer.init`` says what to do:
 
 * ``em`` (default): the family's classical HMM fitted by Baum-Welch from several
   k-means (and, for some families, random-label) starts, the best by exact log p(X),
-  distilled into the networks (:mod:`pyro_dssm.inference.em`);
+  distilled into the networks (:mod:`pyro_dssm.inference.em`); a transition that reads context
+  (``recurrent``, ``inputs``) is then fitted to it by exact maximum likelihood, the emission held
+  (:mod:`pyro_dssm.inference.context_fit`, ``trainer.init_context_steps``);
 * ``kmeans``: the same from the k-means starts, without EM iterations;
 * ``random``: the weights as built; the learning method trains its random starts
   (:mod:`pyro_dssm.inference.random_starts`);
@@ -22,6 +24,7 @@ import logging
 
 import torch
 
+from pyro_dssm.inference.context_fit import fit_context
 from pyro_dssm.inference.em import distill, fit_classical
 
 log = logging.getLogger(__name__)
@@ -43,10 +46,13 @@ def initialise(net, x: torch.Tensor, mask: torch.Tensor, cfg, gen: torch.Generat
     if x.shape[0] > cfg.init_max_sequences:
         idx = torch.randperm(x.shape[0], generator=gen)[: cfg.init_max_sequences].to(x.device)
         x, mask = x[idx], mask[idx]
-    features, clamp = net.observations(x)  # known states: EM's posteriors are clamped there too
+    features, _, clamp = net.observations(x)  # known states: EM's posteriors are clamped there too (inputs: the
+    # classical fit is a stationary HMM, whose matrix the transition's table at u = 0 is moved to)
     params, trans, score, restart = fit_classical(net.emitter, features, mask, gen, cfg.init, cfg.init_restarts,
                                                   cfg.init_em_iters, cfg.init_stay_prob, clamp)
     distill(net, params, trans)
     log.info("init (%s, %d restarts): best log p(X)/step %.4f from candidate %d", cfg.init, cfg.init_restarts,
              score, restart)
-    return {"init_loglik_per_step": score, "init_restart": restart}
+    # a transition that reads context starts as the stationary matrix; its context is fitted exactly, emission held
+    context = fit_context(net, x, mask, cfg.init_context_steps)
+    return {"init_loglik_per_step": score, "init_restart": restart, **context}

@@ -63,7 +63,9 @@ from pyro_dssm.model.dssm import DSSM
 log = logging.getLogger(__name__)
 
 RECORD_KEYS = ("epoch", "step", "train_seconds")  # the keys of a history record that are not metrics
-STARTS_KEYS = ("random_start_scores", "random_start", "random_start_seeds")  # best_random_start's, kept in checkpoints
+# what the start reports (best_random_start's; the context fit's log p(X) before / after), kept in checkpoints
+STARTS_KEYS = ("random_start_scores", "random_start", "random_start_seeds", "init_context_loglik_before",
+               "init_context_loglik_after")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -184,7 +186,8 @@ def _early_stopping(cfg: TrainerConfig, steps_per_epoch: int) -> list[EarlyStopp
 def _starting_point(model: DSSM, train: SequenceData, val: SequenceData, cfg: TrainerConfig, gen: torch.Generator,
                 group: DataParallel | None, seed: int) -> dict:
     """Data-driven init (or the best of random starts) and guide warm-up, once: on rank 0, whose parameters and
-    minibatch order all ranks take. Returns what the random starts did (their scores and the one kept), or {}."""
+    minibatch order all ranks take. Returns what the start reports (:data:`STARTS_KEYS`: the context fit's log p(X)
+    before and after, the random starts' scores and the one kept), or {}."""
     started = {}
     device = next(model.parameters()).device
     if group is None or group.is_main:
@@ -193,7 +196,8 @@ def _starting_point(model: DSSM, train: SequenceData, val: SequenceData, cfg: Tr
         else:  # streamed from disk: the init sees a random sample that fits in memory
             sample = train.subset(torch.randperm(len(train), generator=gen)[: cfg.init_max_sequences])
             x, mask = sample.x.to(device), sample.mask.to(device)
-        initialise(model, x, mask, cfg, gen)
+        init = initialise(model, x, mask, cfg, gen)
+        started = {k: init[k] for k in STARTS_KEYS if k in init}
         if cfg.init == "random" and cfg.init_restarts > 1:
             started = _random_starts(model, x, mask, val, cfg, gen, seed)
         if cfg.guide_warmup_steps > 0:

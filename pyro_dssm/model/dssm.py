@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import pyro
 import torch
 from torch import nn
@@ -10,6 +12,7 @@ from pyro_dssm.model import hmm
 from pyro_dssm.config import ModelConfig  # noqa: F401 (re-exported: the model's settings)
 from pyro_dssm.model.emissions.base import split_missing
 from pyro_dssm.model.families import make_emission, make_transition
+from pyro_dssm.model.inputs import split_inputs
 from pyro_dssm.model.known import clamp_table, clamped, split_known
 from pyro_dssm.model.networks import Evidence, PosteriorNet
 from pyro_dssm.model.relaxed import ChainLikelihood, RelaxedChainPosterior, RelaxedChainPrior
@@ -22,7 +25,7 @@ def check_batch(x: torch.Tensor, mask: torch.Tensor | None, obs_dim: int) -> tor
     """Validate a batch for the models of this package and return its (B, T) bool mask.
 
     Args:
-        x: (B, T, D) observations, D = ``obs_dim`` (the features, + 1 with ``model.known_states``).
+        x: (B, T, D) observations, D = ``obs_dim`` (the features, + U inputs, + 1 with ``model.known_states``).
         mask: (B, T) valid steps (any dtype, read as bool), or None for all valid.
     Raises:
         ValueError: naming the shape of ``x`` or ``mask`` if it is not the expected one.
@@ -34,6 +37,14 @@ def check_batch(x: torch.Tensor, mask: torch.Tensor | None, obs_dim: int) -> tor
     if mask.shape != x.shape[:2]:
         raise ValueError(f"expected mask of shape {tuple(x.shape[:2])}, got {tuple(mask.shape)}")
     return mask.bool()
+
+
+class Observed(NamedTuple):
+    """The columns of an observation tensor (B, T, D + U [+ 1]), split (:meth:`NeuralHMM.observations`)."""
+
+    features: torch.Tensor  # (B, T, D), NaN = missing
+    inputs: torch.Tensor | None  # (B, T, U) exogenous inputs (:mod:`pyro_dssm.model.inputs`), None for U = 0
+    clamp: torch.Tensor | None  # (B, T, K) log-indicator of the known states (:mod:`pyro_dssm.model.known`), or None
 
 
 class NeuralHMM(nn.Module):
@@ -54,24 +65,28 @@ class NeuralHMM(nn.Module):
     def n_states(self) -> int:
         return self.config.n_states
 
-    def transition_parameters(self, x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def transition_parameters(self, x: torch.Tensor | None = None,
+                              inputs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """log_init (K,): uniform log p(c_1); log_trans ``[..., i, j] = log p(c_t = j | c_{t-1} = i)``: (K, K), or
-        (B, T, K, K) for a transition that reads the observed past (``recurrent``) given the features x (B, T, D)
-        (without x: its table at x_{t-1} = 0)."""
-        context = None if x is None else self.transition.context(x)
+        (B, T, K, K) for a transition that reads the observed past (``recurrent``) or the inputs (``inputs``) given
+        the features x (B, T, D) and inputs (B, T, U) (without x: its table at x_{t-1} = 0, u_t = 0)."""
+        context = None if x is None else self.transition.context(x, inputs)
         log_trans = self.transition.log_matrix(context)
         return hmm.uniform_log_init(self.n_states, log_trans), log_trans
 
     @property
     def data_dim(self) -> int:
-        """Columns of the observation tensor: the D features, and the known states' with ``model.known_states``."""
-        return self.config.obs_dim + int(bool(self.config.known_states))
+        """Columns of the observation tensor: the D features, the U inputs and the known states' with
+        ``model.known_states`` (:mod:`pyro_dssm.model.inputs`)."""
+        return self.config.obs_dim + self.config.input_dim + int(bool(self.config.known_states))
 
-    def observations(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Observations (B, T, :attr:`data_dim`) -> the features (B, T, D) and, with ``model.known_states``, the
-        (B, T, K) log-indicator of the known states (:mod:`pyro_dssm.model.known`), else None."""
-        features, codes = split_known(x, bool(self.config.known_states))
-        return features, None if codes is None else clamp_table(codes, self.n_states, features)
+    def observations(self, x: torch.Tensor) -> Observed:
+        """Observations (B, T, :attr:`data_dim`) -> :class:`Observed`: the features (B, T, D), the inputs (B, T, U)
+        (None for U = 0) and, with ``model.known_states``, the (B, T, K) log-indicator of the known states
+        (:mod:`pyro_dssm.model.known`), else None."""
+        columns, codes = split_known(x, bool(self.config.known_states))
+        features, inputs = split_inputs(columns, self.config.obs_dim, self.config.input_dim)
+        return Observed(features, inputs, None if codes is None else clamp_table(codes, self.n_states, features))
 
     def exact_hmm(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The exact HMM of the generative model with hard one-hot states, on x (B, T, :attr:`data_dim`).
@@ -80,8 +95,8 @@ class NeuralHMM(nn.Module):
             log_init (K,), log_trans (K, K) (:meth:`transition_parameters`) and
             log_lik (B, T, K): ``log p(x_t | c_t = k, x_{<t})`` (the family's ``table``; clamped at known states).
         """
-        features, clamp = self.observations(x)
-        return (*self.transition_parameters(features), clamped(self.emitter.table(features), clamp))
+        features, inputs, clamp = self.observations(x)
+        return (*self.transition_parameters(features, inputs), clamped(self.emitter.table(features), clamp))
 
     def hmm_parameters(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """A family with fixed per-state means only (``gaussian``): log_init (K,), log_trans (K, K) and the (K, D) means."""
@@ -116,8 +131,8 @@ class DSSM(NeuralHMM):
         super().__init__(config)
         # an emission with memory (order > 0) also feeds the guide its per-state log-likelihoods
         extra = config.n_states if self.emitter.order > 0 else 0
-        # with missing_input the BiGRU reads [x with missing cells as 0, which cells are observed]
-        inputs = config.obs_dim * (2 if config.missing_input else 1)
+        # with missing_input the BiGRU reads [x with missing cells as 0, which cells are observed], then the inputs
+        inputs = config.obs_dim * (2 if config.missing_input else 1) + config.input_dim
         self.posterior = PosteriorNet(config.n_states, inputs, config.rnn_hidden, extra_dim=extra)
         # measured (benchmarks/RESULTS.md): the evidence helps memoryless families from any start; with
         # memory (the BiGRU already reads the table) it lowered the guide on data=switching_ar
@@ -152,34 +167,37 @@ class DSSM(NeuralHMM):
     def guide_reading(self, x: torch.Tensor, lengths: torch.Tensor | None = None):
         """:meth:`guide_inputs` and the detached emission table (B, T, K) they were computed from (None when
         the guide reads no table): computed once for both, and handed on to the objectives with the guide's chain."""
-        features, clamp = self.observations(x)
+        features, inputs, clamp = self.observations(x)
         use_table = self.posterior.extra_dim or self.uses_evidence
         with torch.no_grad():
             table = self.emitter.table(features) if use_table else None
             local = clamped(table, clamp).log_softmax(-1) if use_table else None
             if self.uses_evidence:
-                evidence = self._evidence(local, lengths, features)
+                evidence = self._evidence(local, lengths, features, inputs)
             elif clamp is not None:  # the known states alone: the guide's draws stay on them
                 evidence = Evidence(clamp, clamp.new_zeros(self.n_states, self.n_states))
             else:
                 evidence = None
         extra = local.clamp_min(-TABLE_FLOOR) if self.posterior.extra_dim else None
-        return self.posterior.encode(self.guide_observations(features), lengths, extra), evidence, table
+        return self.posterior.encode(self.guide_observations(features, inputs), lengths, extra), evidence, table
 
-    def guide_observations(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, T, D), NaN = missing -> the BiGRU's input: x with missing cells as 0, and with ``model.missing_input``
-        (B, T, 2D) [that, 1 where a cell is observed]."""
+    def guide_observations(self, x: torch.Tensor, inputs: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, T, D), NaN = missing, inputs (B, T, U) or None -> the BiGRU's input: x with missing cells as 0, with
+        ``model.missing_input`` (B, T, 2D) [that, 1 where a cell is observed], then the inputs."""
         filled, observed = split_missing(x)
-        if not self.config.missing_input:
-            return filled
-        observed = torch.ones_like(x) if observed is None else observed.to(x.dtype)
-        return torch.cat([filled, observed], -1)
+        columns = [filled]
+        if self.config.missing_input:
+            columns.append(torch.ones_like(x) if observed is None else observed.to(x.dtype))
+        if inputs is not None:
+            columns.append(inputs)
+        return columns[0] if len(columns) == 1 else torch.cat(columns, -1)
 
-    def _evidence(self, local: torch.Tensor, lengths: torch.Tensor | None, features: torch.Tensor) -> Evidence:
+    def _evidence(self, local: torch.Tensor, lengths: torch.Tensor | None, features: torch.Tensor,
+                  inputs: torch.Tensor | None = None) -> Evidence:
         """The guide's :class:`~pyro_dssm.model.networks.Evidence` from the normalised table ``local`` (B, T, K) of the
-        features (B, T, D); with ``model.guide_messages`` the backward messages too
+        features (B, T, D) and inputs (B, T, U); with ``model.guide_messages`` the backward messages too
         (:func:`pyro_dssm.model.hmm.normalised_backward`)."""
-        log_trans = self.transition_parameters(features)[1]
+        log_trans = self.transition_parameters(features, inputs)[1]
         if not self.uses_messages:
             return Evidence(local, log_trans)
         mask = None if lengths is None else torch.arange(local.shape[1], device=local.device) < lengths[:, None]
@@ -189,9 +207,10 @@ class DSSM(NeuralHMM):
     def model(self, x: torch.Tensor, mask: torch.Tensor | None = None, tau: float = 1.0) -> None:
         """x (B, T, D); mask (B, T) bool of valid steps; tau the relaxation temperature."""
         mask = check_batch(x, mask, self.data_dim)
-        features, clamp = self.observations(x)
+        features, inputs, clamp = self.observations(x)
         with pyro.plate("sequences", x.shape[0]):
-            prior = RelaxedChainPrior(self.transition, tau, mask, self.n_states, self.transition.context(features))
+            prior = RelaxedChainPrior(self.transition, tau, mask, self.n_states,
+                                      self.transition.context(features, inputs))
             y = pyro.sample("c", prior)
             pyro.sample("x", ChainLikelihood(self.emitter, y.exp(), mask, chain=prior, clamp=clamp), obs=features)
 

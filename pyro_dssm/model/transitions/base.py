@@ -5,8 +5,8 @@ the observed past (:meth:`Transition.forward`, what the relaxed chains of
 :mod:`pyro_dssm.model.relaxed` call; :meth:`Transition.context`, nothing for ``stationary``) and
 the exact HMM's log transition table (:meth:`Transition.log_matrix`): (K, K), the same at every
 step, for a family without context; (B, T, K, K) for one that reads it (``recurrent``: the last
-observation), still an exact HMM because what it reads is observed (:mod:`pyro_dssm.model.hmm`
-takes either).
+observation; ``inputs``: the exogenous inputs u_t, :mod:`pyro_dssm.model.inputs`), still an exact
+HMM because what it reads is observed (:mod:`pyro_dssm.model.hmm` takes either).
 The initial distribution p(c_1) is uniform. Beside them: :meth:`Transition.fit_to`, the loss that
 moves the networks to a classical (K, K) matrix (the init), and :meth:`Transition.n_parameters`.
 """
@@ -35,15 +35,16 @@ class Transition(nn.Module):
         """The family's keyword options from the ``model`` settings (``ModelConfig``); none by default."""
         return {}
 
-    reads_context: bool = False  # whether p(c_t | c_{t-1}) reads the observed past (a time-varying table)
+    reads_context: bool = False  # whether p(c_t | c_{t-1}) reads the observed past or inputs (a time-varying table)
+    reads_inputs: bool = False  # whether it reads the exogenous inputs u_t (model.input_dim > 0 required)
 
     def forward(self, prev_state: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """prev_state (..., K) on the simplex, context (..., C) of the step (None: no context) -> (..., K) logits."""
         raise NotImplementedError
 
-    def context(self, x: torch.Tensor) -> torch.Tensor | None:
-        """x (B, T, D) -> (B, T, C): what the transition into step t reads of x_{<t} (row 0 unused); None for a
-        family without context."""
+    def context(self, x: torch.Tensor, inputs: torch.Tensor | None = None) -> torch.Tensor | None:
+        """x (B, T, D) and inputs (B, T, U) (None without) -> (B, T, C): what the transition into step t reads of
+        x_{<t} and u_t (row 0 unused); None for a family without context."""
         return None
 
     def log_matrix(self, context: torch.Tensor | None = None) -> torch.Tensor:
