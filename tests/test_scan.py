@@ -215,3 +215,27 @@ def test_parallel_refuses_shapes_that_disagree(f):
     late[1, 0] = False
     with pytest.raises(ValueError, match=r"False at step 1 of sequence\(s\) \[1\]"):
         f(log_init, log_trans, log_lik, late)
+
+
+def test_em_takes_the_scan_for_few_long_sequences_and_both_e_steps_fit_the_same_hmm(monkeypatch):
+    from pyro_dssm.data.synthetic import make_hmm_params, sample_hmm
+    from pyro_dssm.inference import em
+    from pyro_dssm.model.emissions.gaussian import GaussianEmission
+
+    assert em.e_step_log_px(3, 730, 3) is scan.parallel_log_likelihood  # bee-sized: a few long dances
+    assert em.e_step_log_px(100, 100, 5) is hmm.log_likelihood  # the default data: many short sequences
+    gen = torch.Generator().manual_seed(0)
+    data = sample_hmm(make_hmm_params(3, 2, 0.9, 0.7, gen), 2, 400, gen)
+    mask = data.mask.clone()
+    mask[1, 300:] = False  # ragged
+    emitter = GaussianEmission(3, 2, 8, noise_std=0.7)
+    labels = torch.nn.functional.one_hot(data.states, 3).float()
+    start = emitter.m_step(data.x, mask, labels.roll(5, 1))  # a start off the truth
+    trans = torch.full((3, 3), 1 / 3)
+    fits = {}
+    for name, log_px in (("scan", scan.parallel_log_likelihood), ("sequential", hmm.log_likelihood)):
+        monkeypatch.setattr(em, "e_step_log_px", lambda *_, f=log_px: f)
+        fits[name] = em.baum_welch(emitter, start, data.x, mask, trans, n_iter=10)
+    (p_scan, t_scan, s_scan), (p_seq, t_seq, s_seq) = fits["scan"], fits["sequential"]
+    assert torch.allclose(t_scan, t_seq, atol=1e-4) and s_scan == pytest.approx(s_seq, abs=1e-5)
+    assert all(torch.allclose(p_scan[k], p_seq[k], atol=1e-4) for k in p_seq)

@@ -22,7 +22,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from pyro_dssm.data.chain import sticky_transition
-from pyro_dssm.model import hmm
+from pyro_dssm.model import hmm, scan
 from pyro_dssm.model.emissions.base import Emission
 from pyro_dssm.model.known import clamped
 
@@ -117,11 +117,28 @@ def observed_distance(points: torch.Tensor, centres: torch.Tensor) -> torch.Tens
     return (filled.pow(2).sum(-1, keepdim=True) - 2 * filled @ centres.T + o @ centres.pow(2).T).clamp_min(0.0)
 
 
+# EM's E-step by the parallel scan for sequences at least this long in batches of at most this many (sequence, i, j)
+# cells per step, where the sequential forward's T small steps cost more than the scan's extra K factor (measured:
+# benchmarks/RESULTS.md, "EM's E-step by the parallel scan")
+SCAN_MIN_STEPS = 256
+SCAN_MAX_CELLS = 800
+
+
+def e_step_log_px(batch: int, steps: int, n_states: int):
+    """The exact log p(X) EM differentiates for B = ``batch`` sequences of T = ``steps`` steps and K = ``n_states``:
+    :func:`pyro_dssm.model.scan.parallel_log_likelihood` (log2 T rounds of products) when T >= ``SCAN_MIN_STEPS`` and
+    B K^2 <= ``SCAN_MAX_CELLS`` (a few long sequences: bee dances, motion capture), else the sequential scaled forward
+    :func:`pyro_dssm.model.hmm.log_likelihood`. Both are exact; they differ by rounding (float32)."""
+    if steps >= SCAN_MIN_STEPS and batch * n_states ** 2 <= SCAN_MAX_CELLS:
+        return scan.parallel_log_likelihood
+    return hmm.log_likelihood
+
+
 def baum_welch(emitter: Emission, params: dict, x: torch.Tensor, mask: torch.Tensor, trans: torch.Tensor,
                n_iter: int, kappa: float = 0.0, clamp: torch.Tensor | None = None) -> tuple[dict, torch.Tensor, float]:
     r"""EM for the classical HMM of ``emitter``'s family (uniform p(c_1)) from ``params`` and ``trans`` (K, K).
 
-    The E-step uses autograd on the exact :func:`pyro_dssm.model.hmm.log_likelihood`:
+    The E-step uses autograd on the exact log p(X) (:func:`e_step_log_px` picks its algorithm):
     :math:`\partial \log p(X) / \partial \log p(x_t|c_t=k) = p(c_t=k|X)` and
     :math:`\partial \log p(X) / \partial \log A_{ij}` = expected number of i -> j transitions.
     M-step: the family's :meth:`~pyro_dssm.model.emissions.base.Emission.m_step`; transitions the MAP under
@@ -134,15 +151,16 @@ def baum_welch(emitter: Emission, params: dict, x: torch.Tensor, mask: torch.Ten
 
     log_init = hmm.uniform_log_init(K, x)
     eye = torch.eye(K, dtype=x.dtype, device=x.device)
+    log_px = e_step_log_px(*x.shape[:2], K)
     for _ in range(n_iter):
         log_trans = trans.clamp_min(1e-12).log().requires_grad_()
         log_lik = clamped(emitter.classical_table(params, x), clamp).detach().requires_grad_()
-        total = hmm.log_likelihood(log_init, log_trans, log_lik, mask).sum()
+        total = log_px(log_init, log_trans, log_lik, mask).sum()
         counts, gamma = torch.autograd.grad(total, [log_trans, log_lik])
         params = emitter.m_step(x, mask, gamma)
         counts = counts + kappa * eye + 1e-6
         trans = counts / counts.sum(-1, keepdim=True)
-    score = hmm.log_likelihood(log_init, trans.log(), clamped(emitter.classical_table(params, x), clamp), mask).sum()
+    score = log_px(log_init, trans.log(), clamped(emitter.classical_table(params, x), clamp), mask).sum()
     score = score / mask.sum()
     return params, trans, float(score)
 
