@@ -34,8 +34,8 @@ from pyro_dssm.data.sequences import SequenceData
 from pyro_dssm.io.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from pyro_dssm.model import hmm
 from pyro_dssm.model.dssm import DSSM, ModelConfig
+from pyro_dssm.model.emissions.base import draw
 from pyro_dssm.model.known import none_known
-from pyro_dssm.model.transitions.inputs import InputsTransition
 
 
 @dataclasses.dataclass
@@ -149,6 +149,28 @@ def n_parameters(model: DSSM) -> int:
     return model.transition.n_parameters() + model.emitter.n_parameters()
 
 
+@torch.no_grad()
+def sample_with_past(model: DSSM, n: int, T: int, generator: torch.Generator,
+                     inputs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """n sequences of T steps from a model whose transition reads the observations before it (``recurrent``), drawn
+    step by step: c_t from the table at x_{t-1} (and u_t: ``inputs`` (1, T, U), standardised), then x_t from the
+    emission given c_t and its past. Returns states (n, T) int64 and x (n, T, D) in model units."""
+    emitter, K = model.emitter, model.n_states
+    eye = torch.eye(K)
+    x = torch.zeros(n, T, model.config.obs_dim)
+    states = torch.empty(n, T, dtype=torch.long)
+    states[:, 0] = torch.multinomial(torch.full((K,), 1.0 / K), n, replacement=True, generator=generator)
+    for t in range(T):
+        if t > 0:  # the transition's context of step t reads row t - 1 (and u_t)
+            u = None if inputs is None else inputs[:, t - 1: t + 1].expand(n, -1, -1)
+            context = model.transition.context(x[:, t - 1: t + 1], u)[:, 1]
+            probs = model.transition(eye[states[:, t - 1]], context).softmax(-1)
+            states[:, t] = torch.multinomial(probs, 1, generator=generator)[:, 0]
+        recent = x[:, max(0, t - emitter.order): t + 1]  # as Emission.sample: t <= order iff it starts at 0
+        x[:, t] = draw(emitter.distribution(eye[states[:, t]], emitter.context(recent)[:, -1]), generator)
+    return states, x
+
+
 class FittedDSSM:
     """A trained DSSM with its feature transform (scikit-learn style; see the module docstring).
 
@@ -247,19 +269,23 @@ class FittedDSSM:
             out += [probs[i, :n].double().numpy() for i, n in enumerate(batch.lengths.tolist())]
         return out[0] if single else out
 
-    def filter(self, x, carry: online.FilterState | None = None, lag: int = 0) -> tuple[np.ndarray, online.FilterState]:
+    def filter(self, x, carry: online.FilterState | None = None, lag: int = 0,
+               inputs=None) -> tuple[np.ndarray, online.FilterState]:
         """Online decoding: filtered marginals :math:`p(c_t = k \\mid x_{1:t})` of the next chunk of a live stream.
 
         x: one (T, D0) array, the stream's next rows in the user's units; ``carry``: what the previous call
         returned (None starts a stream). Returns probs (T, K) float64 and the new carry; chunks of any sizes
         give the numbers of one pass. With ``lag=L`` row i is :math:`p(c_{t-L} \\mid x_{1:t})` instead (NaN for
         t <= L) and :meth:`flush` gives the last L steps at the end (:func:`pyro_dssm.online.filter_chunk`).
-        Needs causal features (``raw``, ``diff``, ``absdiff``); ValueError naming a bad x, carry or lag.
+        Needs causal features (``raw``, ``diff``, ``absdiff``); ValueError naming a bad x, carry or lag. A model
+        trained with exogenous inputs takes the chunk's (T, U) ``inputs`` too; transitions that read context
+        (``recurrent``, ``inputs``) filter with their per-step tables.
         """
         seqs, single = check_sequences(x, "x", self.feature_names)
         if not single:
             raise ValueError(f"filter takes one (T, D0) array, the next rows of one stream, got a list of {len(seqs)}")
-        return online.filter_chunk(self.model, self.preprocessing, seqs[0], carry, lag)
+        u = None if self.input_preprocessing is None and inputs is None else self._check_inputs(inputs, seqs)[0]
+        return online.filter_chunk(self.model, self.preprocessing, seqs[0], carry, lag, u, self.input_preprocessing)
 
     def flush(self, carry: online.FilterState) -> np.ndarray:
         """The end of a stream filtered with ``lag=L``: (min(n, L), K) :math:`p(c_s \\mid x_{1:n})` of its last steps
@@ -326,24 +352,25 @@ class FittedDSSM:
         these are the input columns; with ``diff`` / ``absdiff`` they are the feature columns.
         ``inputs``: for a model trained with exogenous inputs, one (T, U) array in the user's units, the inputs of
         every drawn sequence (with ``model.transition=inputs`` the states follow the per-step table
-        :math:`p(c_t \\mid c_{t-1}, u_t)`).
+        :math:`p(c_t \\mid c_{t-1}, u_t)`). With ``recurrent`` transitions states and observations are drawn
+        step by step (:func:`sample_with_past`).
         """
         for key, value in (("n", n), ("T", T)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
-        if self.model.transition.reads_context and not isinstance(self.model.transition, InputsTransition):
-            raise ValueError(f"sample does not take model.transition={self.model.config.transition!r} yet (the states "
-                             "depend on the observations drawn before them)")
         gen = torch.Generator().manual_seed(seed)
-        log_init, log_trans = self.model.transition_parameters()
+        scaled = None
         if self.input_preprocessing is not None or inputs is not None:  # the chain follows the given inputs
             u = self._check_inputs(inputs, [np.zeros((T, 0))])[0]
             scaled = torch.as_tensor(self.input_preprocessing.apply(u))[None]  # (1, T, U)
-            features = torch.zeros(1, T, self.model.config.obs_dim)
+        if self.model.transition.past_rows:  # the chain reads the observations drawn before each step
+            states, x = sample_with_past(self.model, int(n), int(T), gen, scaled)
+        else:
+            features = None if scaled is None else torch.zeros(1, T, self.model.config.obs_dim)
             log_init, log_trans = self.model.transition_parameters(features, scaled)
-            log_trans = log_trans[0]  # (T, K, K)
-        states = sample_states(log_init.exp(), log_trans.exp(), int(n), int(T), gen)
-        x = self.model.emitter.sample(states, gen).float()  # the emission family's draws, step by step for AR
+            states = sample_states(log_init.exp(), log_trans.exp() if scaled is None else log_trans[0].exp(), int(n),
+                                   int(T), gen)  # one table per step with inputs: (T, K, K)
+            x = self.model.emitter.sample(states, gen).float()  # the emission family's draws, step by step for AR
         return states.numpy(), x.double().numpy() * self.preprocessing.std + self.preprocessing.mean
 
     def save(self, path: str | Path) -> Path:

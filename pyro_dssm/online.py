@@ -35,6 +35,12 @@ user's units (``diff`` / ``absdiff``: r = 1; ``raw``: 0; :meth:`~pyro_dssm.data.
 prefixed with them, transformed and tabled as in one pass, and the prefix rows dropped.
 Features that read *future* rows (a centred window: ``window_*`` or ``data.smooth`` wider than
 2 steps) cannot be filtered exactly and are refused (:func:`causal_reach`).
+
+**Transitions that read context** (``recurrent``: :math:`x_{t-1}`; ``inputs``: :math:`u_t`,
+given with each chunk) have a table :math:`A_t` per step. The recursions above take :math:`A_t`
+in place of A (the prediction into step t, each backward step into s + 1); the carry then also
+holds the last model input row (for :math:`x_{t-1}`) and, with a lag, the tables of the last L
+steps.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ import numpy as np
 import torch
 
 from pyro_dssm.data.features import Preprocessing
+from pyro_dssm.data.files import append_inputs
 from pyro_dssm.model import hmm
 from pyro_dssm.model.dssm import NeuralHMM
 from pyro_dssm.model.known import none_known
@@ -67,6 +74,8 @@ class FilterState:
         recent_log_probs: (min(n, L), K) float64, :math:`\\log p(c_s \\mid x_{1:s})` of the last L steps s,
             whose lagged marginals are still to come.
         recent_log_lik: (min(n, L), K) float64, their emission table rows :math:`\\log p(x_s \\mid c_s = k, x_{<s})`.
+        recent_log_trans: (min(n, L), K, K) float64, their transition tables (log) for a transition that reads
+            context; None for a stationary one, whose matrix is the model's.
     """
 
     log_probs: np.ndarray
@@ -76,6 +85,7 @@ class FilterState:
     lag: int
     recent_log_probs: np.ndarray
     recent_log_lik: np.ndarray
+    recent_log_trans: np.ndarray | None = None
 
 
 # --- the maths: pure functions of the HMM's parameters ----------------------------------------------------------------
@@ -106,7 +116,7 @@ def lagged_log_probs(log_trans: torch.Tensor, log_filtered: torch.Tensor, log_li
     r"""Fixed-lag marginals :math:`\log p(c_s = k \mid x_{1:s+L}) = \log \alpha_s(k)\beta^{(L)}_s(k)`, normalised.
 
     Args:
-        log_trans: (K, K); log_filtered: (N + L, K) :math:`\log\alpha_s` of N + L consecutive steps;
+        log_trans: (K, K), or (N + L, K, K) the tables into each step (context); log_filtered: (N + L, K) :math:`\log\alpha_s` of N + L consecutive steps;
         log_lik: (N + L, K) their emission table; lag: L >= 1.
     Returns:
         (N, K) for the first N steps, each from the L steps after it: the backward pass of
@@ -119,15 +129,20 @@ def lagged_log_probs(log_trans: torch.Tensor, log_filtered: torch.Tensor, log_li
         stop = min(start + block, N)
         # window of step s: rows s+1..s+L; backward's beta_0 = p(x_{s+1:s+L} | c_s) (its row 0 is not read)
         windows = log_lik[start + 1: stop + lag].unfold(0, lag, 1).transpose(1, 2)  # (n, L, K)
-        log_beta = hmm.backward(log_trans, torch.cat([windows[:, :1], windows], 1))[:, 0]
+        tables = log_trans
+        if log_trans.dim() == 3:  # per step: the windows' tables, (n, L + 1, K, K) (row 0 not read)
+            tables = log_trans[start + 1: stop + lag].unfold(0, lag, 1).permute(0, 3, 1, 2)
+            tables = torch.cat([tables[:, :1], tables], 1)
+        log_beta = hmm.backward(tables, torch.cat([windows[:, :1], windows], 1))[:, 0]
         out.append((log_filtered[start:stop] + log_beta).log_softmax(-1))
     return torch.cat(out) if out else log_filtered[:0]
 
 
 def smoothed_log_probs(log_trans: torch.Tensor, log_filtered: torch.Tensor, log_lik: torch.Tensor) -> torch.Tensor:
     r""":math:`\log p(c_s = k \mid x_{1:n}) = \log \alpha_s(k) \beta_s(k)`, normalised, for the last M steps s of a
-    stream of n steps: log_filtered, log_lik (M, K) of those steps -> (M, K)."""
-    log_beta = hmm.backward(log_trans, log_lik[None])[0]
+    stream of n steps: log_filtered, log_lik (M, K) of those steps, log_trans (K, K) or their tables (M, K, K) ->
+    (M, K)."""
+    log_beta = hmm.backward(log_trans if log_trans.dim() == 2 else log_trans[None], log_lik[None])[0]
     return (log_filtered + log_beta).log_softmax(-1)
 
 
@@ -184,7 +199,8 @@ def check_state(state, K: int, D: int, D0: int, p: int, r: int, lag: int) -> Non
 
 @torch.no_grad()
 def filter_chunk(model: NeuralHMM, prep: Preprocessing, x: np.ndarray, state: FilterState | None,
-                 lag: int = 0) -> tuple[np.ndarray, FilterState]:
+                 lag: int = 0, inputs: np.ndarray | None = None,
+                 input_prep: Preprocessing | None = None) -> tuple[np.ndarray, FilterState]:
     r"""The next T steps of a stream: their marginals and the state after them.
 
     Args:
@@ -193,6 +209,8 @@ def filter_chunk(model: NeuralHMM, prep: Preprocessing, x: np.ndarray, state: Fi
         x: (T, D0) float64 rows in the user's units, finite (checked by the caller).
         state: the stream's :class:`FilterState` after its first n steps, or None for a new stream (n = 0).
         lag: L >= 0, as in the stream's earlier calls.
+        inputs: (T, U) the chunk's exogenous inputs in the user's units, for a model trained with them
+            (:mod:`pyro_dssm.model.inputs`), standardised by ``input_prep``; None otherwise.
     Returns:
         probs: (T, K) float64. Row i belongs to the stream's step t = n + 1 + i. With L = 0 it is
         :math:`p(c_t \mid x_{1:t})`. With L >= 1 it is :math:`p(c_{t-L} \mid x_{1:t})`, the state L steps
@@ -202,39 +220,58 @@ def filter_chunk(model: NeuralHMM, prep: Preprocessing, x: np.ndarray, state: Fi
         state: the :class:`FilterState` after step n + T.
     """
     lag = check_lag(lag)
-    if model.transition.reads_context:
-        raise ValueError(f"filter does not take model.transition={model.config.transition!r} yet (its table reads the "
-                         "previous observation, which the carry does not hold); use predict_proba")
-    K, p, r = model.n_states, model.emitter.order, causal_reach(prep)
-    D0, D = len(prep.feature_names), len(prep.mean)
+    K, p, r = model.n_states, past_rows(model), causal_reach(prep)
+    D0, D = len(prep.feature_names), len(prep.mean) + model.config.input_dim
     state = start_state(K, D, D0, lag) if state is None else state
     check_state(state, K, D, D0, p, r, lag)
     T, B, n = len(x), len(state.recent_log_probs), state.n_steps
+    raw, rows, log_init, log_trans, log_lik = _chunk_hmm(model, prep, x, state, inputs, input_prep)
+    per_step = log_trans.dim() == 3  # (T, K, K): the tables into the chunk's steps
 
-    # the rows the features and the emission read before this chunk, then its own; the prefixes dropped
-    raw = np.concatenate([state.raw, x])
-    inputs = np.concatenate([state.inputs, prep.apply(raw)[len(state.raw):]])
-    u = torch.from_numpy(inputs)[None]  # (1, p' + T, D)
-    model.emitter.check_data(u)  # the family's support (poisson: counts)
-    log_init, log_trans, log_lik = (v.double() for v in model.exact_hmm(none_known(u, model.config.known_states)))
-    log_lik = log_lik[0, len(state.inputs):]  # (T, K)
-
-    log_prior = log_init if n == 0 else predict(torch.from_numpy(state.log_probs), log_trans)
-    log_filtered = filter_log_probs(log_prior, log_trans, log_lik)  # (T, K)
+    log_prior = log_init if n == 0 else predict(torch.from_numpy(state.log_probs), log_trans[0] if per_step else log_trans)
+    log_filtered = filter_log_probs(log_prior, log_trans[None] if per_step else log_trans, log_lik)  # (T, K)
+    recent_t = None
     if lag == 0:
         probs, recent_f, recent_l = log_filtered.exp(), log_filtered[:0], log_lik[:0]
+        recent_t = log_trans[:0] if per_step else None
     else:
         # the last L steps before the chunk and its T: N of them now have their L followers
         all_f = torch.cat([torch.from_numpy(state.recent_log_probs), log_filtered])
         all_l = torch.cat([torch.from_numpy(state.recent_log_lik), log_lik])
+        past_t = np.zeros((0, K, K)) if state.recent_log_trans is None else state.recent_log_trans
+        all_t = torch.cat([torch.from_numpy(past_t), log_trans]) if per_step else log_trans
         N = max(0, B + T - lag)
         probs = log_filtered.new_full((T, K), float("nan"))
-        probs[T - N:] = lagged_log_probs(log_trans, all_f[:N + lag], all_l[:N + lag], lag).exp()
+        probs[T - N:] = lagged_log_probs(all_t[:N + lag] if per_step else all_t, all_f[:N + lag], all_l[:N + lag],
+                                         lag).exp()
         recent_f, recent_l = all_f[-lag:], all_l[-lag:]
+        recent_t = all_t[-lag:] if per_step else None
     # copies: a view would keep the whole chunk alive in the carry
-    new = FilterState(log_filtered[-1].numpy().copy(), n + T, inputs[len(inputs) - min(p, n + T):].copy(),
-                      raw[len(raw) - min(r, n + T):].copy(), lag, recent_f.numpy().copy(), recent_l.numpy().copy())
+    new = FilterState(log_filtered[-1].numpy().copy(), n + T, rows[len(rows) - min(p, n + T):].copy(),
+                      raw[len(raw) - min(r, n + T):].copy(), lag, recent_f.numpy().copy(), recent_l.numpy().copy(),
+                      None if recent_t is None else recent_t.numpy().copy())
     return probs.numpy(), new
+
+
+def past_rows(model: NeuralHMM) -> int:
+    """The model input rows before a chunk its exact HMM reads: the emission's ``order``, and the last row for a
+    transition that reads the previous observation (``recurrent``)."""
+    return max(model.emitter.order, model.transition.past_rows)
+
+
+def _chunk_hmm(model: NeuralHMM, prep: Preprocessing, x: np.ndarray, state: FilterState, inputs: np.ndarray | None,
+               input_prep: Preprocessing | None):
+    """The chunk x (T, D0) after ``state``: the raw rows with the carried prefix (for the next carry), the model
+    input rows with the carried prefix (features [+ standardised ``inputs`` (T, U)]), and the chunk's exact HMM:
+    log_init (K,), log_trans (K, K) or (T, K, K) (the tables into its steps), log_lik (T, K), float64."""
+    raw = np.concatenate([state.raw, x])
+    rows = np.concatenate([state.inputs, append_inputs(prep.apply(raw)[len(state.raw):], inputs, input_prep)])
+    u = torch.from_numpy(rows)[None]  # (1, p' + T, D [+ U])
+    model.emitter.check_data(u[..., :model.config.obs_dim])  # the family's support (poisson: counts)
+    log_init, log_trans, log_lik = (v.double() for v in model.exact_hmm(none_known(u, model.config.known_states)))
+    if log_trans.dim() == 4:
+        log_trans = log_trans[0, len(state.inputs):]
+    return raw, rows, log_init, log_trans, log_lik[0, len(state.inputs):]
 
 
 @torch.no_grad()
@@ -248,6 +285,7 @@ def flush(model: NeuralHMM, state: FilterState) -> np.ndarray:
     K = model.n_states
     if state.log_probs.shape[-1] != K:
         raise ValueError(f"carry comes from a model with K={state.log_probs.shape[-1]}; this model has K={K}")
-    log_trans = model.transition_parameters()[1].double()
+    log_trans = (model.transition_parameters()[1].double() if state.recent_log_trans is None
+                 else torch.from_numpy(state.recent_log_trans))
     return smoothed_log_probs(log_trans, torch.from_numpy(state.recent_log_probs),
                               torch.from_numpy(state.recent_log_lik)).exp().numpy()

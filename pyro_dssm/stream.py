@@ -346,6 +346,9 @@ def run(args) -> dict[str, float]:
     cfg = csv_settings(payload, args.input)
     prep = preprocessing_of(payload, model.config.obs_dim)
     online.causal_reach(prep)  # ValueError naming the features that read later rows
+    if model.config.input_dim:
+        raise ValueError(f"input={args.input!r}: streaming decode does not read input columns yet; decode the whole "
+                         "file, or filter from Python with FittedDSSM.filter(x, carry, inputs=u)")
     reader = LineReader(args.input, args.follow, args.poll, args.idle)
     decoder, out, n_rows = None, None, 0
     try:

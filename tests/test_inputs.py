@@ -129,14 +129,15 @@ def test_driven_data_switch_with_the_input_and_the_oracle_beats_any_stationary_m
     assert oracle_acc > 0.9 and oracle_acc - matrix_acc > 0.04
 
 
-def hand_set(model: DSSM) -> DSSM:
-    """A model whose next state is 0 where u > 0 and 1 where u < 0, whatever the previous state (K = 2, U = 1)."""
+def hand_set(model: DSSM, gain: float = 50.0) -> DSSM:
+    """A model whose next state is 0 where its context's last column (u_t, or x_{t-1} for ``recurrent`` with D = 1) is
+    > 0 and 1 where it is < 0, whatever the previous state (K = 2)."""
     first, _, last = model.transition.net
     with torch.no_grad():
         for p in model.transition.net.parameters():
             p.zero_()
         first.weight[0, -1], first.weight[1, -1] = 1.0, -1.0  # hidden 0 = relu(u), hidden 1 = relu(-u)
-        last.weight[0, 0], last.weight[1, 1] = 50.0, 50.0
+        last.weight[0, 0], last.weight[1, 1] = gain, gain
     return model
 
 
@@ -217,6 +218,9 @@ def test_a_csv_with_input_columns_trains_decodes_and_refuses_a_missing_input(tmp
     p1 = np.array([float(r["p_0"]) for r in rows])
     p2 = np.array([float(r["p_0"]) for r in csv.DictReader(open(out2))])
     assert np.abs(p1 - p2).max() > 0.2
+    proc = run_cli("pyro_dssm.decode", [f"checkpoint={run_dir}", f"input={decode_csv}", "output=-", "follow=true",
+                                        "idle=1"])
+    assert proc.returncode == 2 and "streaming decode does not read input columns yet" in proc.stderr
     # a missing input cell: one line, exit 2
     bad = tmp_path / "bad.csv"
     write_driven_csv(bad, data.train, n=3, missing_input=True)
@@ -296,3 +300,45 @@ def test_the_estimator_takes_inputs_in_the_form_of_x():
         Estimator(3, transition="inputs", n_epochs=1).fit(X, lengths, inputs=U[:40])
     with pytest.raises(ValueError, match="inputs holds 1 sequences, the data 8"):
         Estimator(3, transition="inputs", n_epochs=1).fit(list(X.reshape(8, 40, 2)), inputs=[U[:40]])
+
+
+@pytest.mark.parametrize("transition, emission, U", [("inputs", "gaussian", 2), ("recurrent", "autoregressive", 1),
+                                                      ("recurrent", "gaussian", 0)])
+def test_filtering_with_per_step_tables_equals_one_pass_and_the_exact_posteriors_of_each_prefix(transition, emission, U):
+    torch.manual_seed(0)
+    model = DSSM(ModelConfig(n_states=3, obs_dim=2, input_dim=U, transition=transition, emission=emission))
+    payload = {"preprocessing": Preprocessing(["raw"], np.zeros(2), np.ones(2), ["a", "b"]).state_dict()}
+    if U:
+        payload["input_preprocessing"] = Preprocessing(["raw"], np.full(U, 0.5), np.full(U, 2.0),
+                                                       [f"u{j}" for j in range(U)]).state_dict()
+    fitted = FittedDSSM(model, payload)
+    rng = np.random.default_rng(0)
+    x, u = rng.normal(size=(30, 2)) * 2, (rng.normal(size=(30, U)) * 3 if U else None)
+    lag = 3
+    for L in (0, lag):
+        carry, rows = None, []
+        for a, b in [(0, 5), (5, 6), (6, 19), (19, 30)]:
+            probs, carry = fitted.filter(x[a:b], carry, L, inputs=None if u is None else u[a:b])
+            rows.append(probs)
+        rows = np.concatenate(rows)
+        for t in (1, 6, 7, 20, 30):  # row t - 1 answers for step t - L given x_{1:t}: the exact marginal of the prefix
+            if t > L:
+                prefix = fitted.predict_proba(x[:t], inputs=None if u is None else u[:t])
+                assert np.allclose(rows[t - 1], prefix[t - 1 - L], atol=1e-5)
+    flushed = fitted.flush(carry)
+    assert np.allclose(flushed, fitted.predict_proba(x, inputs=u)[-lag:], atol=1e-5)
+    if U:
+        with pytest.raises(ValueError, match="reads the inputs"):
+            fitted.filter(x[:3])
+
+
+def test_sampling_with_recurrent_transitions_draws_each_state_from_the_observation_before_it():
+    model = hand_set(DSSM(ModelConfig(n_states=2, obs_dim=1, transition="recurrent", noise_std=2.0)), gain=1000.0)
+    with torch.no_grad():  # every state emits N(0, 2^2): both signs follow either state
+        model.emitter.net[-1].weight.zero_()
+        model.emitter.net[-1].bias.copy_(torch.tensor([0.0]))
+    fitted = FittedDSSM(model, {})
+    states, x = fitted.sample(200, 30, seed=1)
+    previous, following = x[:, :-1, 0], states[:, 1:]
+    clear = np.abs(previous) > 0.05
+    assert clear.mean() > 0.9 and ((following == 0) == (previous > 0))[clear].all()

@@ -37,6 +37,7 @@ class Transition(nn.Module):
 
     reads_context: bool = False  # whether p(c_t | c_{t-1}) reads the observed past or inputs (a time-varying table)
     reads_inputs: bool = False  # whether it reads the exogenous inputs u_t (model.input_dim > 0 required)
+    past_rows: int = 0  # how many observations before step t its table into t reads (online filtering carries them)
 
     def forward(self, prev_state: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """prev_state (..., K) on the simplex, context (..., C) of the step (None: no context) -> (..., K) logits."""

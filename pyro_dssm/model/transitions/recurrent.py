@@ -26,6 +26,7 @@ class RecurrentTransition(Transition):
     logits of the next state."""
 
     reads_context = True
+    past_rows = 1
 
     def __init__(self, n_states: int, hidden_dim: int, obs_dim: int, input_dim: int = 0):
         super().__init__(n_states, hidden_dim)
