@@ -61,14 +61,19 @@ def brute_force_log_px(log_init, log_trans, log_lik):
     return total
 
 
-def test_exact_log_px_with_recurrent_transitions_equals_brute_force():
-    model = recurrent_model(ExactBaseline)
-    x = torch.randn(2, T, D, generator=torch.Generator().manual_seed(2)) * 3
+def assert_log_px_is_brute_force(model, x):
+    """The forward algorithm's log p(X) of each sequence of x (B, T, ...) under ``model``'s exact HMM with its per-step
+    table equals :func:`brute_force_log_px`."""
     with torch.no_grad():
         log_init, log_trans, log_lik = model.exact_hmm(x)
         ours = hmm.log_likelihood(log_init, log_trans, log_lik)
-    for b in range(2):
+    for b in range(x.shape[0]):
         assert float(ours[b]) == pytest.approx(brute_force_log_px(log_init, log_trans[b], log_lik[b]), abs=1e-4)
+
+
+def test_exact_log_px_with_recurrent_transitions_equals_brute_force():
+    assert_log_px_is_brute_force(recurrent_model(ExactBaseline),
+                                 torch.randn(2, T, D, generator=torch.Generator().manual_seed(2)) * 3)
 
 
 def test_the_svi_loss_with_recurrent_transitions_is_finite_and_reaches_the_transition_network():

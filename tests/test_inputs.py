@@ -22,7 +22,7 @@ from pyro_dssm.model import hmm
 from pyro_dssm.model.dssm import DSSM
 from pyro_dssm.model.exact import ExactBaseline
 from tests.helpers import compose_config, run_cli
-from tests.test_context import brute_force_log_px
+from tests.test_context import assert_log_px_is_brute_force
 
 K, D, U, T = 3, 2, 2, 5
 
@@ -72,13 +72,7 @@ def test_the_columns_split_into_features_inputs_and_known_states():
 
 
 def test_exact_log_px_with_input_driven_transitions_equals_brute_force():
-    model = inputs_model(ExactBaseline)
-    x = observations(B=2, seed=2)
-    with torch.no_grad():
-        log_init, log_trans, log_lik = model.exact_hmm(x)
-        ours = hmm.log_likelihood(log_init, log_trans, log_lik)
-    for b in range(2):
-        assert float(ours[b]) == pytest.approx(brute_force_log_px(log_init, log_trans[b], log_lik[b]), abs=1e-4)
+    assert_log_px_is_brute_force(inputs_model(ExactBaseline), observations(B=2, seed=2))
 
 
 def test_a_padded_batch_with_inputs_gives_each_sequence_its_own_log_px_and_guide():
