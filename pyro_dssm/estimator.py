@@ -256,11 +256,13 @@ class DSSM(BaseEstimator):
             raise ValueError("known_states at decoding needs a model fitted with known_states")
         return self._known(known_states, xs, lengths, list(self.fitted_.payload["known_names"]))[0]
 
-    def filter(self, x, carry=None, lag: int = 0):
+    def filter(self, x, carry=None, lag: int = 0, known_states=None, inputs=None):
         """Online decoding of a stream, chunk by chunk: :meth:`pyro_dssm.fitted.FittedDSSM.filter`
-        ((T, K) filtered marginals and the carry for the next chunk)."""
+        ((T, K) filtered marginals and the carry for the next chunk); ``known_states`` the chunk's (T,) labels
+        (None / NaN / "" where not known) for a model fitted with them, ``inputs`` its (T, U) inputs."""
         check_is_fitted(self, "fitted_")
-        return self.fitted_.filter(x, carry, lag)
+        known = self._decode_known(known_states, [np.asarray(x, dtype=float)], None)  # one (T,) array: one chunk
+        return self.fitted_.filter(x, carry, lag, inputs, None if known is None else known[0])
 
     def score(self, X, lengths=None, inputs=None) -> float:
         """Exact :math:`\\sum_i \\log p(X_i)` (forward algorithm), in the user's units for raw features

@@ -269,8 +269,8 @@ class FittedDSSM:
             out += [probs[i, :n].double().numpy() for i, n in enumerate(batch.lengths.tolist())]
         return out[0] if single else out
 
-    def filter(self, x, carry: online.FilterState | None = None, lag: int = 0,
-               inputs=None) -> tuple[np.ndarray, online.FilterState]:
+    def filter(self, x, carry: online.FilterState | None = None, lag: int = 0, inputs=None,
+               known: np.ndarray | None = None) -> tuple[np.ndarray, online.FilterState]:
         """Online decoding: filtered marginals :math:`p(c_t = k \\mid x_{1:t})` of the next chunk of a live stream.
 
         x: one (T, D0) array, the stream's next rows in the user's units; ``carry``: what the previous call
@@ -279,13 +279,17 @@ class FittedDSSM:
         t <= L) and :meth:`flush` gives the last L steps at the end (:func:`pyro_dssm.online.filter_chunk`).
         Needs causal features (``raw``, ``diff``, ``absdiff``); ValueError naming a bad x, carry or lag. A model
         trained with exogenous inputs takes the chunk's (T, U) ``inputs`` too; transitions that read context
-        (``recurrent``, ``inputs``) filter with their per-step tables.
+        (``recurrent``, ``inputs``) filter with their per-step tables. ``known``: for a model trained with known
+        states, the chunk's (T,) codes (-1: not known), clamping the filter there.
         """
         seqs, single = check_sequences(x, "x", self.feature_names)
         if not single:
             raise ValueError(f"filter takes one (T, D0) array, the next rows of one stream, got a list of {len(seqs)}")
         u = None if self.input_preprocessing is None and inputs is None else self._check_inputs(inputs, seqs)[0]
-        return online.filter_chunk(self.model, self.preprocessing, seqs[0], carry, lag, u, self.input_preprocessing)
+        if known is not None and len(known) != len(seqs[0]):
+            raise ValueError(f"known has {len(known)} codes for a chunk of {len(seqs[0])} rows; give one per row")
+        return online.filter_chunk(self.model, self.preprocessing, seqs[0], carry, lag, u, self.input_preprocessing,
+                                   known)
 
     def flush(self, carry: online.FilterState) -> np.ndarray:
         """The end of a stream filtered with ``lag=L``: (min(n, L), K) :math:`p(c_s \\mid x_{1:n})` of its last steps

@@ -54,7 +54,7 @@ from pyro_dssm.data.features import Preprocessing
 from pyro_dssm.data.files import append_inputs
 from pyro_dssm.model import hmm
 from pyro_dssm.model.dssm import NeuralHMM
-from pyro_dssm.model.known import none_known
+from pyro_dssm.model.known import none_known, with_known
 
 LAG_BLOCK = 2**20  # fixed-lag windows of at most this many (step, lag) cells at a time: bounded memory
 
@@ -199,8 +199,8 @@ def check_state(state, K: int, D: int, D0: int, p: int, r: int, lag: int) -> Non
 
 @torch.no_grad()
 def filter_chunk(model: NeuralHMM, prep: Preprocessing, x: np.ndarray, state: FilterState | None,
-                 lag: int = 0, inputs: np.ndarray | None = None,
-                 input_prep: Preprocessing | None = None) -> tuple[np.ndarray, FilterState]:
+                 lag: int = 0, inputs: np.ndarray | None = None, input_prep: Preprocessing | None = None,
+                 known: np.ndarray | None = None) -> tuple[np.ndarray, FilterState]:
     r"""The next T steps of a stream: their marginals and the state after them.
 
     Args:
@@ -211,6 +211,8 @@ def filter_chunk(model: NeuralHMM, prep: Preprocessing, x: np.ndarray, state: Fi
         lag: L >= 0, as in the stream's earlier calls.
         inputs: (T, U) the chunk's exogenous inputs in the user's units, for a model trained with them
             (:mod:`pyro_dssm.model.inputs`), standardised by ``input_prep``; None otherwise.
+        known: (T,) int64 codes of the chunk's known states (-1: not known), for a model trained with them
+            (:mod:`pyro_dssm.model.known`): the filter is clamped there; None: none known.
     Returns:
         probs: (T, K) float64. Row i belongs to the stream's step t = n + 1 + i. With L = 0 it is
         :math:`p(c_t \mid x_{1:t})`. With L >= 1 it is :math:`p(c_{t-L} \mid x_{1:t})`, the state L steps
@@ -225,7 +227,7 @@ def filter_chunk(model: NeuralHMM, prep: Preprocessing, x: np.ndarray, state: Fi
     state = start_state(K, D, D0, lag) if state is None else state
     check_state(state, K, D, D0, p, r, lag)
     T, B, n = len(x), len(state.recent_log_probs), state.n_steps
-    raw, rows, log_init, log_trans, log_lik = _chunk_hmm(model, prep, x, state, inputs, input_prep)
+    raw, rows, log_init, log_trans, log_lik = _chunk_hmm(model, prep, x, state, inputs, input_prep, known)
     per_step = log_trans.dim() == 3  # (T, K, K): the tables into the chunk's steps
 
     log_prior = log_init if n == 0 else predict(torch.from_numpy(state.log_probs), log_trans[0] if per_step else log_trans)
@@ -260,15 +262,23 @@ def past_rows(model: NeuralHMM) -> int:
 
 
 def _chunk_hmm(model: NeuralHMM, prep: Preprocessing, x: np.ndarray, state: FilterState, inputs: np.ndarray | None,
-               input_prep: Preprocessing | None):
+               input_prep: Preprocessing | None, known: np.ndarray | None = None):
     """The chunk x (T, D0) after ``state``: the raw rows with the carried prefix (for the next carry), the model
-    input rows with the carried prefix (features [+ standardised ``inputs`` (T, U)]), and the chunk's exact HMM:
-    log_init (K,), log_trans (K, K) or (T, K, K) (the tables into its steps), log_lik (T, K), float64."""
+    input rows with the carried prefix (features [+ standardised ``inputs`` (T, U)]), and the chunk's exact HMM
+    (clamped at the ``known`` (T,) codes): log_init (K,), log_trans (K, K) or (T, K, K) (the tables into its
+    steps), log_lik (T, K), float64."""
     raw = np.concatenate([state.raw, x])
     rows = np.concatenate([state.inputs, append_inputs(prep.apply(raw)[len(state.raw):], inputs, input_prep)])
     u = torch.from_numpy(rows)[None]  # (1, p' + T, D [+ U])
     model.emitter.check_data(u[..., :model.config.obs_dim])  # the family's support (poisson: counts)
-    log_init, log_trans, log_lik = (v.double() for v in model.exact_hmm(none_known(u, model.config.known_states)))
+    if known is not None and not model.config.known_states:
+        raise ValueError("known states given to filter, but this model was trained without known states")
+    if known is not None:  # the carried prefix rows know none: their rows of the table are dropped anyway
+        codes = torch.from_numpy(np.concatenate([np.full(len(state.inputs), -1), np.asarray(known)]))[None]
+        observed = with_known(u, codes)
+    else:
+        observed = none_known(u, model.config.known_states)
+    log_init, log_trans, log_lik = (v.double() for v in model.exact_hmm(observed))
     if log_trans.dim() == 4:
         log_trans = log_trans[0, len(state.inputs):]
     return raw, rows, log_init, log_trans, log_lik[0, len(state.inputs):]

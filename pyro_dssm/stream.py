@@ -8,19 +8,18 @@ r"""Streaming decode: the states of a live CSV, written row by row as its rows a
 as ``tail -f`` does: every ``poll`` seconds it looks for new complete lines). The rows before a bad row are written.
 
 **Input**: a CSV as the model was trained on (``data=csv``: the checkpoint's ``payload['config']['data']`` and
-``payload['preprocessing']['feature_names']``): a header line, then one row per time step with the id column, the
-time column if training had one and the feature columns (others are ignored), one record per line. Sequences may
-be interleaved; each one's rows must come in time order. An empty or ``NaN`` cell is missing: NaN is passed on.
-A line counts once its newline has arrived (a last line without one: when standard input ends; dropped with a
-warning when a followed file goes idle). The lines that have arrived (up to :data:`READ_BYTES`) are one batch,
-filtered with one :func:`~pyro_dssm.online.filter_chunk` call per sequence: chunks of any sizes give one pass.
+``payload['preprocessing']['feature_names']``): a header line, then one row per time step with the id column, the time
+column if training had one and the feature columns, one record per line (other columns are ignored). Sequences may be
+interleaved; each one's rows must come in time order. An empty or ``NaN`` cell is missing (passed on). A line counts
+once its newline has arrived (a last line without one: when standard input ends; dropped with a warning when a
+followed file idles). The lines that have arrived (up to :data:`READ_BYTES`) are one batch, filtered with one
+:func:`~pyro_dssm.online.filter_chunk` call per sequence: chunks of any sizes give one pass.
 
 **Output**: one CSV row per input row: id, time (without a time column: the step 0, 1, ... of its sequence),
-``filter_state`` (the most probable state) and ``p_0 .. p_{K-1}``, the filtered marginals
-:math:`p(c_t = k \mid x_{1:t})`; with ``lag=L`` the fixed-lag :math:`p(c_t = k \mid x_{1:t+L})`, so a sequence's row t
-comes when its row t + L arrives and its last L rows when the stream ends (:func:`pyro_dssm.online.flush`), in the
-order of the input rows that complete them. ``output=-`` is standard output (logs go to stderr then); a file is
-replaced and written line by line, flushed after each batch: not atomically, unlike whole-file decoding.
+``filter_state`` (the most probable state; its class with known states) and ``p_0 .. p_{K-1}``, the filtered
+marginals :math:`p(c_t = k \mid x_{1:t})`; with ``lag=L`` :math:`p(c_t = k \mid x_{1:t+L})`: row t comes with row t + L,
+the last L rows at the end (:func:`pyro_dssm.online.flush`), in the order of the input rows that complete them.
+``output=-`` is standard output (logs go to stderr); a file is written line by line, flushed after each batch.
 
 **The end**: standard input's end, ``idle`` seconds without new data (default: never), Ctrl-C or SIGTERM flush the
 lagged rows, exit status 0. A bad argument, header or row, a model not trained on a CSV, or features that read later
@@ -51,6 +50,7 @@ from pyro_dssm.config import FileDataConfig, settings
 from pyro_dssm.data.readers import DELIMITERS
 from pyro_dssm.fitted import load_model, preprocessing_of
 from pyro_dssm.inference.threads import intra_op_threads
+from pyro_dssm.model.known import state_names
 
 log = logging.getLogger(__name__)
 
@@ -328,10 +328,11 @@ def csv_settings(payload: dict, source: str) -> FileDataConfig:
     return settings(FileDataConfig, data_cfg, "data")
 
 
-def write_rows(out: TextIO, rows: list[tuple[str, str, np.ndarray]]) -> None:
-    """CSV rows id, time, filter_state, p_0 .. p_{K-1}, then flushed."""
+def write_rows(out: TextIO, rows: list[tuple[str, str, np.ndarray]], names: list[str] | None = None) -> None:
+    """CSV rows id, time, filter_state (its name with known states: ``names``), p_0 .. p_{K-1}, then flushed."""
     csv.writer(out, lineterminator="\n").writerows(
-        [name, t, int(np.argmax(p))] + [f"{v:.6g}" for v in p] for name, t, p in rows)
+        [name, t, int(np.argmax(p)) if names is None else names[int(np.argmax(p))]] + [f"{v:.6g}" for v in p]
+        for name, t, p in rows)
     out.flush()
 
 
@@ -351,6 +352,7 @@ def run(args) -> dict[str, float]:
                          "file, or filter from Python with FittedDSSM.filter(x, carry, inputs=u)")
     reader = LineReader(args.input, args.follow, args.poll, args.idle)
     decoder, out, n_rows = None, None, 0
+    names = state_names(model.n_states, payload.get("known_names"))  # known states: their classes' names
     try:
         with stop_on_signals(reader), intra_op_threads(1):  # chunks are small: one thread is fastest
             for lines in reader.batches():
@@ -366,14 +368,14 @@ def run(args) -> dict[str, float]:
                 rows, error = decoder.parse(lines, first_line)
                 if rows:
                     answered = decoder.step(rows)
-                    write_rows(out, answered)
+                    write_rows(out, answered, names)
                     n_rows += len(answered)
                 if error is not None:
                     raise error
             if decoder is None:
                 raise ValueError(f"input={args.input!r} ended without a header line")
             answered = decoder.finish()
-            write_rows(out, answered)
+            write_rows(out, answered, names)
             n_rows += len(answered)
     except BrokenPipeError:  # the reader of standard output left (`| head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -388,11 +390,9 @@ def run(args) -> dict[str, float]:
 
 def _open_output(path: str, K: int, cfg: FileDataConfig) -> TextIO:
     """Standard output or a new file (replacing one of that name), its header written."""
-    if path == STDIO:
-        out = sys.stdout
-    else:
+    if path != STDIO:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        out = open(path, "w", encoding="utf-8")
+    out = sys.stdout if path == STDIO else open(path, "w", encoding="utf-8")
     header = [cfg.id_column, cfg.time_column or "t", "filter_state"] + [f"p_{k}" for k in range(K)]
     csv.writer(out, lineterminator="\n").writerow(header)
     out.flush()

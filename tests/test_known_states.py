@@ -107,6 +107,12 @@ def test_a_csv_with_known_states_trains_and_decodes_with_the_class_names(tmp_pat
     others = [r for r in decoded if not by_key[(r["unit"], r["seconds"])]["known"]]
     right = sum(r["viterbi_state"] == by_key[(r["unit"], r["seconds"])]["activity"] for r in others)
     assert right / len(others) > 0.9  # three well-separated states, named without Hungarian matching
+    ordered, streamed = tmp_path / "ordered.csv", tmp_path / "streamed.csv"  # a stream comes in time order
+    rewrite_csv(ordered, sorted(rows, key=lambda r: (r["unit"], float(r["seconds"]))))
+    proc = run_cli("pyro_dssm.decode", [f"checkpoint={tmp_path / 'run'}", f"input={ordered}", f"output={streamed}",
+                                        "follow=true", "idle=0.5"])  # streaming decode names the states too
+    assert proc.returncode == 0, proc.stderr
+    assert {r["filter_state"] for r in read_rows(streamed)} <= {r["activity"] for r in rows}
 
     (tmp_path / "bad").mkdir()
     bad_input, _ = known_csv(tmp_path / "bad", extra_class=True)
@@ -145,3 +151,32 @@ def test_the_estimator_takes_known_states_and_names_its_states_by_them():
         model.predict(X[0], known_states=np.array(["jump"] + [None] * 59, dtype=object))
     with pytest.raises(ValueError, match=r"known_states\[1\] has 5 values, sequence 1 has 60 steps"):
         Estimator(n_states=3).fit(X[:2], known_states=[known[0], known[1][:5]])
+    # online: a chunk's known states clamp the filter there; the rest as the exact posterior of each prefix
+    probs, carry = model.filter(X[0][:30], known_states=np.array([None] * 29 + ["run"], dtype=object))
+    assert probs[-1, list(model.classes_).index("run")] == pytest.approx(1.0)
+    more, _ = model.filter(X[0][30:], carry)
+    codes = np.full(60, -1)
+    codes[29] = list(model.classes_).index("run")
+    whole = model.fitted_.predict_proba(X[0][:45], known=[codes[:45]])
+    assert np.allclose(more[14], whole[44], atol=1e-5)
+
+
+def test_filtering_clamped_at_known_states_equals_the_exact_posterior_of_each_prefix():
+    from pyro_dssm.data.features import Preprocessing
+    from pyro_dssm.fitted import FittedDSSM
+    fitted = FittedDSSM(model_of(), {"preprocessing": Preprocessing(["raw"], np.zeros(D), np.ones(D),
+                                                                    ["a", "b"]).state_dict()})
+    x = np.random.default_rng(1).normal(size=(12, D)) * 2
+    codes = np.array([-1, 2, -1, -1, -1, 0, -1, -1, 1, -1, -1, -1])
+    carry, rows = None, []
+    for a, b in [(0, 3), (3, 7), (7, 12)]:
+        probs, carry = fitted.filter(x[a:b], carry, known=codes[a:b])
+        rows.append(probs)
+    rows = np.concatenate(rows)
+    for t in range(1, 13):
+        assert np.allclose(rows[t - 1], fitted.predict_proba(x[:t], known=[codes[:t]])[-1], atol=1e-5)
+    with pytest.raises(ValueError, match="known has 2 codes for a chunk of 3 rows"):
+        fitted.filter(x[:3], known=codes[:2])
+    unknowing = FittedDSSM(model_of(known=False), fitted.payload)
+    with pytest.raises(ValueError, match="trained without known states"):
+        unknowing.filter(x[:3], known=codes[:3])
