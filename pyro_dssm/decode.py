@@ -209,9 +209,6 @@ def run(args: DecodeArgs) -> dict[str, float]:
     prep = preprocessing_of(payload, seqs.x[0].shape[-1])
     has_known = "known_names" in payload  # the model observes known states: given where the input has them
     in_prep = input_preprocessing_of(payload)  # exogenous inputs: read from their columns, standardised as in training
-    if in_prep is not None and seqs.inputs is None:
-        raise ValueError(f"input={args.input!r}: the model reads the inputs {in_prep.feature_names} at every step; "
-                         "give them as columns of a CSV input")
     xs = [append_known(append_inputs(prep.apply(x), seqs.inputs and seqs.inputs[i], in_prep),
                        seqs.known and seqs.known[i], has_known) for i, x in enumerate(seqs.x)]
     # checked: from here on decoding writes

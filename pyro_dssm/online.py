@@ -116,7 +116,8 @@ def lagged_log_probs(log_trans: torch.Tensor, log_filtered: torch.Tensor, log_li
     r"""Fixed-lag marginals :math:`\log p(c_s = k \mid x_{1:s+L}) = \log \alpha_s(k)\beta^{(L)}_s(k)`, normalised.
 
     Args:
-        log_trans: (K, K), or (N + L, K, K) the tables into each step (context); log_filtered: (N + L, K) :math:`\log\alpha_s` of N + L consecutive steps;
+        log_trans: (K, K), or (N + L, K, K) the tables into each step (context);
+        log_filtered: (N + L, K) :math:`\log\alpha_s` of N + L consecutive steps;
         log_lik: (N + L, K) their emission table; lag: L >= 1.
     Returns:
         (N, K) for the first N steps, each from the L steps after it: the backward pass of
@@ -230,7 +231,8 @@ def filter_chunk(model: NeuralHMM, prep: Preprocessing, x: np.ndarray, state: Fi
     raw, rows, log_init, log_trans, log_lik = _chunk_hmm(model, prep, x, state, inputs, input_prep, known)
     per_step = log_trans.dim() == 3  # (T, K, K): the tables into the chunk's steps
 
-    log_prior = log_init if n == 0 else predict(torch.from_numpy(state.log_probs), log_trans[0] if per_step else log_trans)
+    into_first = log_trans[0] if per_step else log_trans  # the table into the chunk's first step
+    log_prior = log_init if n == 0 else predict(torch.from_numpy(state.log_probs), into_first)
     log_filtered = filter_log_probs(log_prior, log_trans[None] if per_step else log_trans, log_lik)  # (T, K)
     recent_t = None
     if lag == 0:

@@ -264,6 +264,9 @@ def test_an_npz_file_carries_inputs_beside_each_sequence_and_decode_reads_them(t
     np.savez(tmp_path / "bad.npz", **arrays)
     proc = run_cli("pyro_dssm.decode", [f"checkpoint={run_dir}", f"input={tmp_path / 'bad.npz'}", f"output={out}"])
     assert proc.returncode == 2 and "inputs u_<name> must come with every x_<name>: no u_s3" in proc.stderr
+    np.savez(tmp_path / "none.npz", **{k: v for k, v in arrays.items() if k.startswith("x_")})
+    proc = run_cli("pyro_dssm.decode", [f"checkpoint={run_dir}", f"input={tmp_path / 'none.npz'}", f"output={out}"])
+    assert proc.returncode == 2 and "the model reads the inputs ['u0'] at every step; none were given" in proc.stderr
 
 
 def test_the_stationary_model_trains_to_the_numbers_it_had_before_inputs_existed():

@@ -7,10 +7,11 @@ Importing it registers the schema with Hydra's ConfigStore (:mod:`pyro_dssm.conf
 
 from pyro_dssm.config.checks import FEATURES, INITS, MISSING_POLICIES, OBJECTIVES, SOURCES
 from pyro_dssm.config.schema import (DATA_CONFIGS, BaselineConfig, Config, CountsDataConfig, DataConfig,
-                                     DrivenDataConfig, FileDataConfig, ModelConfig, NpyDataConfig, PeriodicDataConfig, RecurrentDataConfig,
-                                     SwitchingARDataConfig, SyntheticDataConfig, TrainerConfig, data_settings, settings)
+                                     DrivenDataConfig, FileDataConfig, ModelConfig, NpyDataConfig, PeriodicDataConfig,
+                                     RecurrentDataConfig, SwitchingARDataConfig, SyntheticDataConfig, TrainerConfig,
+                                     data_settings, settings)
 
 __all__ = ["FEATURES", "INITS", "MISSING_POLICIES", "OBJECTIVES", "SOURCES", "DATA_CONFIGS", "BaselineConfig", "Config",
-           "CountsDataConfig", "DataConfig", "DrivenDataConfig", "FileDataConfig", "ModelConfig", "NpyDataConfig", "PeriodicDataConfig",
-           "RecurrentDataConfig", "SwitchingARDataConfig", "SyntheticDataConfig", "TrainerConfig", "data_settings",
-           "settings"]
+           "CountsDataConfig", "DataConfig", "DrivenDataConfig", "FileDataConfig", "ModelConfig", "NpyDataConfig",
+           "PeriodicDataConfig", "RecurrentDataConfig", "SwitchingARDataConfig", "SyntheticDataConfig", "TrainerConfig",
+           "data_settings", "settings"]

@@ -31,17 +31,3 @@ def split_inputs(x: torch.Tensor, obs_dim: int, input_dim: int) -> tuple[torch.T
         return x[..., :obs_dim], None
     return x[..., :obs_dim], x[..., obs_dim:obs_dim + input_dim]
 
-
-def check_inputs(inputs: torch.Tensor | None, mask: torch.Tensor | None = None) -> None:
-    """ValueError when an input is missing (NaN) or infinite on a valid step: inputs are conditioned on, so there is
-    no model to sum a missing one out with."""
-    if inputs is None:
-        return
-    bad = ~torch.isfinite(inputs).all(-1)
-    if mask is not None:
-        bad &= mask.bool()
-    if bool(bad.any()):
-        b, t = (int(i) for i in bad.nonzero()[0])
-        raise ValueError(f"the inputs of sequence {b} step {t} are {inputs[b, t].tolist()}: every input must be a "
-                         "finite number on every step (an input is conditioned on, not modelled, so a missing one "
-                         "cannot be summed out; fill it in or drop the step)")

@@ -17,24 +17,20 @@ from __future__ import annotations
 
 import torch
 
-from pyro_dssm.model.networks import mlp
-from pyro_dssm.model.transitions.base import Transition
+from pyro_dssm.model.transitions.context import ContextTransition
 
 
-class RecurrentTransition(Transition):
-    """Parameterizes p(c_t | c_{t-1}, x_{t-1}): (..., K) previous state and (..., D) previous observation -> (..., K)
-    logits of the next state."""
+class RecurrentTransition(ContextTransition):
+    """Parameterizes p(c_t | c_{t-1}, x_{t-1}): (..., K) previous state and (..., D [+ U]) previous observation [and
+    inputs] -> (..., K) logits of the next state (:class:`~pyro_dssm.model.transitions.context.ContextTransition`)."""
 
-    reads_context = True
     past_rows = 1
 
     def __init__(self, n_states: int, hidden_dim: int, obs_dim: int, input_dim: int = 0):
-        super().__init__(n_states, hidden_dim)
+        super().__init__(n_states, hidden_dim, obs_dim + input_dim)
         self.obs_dim = obs_dim
         self.input_dim = input_dim
-        self.context_dim = obs_dim + input_dim
         self.reads_inputs = input_dim > 0
-        self.net = mlp(n_states + self.context_dim, hidden_dim, n_states)
 
     @classmethod
     def options(cls, config) -> dict:
@@ -46,30 +42,3 @@ class RecurrentTransition(Transition):
         filled = x.nan_to_num(0.0)
         previous = torch.cat([torch.zeros_like(filled[:, :1]), filled[:, :-1]], 1)
         return previous if inputs is None or not self.input_dim else torch.cat([previous, inputs], -1)
-
-    def forward(self, prev_state: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        if context is None:  # the table at x_{t-1} = 0
-            context = prev_state.new_zeros(*prev_state.shape[:-1], self.context_dim)
-        batch = torch.broadcast_shapes(prev_state.shape[:-1], context.shape[:-1])
-        return self.net(torch.cat([prev_state.expand(*batch, self.n_states), context.expand(*batch, self.context_dim)],
-                                  -1))
-
-    def log_matrix(self, context: torch.Tensor | None = None) -> torch.Tensor:
-        """(K, K) at x_{t-1} = 0 without ``context``; (B, T, K, K) for ``context`` (B, T, C)
-        (:func:`context_table`)."""
-        if context is None:
-            return super().log_matrix()
-        return context_table(self.net, self.n_states, context)
-
-    def n_parameters(self) -> int:
-        """The network's weights (the table is a function of x_{t-1}, not K rows of free probabilities)."""
-        return sum(p.numel() for p in self.net.parameters())
-
-
-def context_table(net, n_states: int, context: torch.Tensor) -> torch.Tensor:
-    """(B, T, K, K) log p(c_t = j | c_{t-1} = i, context_t) of an MLP ``net`` (Linear, activation, Linear) of
-    [one-hot c_{t-1} (K), context_t (C)]: the first layer's part of the context is computed once per step and each
-    previous state adds its own column (not K copies of the context)."""
-    first, activation, last = net
-    hidden = (context @ first.weight[:, n_states:].T + first.bias)[:, :, None, :] + first.weight[:, :n_states].T
-    return last(activation(hidden)).log_softmax(-1)  # hidden: (B, T, K, H)
