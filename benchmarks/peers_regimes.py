@@ -378,6 +378,8 @@ METHODS: dict[str, tuple[str, Runner]] = {  # name -> (package that must import,
     **{name: ("tsseg", partial(run_tsseg, method=name)) for name in TSSEG_DETECTORS},
     "pyro_dssm-motion": ("pyro_dssm", partial(run_pyro_dssm, overrides=("model=motion",))),
     "pyro_dssm-autoregressive": ("pyro_dssm", partial(run_pyro_dssm, overrides=("model.emission=autoregressive",))),
+    "pyro_dssm-autoregressive_full": ("pyro_dssm", partial(run_pyro_dssm,
+                                                           overrides=("model.emission=autoregressive_full",))),
 }
 VERSIONED = {"hmmlearn": ("hmmlearn", "scikit-learn", "numpy"), "dynamax": ("dynamax", "jax", "jaxlib", "numpy"),
              "pomegranate": ("pomegranate", "torch"), "tsseg": ("tsseg", "torch", "numba", "numpy"),

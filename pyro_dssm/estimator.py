@@ -72,8 +72,9 @@ class DSSM(BaseEstimator):
 
     Settings (defaults those of the YAML configs; the comments there explain each):
         n_states: K. emission: the family of p(x_t | c_t, past) (``gaussian``, ``gaussian_scale``,
-        ``gaussian_full``, ``autoregressive``, ``poisson`` or a registered name); ``noise_std`` its fixed sigma
-        (standardised units); ``transition``, ``ar_order``, ``emission_options`` (None: {}), network sizes
+        ``gaussian_full``, ``autoregressive``, ``autoregressive_full``, ``poisson`` or a registered name);
+        ``noise_std`` its fixed sigma (standardised units); ``transition``, ``ar_order``, ``emission_inputs`` (the
+        emission reads the ``inputs`` too), ``emission_options`` (None: {}), network sizes
         ``transition_hidden``, ``emitter_hidden``, ``rnn_hidden``; the guide's ``guide_evidence``,
         ``guide_messages``. Features: ``features`` (a tuple of ``raw``, ``diff``, ``absdiff``,
         ``window_mean``, ``window_std``, ``window_speed``), ``smooth``, ``feature_window``, and ``window`` /
@@ -100,7 +101,7 @@ class DSSM(BaseEstimator):
     """
 
     def __init__(self, n_states=3, *, emission="gaussian", noise_std=0.5, transition="stationary", ar_order=1,
-                 emission_options=None, transition_hidden=32, emitter_hidden=32, rnn_hidden=32, guide_evidence=None,
+                 emission_inputs=False, emission_options=None, transition_hidden=32, emitter_hidden=32, rnn_hidden=32, guide_evidence=None,
                  guide_messages=True, features=("raw",), smooth=1, feature_window=1, window=None, stride=None,
                  n_epochs=20, batch_size=64, lr=0.003, guide_lr_factor=3.0, lr_final_fraction=0.1,
                  objective="analytic", tau_init=1.0, tau_min=0.1, tau_anneal_fraction=0.5, grad_clip=10.0, init="em",
@@ -111,7 +112,7 @@ class DSSM(BaseEstimator):
                  validate_args=True, figure_every=5, random_state=None, validation=0.0, log_dir=None, verbose=False):
         # scikit-learn's contract: store the keywords unchanged; fit checks them
         self.n_states, self.emission, self.noise_std, self.transition = n_states, emission, noise_std, transition
-        self.ar_order, self.emission_options = ar_order, emission_options
+        self.ar_order, self.emission_inputs, self.emission_options = ar_order, emission_inputs, emission_options
         self.transition_hidden, self.emitter_hidden, self.rnn_hidden = transition_hidden, emitter_hidden, rnn_hidden
         self.guide_evidence, self.guide_messages = guide_evidence, guide_messages
         self.features, self.smooth, self.feature_window = features, smooth, feature_window
@@ -147,7 +148,8 @@ class DSSM(BaseEstimator):
         :mod:`pyro_dssm.model.known`); state k is then the k-th class (sorted): ``classes_`` names the states and
         :meth:`predict` returns those names. NaN in X is a missing value, summed out. ``inputs``: exogenous inputs
         u_t in X's form ((T, U) rows per step, finite), conditioned on, not modelled; read by
-        ``transition="inputs"`` (:mod:`pyro_dssm.model.inputs`); give them again to every method that decodes.
+        ``transition="inputs"`` (:mod:`pyro_dssm.model.inputs`) and, with ``emission_inputs=True``, by the
+        emission (a GLM-HMM); give them again to every method that decodes.
         Raises ValueError naming a bad array, ``lengths`` or setting (settings are named by their config key,
         e.g. ``trainer.lr``); nothing is written before the checks.
         """

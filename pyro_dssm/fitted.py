@@ -166,8 +166,10 @@ def sample_with_past(model: DSSM, n: int, T: int, generator: torch.Generator,
             context = model.transition.context(x[:, t - 1: t + 1], u)[:, 1]
             probs = model.transition(eye[states[:, t - 1]], context).softmax(-1)
             states[:, t] = torch.multinomial(probs, 1, generator=generator)[:, 0]
-        recent = x[:, max(0, t - emitter.order): t + 1]  # as Emission.sample: t <= order iff it starts at 0
-        x[:, t] = draw(emitter.distribution(eye[states[:, t]], emitter.context(recent)[:, -1]), generator)
+        start = max(0, t - emitter.order)  # as Emission.sample: t <= order iff the window starts at 0
+        u = None if inputs is None else inputs[:, start: t + 1].expand(n, -1, -1)
+        context = emitter.context_of(x[:, start: t + 1], u)[:, -1]
+        x[:, t] = draw(emitter.distribution(eye[states[:, t]], context), generator)
     return states, x
 
 
@@ -372,9 +374,11 @@ class FittedDSSM:
         else:
             features = None if scaled is None else torch.zeros(1, T, self.model.config.obs_dim)
             log_init, log_trans = self.model.transition_parameters(features, scaled)
-            states = sample_states(log_init.exp(), log_trans.exp() if scaled is None else log_trans[0].exp(), int(n),
-                                   int(T), gen)  # one table per step with inputs: (T, K, K)
-            x = self.model.emitter.sample(states, gen).float()  # the emission family's draws, step by step for AR
+            per_step = log_trans.dim() == 4  # a transition that reads the inputs: one table per step, (T, K, K)
+            states = sample_states(log_init.exp(), (log_trans[0] if per_step else log_trans).exp(), int(n), int(T),
+                                   gen)
+            u = None if scaled is None else scaled.expand(int(n), -1, -1)
+            x = self.model.emitter.sample(states, gen, u).float()  # the family's draws, step by step for AR
         return states.numpy(), x.double().numpy() * self.preprocessing.std + self.preprocessing.mean
 
     def save(self, path: str | Path) -> Path:

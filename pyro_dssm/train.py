@@ -184,9 +184,12 @@ def _train(cfg: DictConfig, run_dir: Path | None, overrides: list[str] | None, t
     if getattr(data, "summary", ""):
         log.info("%s", data.summary)
     if input_names:
+        readers = [*(["the transition"] if model.transition.reads_inputs else []),
+                   *(["the emission"] if model.emitter.input_dim else []), "the guide"]
         log.info("inputs %s (U=%d): conditioned on, not modelled; read by %s", input_names, len(input_names),
-                 "the transition and the guide" if model.transition.reads_inputs else
-                 f"the guide only (model.transition={model_cfg.transition!r} does not read inputs)")
+                 " and ".join(readers) if len(readers) > 1 else
+                 f"the guide only (model.transition={model_cfg.transition!r} does not read inputs, "
+                 f"model.emission_inputs=false)")
     log.info("data: %d train / %d val sequences, T=%d, D=%d; model K=%d on %s; run dir %s",
              len(data.train), len(data.val), data.train.x.shape[1], model_cfg.obs_dim, model_cfg.n_states,
              device, "none (in memory)" if run_dir is None else run_dir)

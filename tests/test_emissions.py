@@ -23,18 +23,22 @@ from pyro_dssm.model.exact import ExactBaseline
 from .helpers import data_driven_init, hand_messages
 
 FAMILIES = sorted(EMISSIONS)
+AR_FAMILIES = ("autoregressive", "autoregressive_full")  # the families with memory (order p)
 K, D = 2, 2
 
 
 def make_model(family, order=1, cls=DSSM, seed=0):
-    """A small model with random weights; the AR family's zero-initialised MLP correction made non-zero."""
+    """A small model with random weights; the AR families' zero-initialised MLP correction (and the full one's
+    off-diagonal noise) made non-zero."""
     torch.manual_seed(seed)
     net = cls(ModelConfig(n_states=K, obs_dim=D, transition_hidden=5, emitter_hidden=6, rnn_hidden=4,
                           noise_std=0.7, emission=family, ar_order=order))
-    if family == "autoregressive":
+    if family in AR_FAMILIES:
         with torch.no_grad():
             for p in (net.emitter.weight, net.emitter.net[2].weight, net.emitter.net[2].bias):
                 p.normal_(0, 0.3)
+            if family == "autoregressive_full":
+                net.emitter.raw_tril.normal_(0, 0.5)
     return net
 
 
@@ -66,6 +70,10 @@ def step_density(net, family, x_seq, t, k):
     h = torch.cat([x_seq[t - lag] for lag in range(1, p + 1)])  # [x_{t-1}, ..., x_{t-p}]
     corr = em.net(torch.cat([e_k, h]))
     mean = em.weight[k] @ h + em.bias[k] + corr[:D]
+    if family == "autoregressive_full":  # the mean's correction only; noise L_k L_k^T, L_k by hand (D = 2)
+        diag = softplus(em.raw_scale[k]) + SCALE_FLOOR
+        L = torch.tensor([[diag[0], 0.0], [em.raw_tril[k, 0], diag[1]]])
+        return MultivariateNormal(mean, covariance_matrix=L @ L.T).log_prob(x_seq[t])
     scale = softplus(em.raw_scale[k] + corr[D:]) + SCALE_FLOOR
     return Normal(mean, scale).log_prob(x_seq[t]).sum()
 
@@ -83,7 +91,7 @@ def brute_force_log_px(net, family, x_seq):
     return torch.tensor(joints, dtype=torch.float64).logsumexp(0)
 
 
-@pytest.mark.parametrize("family,order", [(f, 1) for f in FAMILIES] + [("autoregressive", 2)])
+@pytest.mark.parametrize("family,order", [(f, 1) for f in FAMILIES] + [(f, 2) for f in AR_FAMILIES])
 @torch.no_grad()
 def test_exact_log_px_equals_brute_force_enumeration(family, order):
     net = make_model(family, order)
@@ -137,7 +145,7 @@ def test_padding_changes_nothing(family):
 @torch.no_grad()
 def test_sample_shapes_and_statistics(family):
     net = make_model(family)
-    if family == "autoregressive":
+    if family in AR_FAMILIES:
         with torch.no_grad():  # a linear AR(1): x_t = a x_{t-1} + b + s eps per state, MLP correction off
             net.emitter.net[2].weight.zero_()
             net.emitter.net[2].bias.zero_()
@@ -169,6 +177,10 @@ def test_sample_shapes_and_statistics(family):
         coef = torch.linalg.lstsq(design, cur.double()).solution.T.float()  # (D, D + 1)
         assert torch.allclose(coef[:, :D], -0.5 * torch.eye(D), atol=0.03)
         assert torch.allclose(coef[:, D], net.emitter.bias[1], atol=0.03)
+        if family == "autoregressive_full":  # the innovations' covariance is L_1 L_1^T, correlations included
+            resid = cur.double() - design @ coef.double().T
+            L = net.emitter.cholesky(net.emitter.raw_scale, net.emitter.raw_tril)[1].double()
+            assert torch.allclose(torch.cov(resid.T), L @ L.T, atol=0.03)
 
 
 def test_poisson_check_data_names_the_bad_value():
@@ -207,7 +219,7 @@ def test_gaussian_keeps_the_checkpoint_keys_of_before():
     assert keys == ["emitter.net.0.weight", "emitter.net.0.bias", "emitter.net.2.weight", "emitter.net.2.bias"]
 
 
-@pytest.mark.parametrize("family", ["autoregressive", "poisson"])
+@pytest.mark.parametrize("family", [*AR_FAMILIES, "poisson"])
 def test_enumerated_model_equals_forward_algorithm(family):
     net = make_model(family, cls=ExactBaseline)
     x = make_x(family, 3, 4)
@@ -217,13 +229,14 @@ def test_enumerated_model_equals_forward_algorithm(family):
     assert float(enum.detach()) == pytest.approx(float(fast.detach()), rel=1e-5)
 
 
-def test_autoregressive_init_puts_the_linear_ar_hmm_into_the_network_exactly():
+@pytest.mark.parametrize("family", AR_FAMILIES)
+def test_autoregressive_init_puts_the_linear_ar_hmm_into_the_network_exactly(family):
     """After the init, the network's table is the fitted linear AR-HMM's (the distillation is exact)."""
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
     x = torch.cumsum(torch.randn(6, 40, D, generator=gen), 1) * 0.3
     mask = torch.ones(6, 40, dtype=torch.bool)
-    net = make_model("autoregressive")
+    net = make_model(family)
     params, trans, _, _ = fit_classical(net.emitter, x, mask, torch.Generator().manual_seed(0), "em", 1, 5, 0.8)
     data_driven_init(net, x, mask, torch.Generator().manual_seed(0), "em", restarts=1, em_iters=5)
     assert torch.allclose(net.emitter.table(x), net.emitter.classical_table(params, x), atol=1e-4)
@@ -248,7 +261,8 @@ def test_init_of_the_other_families_recovers_the_states(family):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_cli_trains_writes_metrics_and_decodes(family, cli, tmp_path):
-    data = {"autoregressive": "switching_ar", "poisson": "counts"}.get(family, "synthetic")
+    data = {"autoregressive": "switching_ar", "autoregressive_full": "switching_ar", "poisson": "counts"}.get(
+        family, "synthetic")
     run_dir = tmp_path / "run"
     args = [f"data={data}", f"model.emission={family}", "data.n_states=2", "data.obs_dim=2", "data.seq_len=20",
             "data.n_train=16", "data.n_val=8", "trainer.n_epochs=1", "trainer.batch_size=8", "trainer.init_restarts=1",
@@ -272,7 +286,7 @@ def test_guide_reads_the_emission_table_exactly_for_families_with_memory(family)
     """The autoregressive guide's BiGRU reads [x_t, normalised log p(x_t | c_t = k, x_{<t})]; memoryless families
     read x_t alone (gaussian: the guide of before, same parameter shapes)."""
     net = make_model(family)
-    extra = K if family == "autoregressive" else 0
+    extra = K if family in AR_FAMILIES else 0
     assert net.posterior.extra_dim == extra
     assert net.posterior.birnn.weight_ih_l0.shape == (3 * net.posterior.hidden_dim, D + extra)
     x = make_x(family, 3, 6)
@@ -334,7 +348,7 @@ def test_guide_evidence_by_family_unless_set(family, setting):
 
     net = make_model(family)
     net = type(net)(replace(net.config, guide_evidence=setting))
-    expected_on = (family != "autoregressive") if setting is None else setting
+    expected_on = (family not in AR_FAMILIES) if setting is None else setting
     assert net.uses_evidence == expected_on
     x = make_x(family, 3, 6)
     features, evidence = net.guide_inputs(x)
@@ -397,3 +411,30 @@ def test_full_covariance_table_against_torch_multivariate_normal():
     x = torch.randn(2, 5, 6, generator=gen, dtype=torch.float64)
     expected = MultivariateNormal(mean, covariance_matrix=L @ L.transpose(-1, -2)).log_prob(x[:, :, None])
     assert torch.allclose(state_table(mean, L, x), expected, atol=1e-9)
+
+
+def test_autoregressive_full_m_step_is_least_squares_with_the_residual_covariance():
+    """With all weight on one state the M-step is ordinary least squares of x_t on [x_{t-1}, 1] and the
+    residuals' covariance (hand formulas; the ridge and the prior's pseudo-points move them by < 1e-3), and its
+    fast classical table equals the one derived from torch's MultivariateNormal."""
+    from pyro_dssm.model.emissions.base import Emission
+
+    emitter = make_model("autoregressive_full").emitter
+    gen = torch.Generator().manual_seed(5)
+    noise = torch.randn(4, 300, D, generator=gen) @ torch.tensor([[1.0, 0.0], [0.8, 0.5]]).T
+    x = torch.zeros(4, 300, D)
+    for t in range(1, 300):
+        x[:, t] = 0.7 * x[:, t - 1] + 0.2 + noise[:, t]
+    weights = torch.zeros(4, 300, K)
+    weights[..., 0] = 1.0
+    params = emitter.m_step(x, torch.ones(4, 300, dtype=torch.bool), weights)
+    design = torch.cat([x[:, :-1], torch.ones(4, 299, 1)], -1).reshape(-1, D + 1).double()
+    target = x[:, 1:].reshape(-1, D).double()
+    coef = torch.linalg.lstsq(design, target).solution.T  # (D, D + 1)
+    resid = target - design @ coef.T
+    assert torch.allclose(params["coef"][0].double(), coef, atol=1e-3)
+    L = params["scale_tril"][0].double()
+    assert torch.allclose(L @ L.T, resid.T @ resid / len(resid), atol=1e-3)
+    assert L[1, 0] > 0.3  # the innovations' correlation is kept (a diagonal family has 0 there)
+    fast = emitter.complete_classical_table(params, x[:, :20])
+    assert torch.allclose(fast, Emission.complete_classical_table(emitter, params, x[:, :20]), atol=1e-4)

@@ -36,6 +36,8 @@ def positive_x(B=2, T=6):
     ("gaussian_scale", 2 * K * D),  # means and scales
     ("gaussian_full", K * (D + D * (D + 1) // 2)),  # means and the Cholesky factors' lower triangles
     ("autoregressive", K * (D * D + 4 * D)),  # A_k (D x D), b_k, r_k, and the first step's mean and scale
+    # A_k, b_k, the Cholesky factors' lower triangles, the first step's mean and scale
+    ("autoregressive_full", K * (D * D + D + D * (D + 1) // 2 + 2 * D)),
     ("poisson", K * D),  # the rates
 ])
 def test_parameter_counts_by_hand(emission, hand):

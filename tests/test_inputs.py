@@ -301,11 +301,16 @@ def test_the_estimator_takes_inputs_in_the_form_of_x():
         Estimator(3, transition="inputs", n_epochs=1).fit(list(X.reshape(8, 40, 2)), inputs=[U[:40]])
 
 
-@pytest.mark.parametrize("transition, emission, U", [("inputs", "gaussian", 2), ("recurrent", "autoregressive", 1),
-                                                      ("recurrent", "gaussian", 0)])
-def test_filtering_with_per_step_tables_equals_one_pass_and_the_exact_posteriors_of_each_prefix(transition, emission, U):
+@pytest.mark.parametrize("transition, emission, U, glm", [("inputs", "gaussian", 2, False),
+                                                           ("recurrent", "autoregressive", 1, False),
+                                                           ("recurrent", "gaussian", 0, False),
+                                                           ("stationary", "autoregressive", 2, True)])
+def test_filtering_with_per_step_tables_equals_one_pass_and_the_exact_posteriors_of_each_prefix(transition, emission,
+                                                                                               U, glm):
+    """glm: the inputs are read by the emission (model.emission_inputs), the transition stationary."""
     torch.manual_seed(0)
-    model = DSSM(ModelConfig(n_states=3, obs_dim=2, input_dim=U, transition=transition, emission=emission))
+    model = DSSM(ModelConfig(n_states=3, obs_dim=2, input_dim=U, transition=transition, emission=emission,
+                             emission_inputs=glm))
     payload = {"preprocessing": Preprocessing(["raw"], np.zeros(2), np.ones(2), ["a", "b"]).state_dict()}
     if U:
         payload["input_preprocessing"] = Preprocessing(["raw"], np.full(U, 0.5), np.full(U, 2.0),

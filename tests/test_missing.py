@@ -90,7 +90,7 @@ def test_marginalised_log_px_equals_brute_force_over_paths(emission):
         assert float(ours[b]) == pytest.approx(expected, abs=2e-4)
 
 
-@pytest.mark.parametrize("emission", ["gaussian", "gaussian_full", "autoregressive"])
+@pytest.mark.parametrize("emission", ["gaussian", "gaussian_full", "autoregressive", "autoregressive_full"])
 def test_log_prob_at_one_hot_states_is_the_table_column_with_missing_cells(emission):
     model = model_of(emission)
     x = holed(torch.randn(2, T, D, generator=torch.Generator().manual_seed(2)), HOLES)

@@ -67,6 +67,8 @@ def model_checks(c) -> list[tuple[bool, str]]:
             (isinstance(c.known_states, bool), f"model.known_states must be true or false, got {c.known_states!r}"),
             (is_int(c.input_dim, 0), f"model.input_dim must be an integer >= 0 (the exogenous inputs; set by train "
                                      f"from the data), got {c.input_dim!r}"),
+            (isinstance(c.emission_inputs, bool),
+             f"model.emission_inputs must be true or false, got {c.emission_inputs!r}"),
             (c.missing_input in (None, True, False),
              f"model.missing_input must be true, false or null (when the data have missing cells), got "
              f"{c.missing_input!r}")]

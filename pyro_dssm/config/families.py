@@ -23,6 +23,7 @@ EMISSIONS: dict[str, str | type] = {
     "gaussian_scale": "pyro_dssm.model.emissions.gaussian_scale:GaussianScaleEmission",
     "gaussian_full": "pyro_dssm.model.emissions.gaussian_full:GaussianFullEmission",
     "autoregressive": "pyro_dssm.model.emissions.autoregressive:AutoregressiveEmission",
+    "autoregressive_full": "pyro_dssm.model.emissions.autoregressive_full:AutoregressiveFullEmission",
     "poisson": "pyro_dssm.model.emissions.poisson:PoissonEmission",
 }
 TRANSITIONS: dict[str, str | type] = {

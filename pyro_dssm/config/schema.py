@@ -59,6 +59,8 @@ class ModelConfig:
     observed without noise, :mod:`pyro_dssm.model.known`); set by ``train`` from ``data.known_states_column``.
     ``input_dim``: U, the exogenous inputs the observations carry after the D features (conditioned on,
     not modelled, :mod:`pyro_dssm.model.inputs`); set by ``train`` from the data (``data.input_columns``).
+    ``emission_inputs``: the emission reads the inputs too (a GLM-HMM's regressors; families with
+    ``accepts_inputs``: ``autoregressive``, ``autoregressive_full``); the transition reads them by ``transition``.
 
     In the config ``obs_dim: null`` means "the loaded data's feature count";
     ``train()`` fills it in before building this, which needs an integer.
@@ -79,6 +81,7 @@ class ModelConfig:
     missing_input: bool | None = None
     known_states: bool = False
     input_dim: int = 0
+    emission_inputs: bool = False
 
     def __post_init__(self):
         raise_first(model_checks(self))

@@ -43,7 +43,7 @@ def fit_context(net, x: torch.Tensor, mask: torch.Tensor, steps: int, lr: float 
         return {}
     features, inputs, clamp = net.observations(x)
     with torch.no_grad():
-        table = clamped(net.emitter.table(features), clamp)
+        table = clamped(net.emitter.table(features, inputs), clamp)
         context = net.transition.context(features, inputs)
     n_steps = mask.sum().clamp_min(1)
     log_init = hmm.uniform_log_init(net.n_states, table)

@@ -135,7 +135,8 @@ def e_step_log_px(batch: int, steps: int, n_states: int):
 
 
 def baum_welch(emitter: Emission, params: dict, x: torch.Tensor, mask: torch.Tensor, trans: torch.Tensor,
-               n_iter: int, kappa: float = 0.0, clamp: torch.Tensor | None = None) -> tuple[dict, torch.Tensor, float]:
+               n_iter: int, kappa: float = 0.0, clamp: torch.Tensor | None = None,
+               inputs: torch.Tensor | None = None) -> tuple[dict, torch.Tensor, float]:
     r"""EM for the classical HMM of ``emitter``'s family (uniform p(c_1)) from ``params`` and ``trans`` (K, K).
 
     The E-step uses autograd on the exact log p(X) (:func:`e_step_log_px` picks its algorithm):
@@ -144,33 +145,37 @@ def baum_welch(emitter: Emission, params: dict, x: torch.Tensor, mask: torch.Ten
     M-step: the family's :meth:`~pyro_dssm.model.emissions.base.Emission.m_step`; transitions the MAP under
     a sticky Dirichlet prior, :math:`A_{ij} \propto n_{ij} + \kappa [i = j]`.
     x (B, T, D), mask (B, T) bool; ``clamp`` (B, T, K) the known states' log-indicator added to the table
-    (:mod:`pyro_dssm.model.known`), or None. Returns the parameters, the transition matrix and the exact
+    (:mod:`pyro_dssm.model.known`), or None; ``inputs`` (B, T, U) for an emission that reads them (a GLM-HMM's
+    regressors, in its table and M-step). Returns the parameters, the transition matrix and the exact
     log p(X) per valid step of the returned parameters.
     """
     K = trans.shape[0]
+    given = {"inputs": inputs} if emitter.input_dim else {}  # a family that reads no inputs takes none
 
     log_init = hmm.uniform_log_init(K, x)
     eye = torch.eye(K, dtype=x.dtype, device=x.device)
     log_px = e_step_log_px(*x.shape[:2], K)
     for _ in range(n_iter):
         log_trans = trans.clamp_min(1e-12).log().requires_grad_()
-        log_lik = clamped(emitter.classical_table(params, x), clamp).detach().requires_grad_()
+        log_lik = clamped(emitter.classical_table(params, x, inputs), clamp).detach().requires_grad_()
         total = log_px(log_init, log_trans, log_lik, mask).sum()
         counts, gamma = torch.autograd.grad(total, [log_trans, log_lik])
-        params = emitter.m_step(x, mask, gamma)
+        params = emitter.m_step(x, mask, gamma, **given)
         counts = counts + kappa * eye + 1e-6
         trans = counts / counts.sum(-1, keepdim=True)
-    score = log_px(log_init, trans.log(), clamped(emitter.classical_table(params, x), clamp), mask).sum()
+    score = log_px(log_init, trans.log(), clamped(emitter.classical_table(params, x, inputs), clamp), mask).sum()
     score = score / mask.sum()
     return params, trans, float(score)
 
 
 def fit_classical(emitter: Emission, x: torch.Tensor, mask: torch.Tensor, generator: torch.Generator,
                   method: str = "em", restarts: int = 1, em_iters: int = 20, stay_prob: float = 0.8,
-                  clamp: torch.Tensor | None = None) -> tuple[dict, torch.Tensor, float, int]:
+                  clamp: torch.Tensor | None = None,
+                  inputs: torch.Tensor | None = None) -> tuple[dict, torch.Tensor, float, int]:
     """Steps 1-3 of the module docstring: the best candidate's (parameters, transition (K, K), log p(X) per
     step, index). ``method="kmeans"`` scores the k-means starts without EM iterations. ``clamp`` (B, T, K): the
-    known states' log-indicator (:func:`baum_welch`); the start labels take the known states where given."""
+    known states' log-indicator (:func:`baum_welch`); the start labels take the known states where given.
+    ``inputs`` (B, T, U): for an emission that reads them (:func:`baum_welch`); the start labels ignore them."""
     if method not in ("kmeans", "em"):
         raise ValueError(f"init method must be 'kmeans' or 'em', got {method!r}")
     K = emitter.n_states
@@ -182,10 +187,10 @@ def fit_classical(emitter: Emission, x: torch.Tensor, mask: torch.Tensor, genera
         labels, centres = start_labels(x, mask, generator, K, random=restart >= restarts)
         if clamp is not None:
             labels, centres = align_to_known(labels, centres, clamp, mask)
-        params = emitter.start(x, mask, labels, centres)
+        params = emitter.start(x, mask, labels, centres, **({"inputs": inputs} if emitter.input_dim else {}))
         trans = sticky_transition(K, stay_prob).to(x)
         params, trans, score = baum_welch(emitter, params, x, mask, trans, em_iters if method == "em" else 0, kappa,
-                                          clamp)
+                                          clamp, inputs)
         log.debug("init candidate %d (%s): log p(X)/step %.4f", restart, "random" if restart >= restarts else "k-means",
                   score)
         if best is None or score > best[2]:

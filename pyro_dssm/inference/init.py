@@ -46,10 +46,11 @@ def initialise(net, x: torch.Tensor, mask: torch.Tensor, cfg, gen: torch.Generat
     if x.shape[0] > cfg.init_max_sequences:
         idx = torch.randperm(x.shape[0], generator=gen)[: cfg.init_max_sequences].to(x.device)
         x, mask = x[idx], mask[idx]
-    features, _, clamp = net.observations(x)  # known states: EM's posteriors are clamped there too (inputs: the
-    # classical fit is a stationary HMM, whose matrix the transition's table at u = 0 is moved to)
+    features, inputs, clamp = net.observations(x)  # known states: EM's posteriors are clamped there too (inputs:
+    # the classical fit's chain is stationary, whose matrix the transition's table at u = 0 is moved to; an emission
+    # that reads them regresses on them)
     params, trans, score, restart = fit_classical(net.emitter, features, mask, gen, cfg.init, cfg.init_restarts,
-                                                  cfg.init_em_iters, cfg.init_stay_prob, clamp)
+                                                  cfg.init_em_iters, cfg.init_stay_prob, clamp, inputs)
     distill(net, params, trans)
     log.info("init (%s, %d restarts): best log p(X)/step %.4f from candidate %d", cfg.init, cfg.init_restarts,
              score, restart)

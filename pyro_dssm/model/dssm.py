@@ -96,7 +96,7 @@ class NeuralHMM(nn.Module):
             log_lik (B, T, K): ``log p(x_t | c_t = k, x_{<t})`` (the family's ``table``; clamped at known states).
         """
         features, inputs, clamp = self.observations(x)
-        return (*self.transition_parameters(features, inputs), clamped(self.emitter.table(features), clamp))
+        return (*self.transition_parameters(features, inputs), clamped(self.emitter.table(features, inputs), clamp))
 
     def hmm_parameters(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """A family with fixed per-state means only (``gaussian``): log_init (K,), log_trans (K, K) and the (K, D) means."""
@@ -170,7 +170,7 @@ class DSSM(NeuralHMM):
         features, inputs, clamp = self.observations(x)
         use_table = self.posterior.extra_dim or self.uses_evidence
         with torch.no_grad():
-            table = self.emitter.table(features) if use_table else None
+            table = self.emitter.table(features, inputs) if use_table else None
             local = clamped(table, clamp).log_softmax(-1) if use_table else None
             if self.uses_evidence:
                 evidence = self._evidence(local, lengths, features, inputs)
@@ -212,7 +212,8 @@ class DSSM(NeuralHMM):
             prior = RelaxedChainPrior(self.transition, tau, mask, self.n_states,
                                       self.transition.context(features, inputs))
             y = pyro.sample("c", prior)
-            pyro.sample("x", ChainLikelihood(self.emitter, y.exp(), mask, chain=prior, clamp=clamp), obs=features)
+            pyro.sample("x", ChainLikelihood(self.emitter, y.exp(), mask, chain=prior, clamp=clamp, inputs=inputs),
+                        obs=features)
 
     # q(c_{1:T} | x_{1:T})
     def guide(self, x: torch.Tensor, mask: torch.Tensor | None = None, tau: float = 1.0) -> None:

@@ -16,6 +16,12 @@ from pyro_dssm.model.transitions.base import Transition
 def make_emission(config: ModelConfig) -> Emission:
     """The emission family ``config.emission`` with the sizes and options of ``config``."""
     cls = family_class("emission", config.emission)
+    if config.emission_inputs and not getattr(cls, "accepts_inputs", False):
+        raise ValueError(f"model.emission_inputs=true: the emission {config.emission!r} does not read inputs; use "
+                         "model.emission=autoregressive or autoregressive_full (inputs as regressors of the mean)")
+    if config.emission_inputs and config.input_dim == 0:
+        raise ValueError("model.emission_inputs=true needs exogenous inputs, and the data have none: name them with "
+                         "data.input_columns (CSV), u_<name> arrays (NPZ) or inputs= (Python)")
     options = {**cls.options(config), **dict(config.emission_options)}
     try:
         emission = cls(config.n_states, config.obs_dim, config.emitter_hidden, **options)

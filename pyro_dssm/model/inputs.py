@@ -11,7 +11,9 @@ conditions the chain on a known series :math:`u_{1:T}` (a stimulus, a control si
 :math:`\log p(X \mid U)` and every exact algorithm of :mod:`pyro_dssm.model.hmm` runs on the known
 (B, T, K, K) table of the step (``model.transition=inputs``,
 :class:`~pyro_dssm.model.transitions.inputs.InputsTransition`; ``recurrent`` reads them beside
-:math:`x_{t-1}`). The guide's BiGRU reads them beside x.
+:math:`x_{t-1}`). The guide's BiGRU reads them beside x. With ``model.emission_inputs`` the emission
+reads them too, :math:`p(x_t \mid c_t, x_{<t}, u_t)` (a GLM-HMM: regressors of the autoregressive mean,
+:mod:`pyro_dssm.model.emissions.autoregressive`); its table stays known given U.
 
 The columns of the observation tensor (B, T, :attr:`~pyro_dssm.model.dssm.NeuralHMM.data_dim`) are
 ``[features (D) | inputs (U) | known state (1, with model.known_states)]``: one tensor, so that

@@ -233,8 +233,9 @@ class ChainLikelihood(TorchDistribution):
     support = constraints.independent(constraints.real, 2)
 
     def __init__(self, emitter, states: torch.Tensor, mask: torch.Tensor, chain: RelaxedChainPrior,
-                 clamp: torch.Tensor | None = None, validate_args=None):
+                 clamp: torch.Tensor | None = None, inputs: torch.Tensor | None = None, validate_args=None):
         self.emitter = emitter
+        self.inputs = inputs if emitter.input_dim else None  # (B, T, U) for an emission that reads them
         self.states = states
         self.mask = mask
         self.chain = chain
@@ -249,7 +250,7 @@ class ChainLikelihood(TorchDistribution):
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         """(B,) from x (B, T, D); every step in one call of the emission."""
-        return self._sum(self.emitter.log_prob(value, self.states), self.states)
+        return self._sum(self.emitter.log_prob(value, self.states, self.inputs), self.states)
 
     def expected_log_prob(self, value: torch.Tensor, probs: torch.Tensor, states: torch.Tensor,
                           table: torch.Tensor | None = None) -> torch.Tensor:
@@ -264,8 +265,9 @@ class ChainLikelihood(TorchDistribution):
         """
         if table is None:
             with torch.no_grad():
-                table = self.emitter.table(value)  # (B, T, K)
-        drawn = self.emitter.hard_log_prob(value, states)  # (B, T), with the emission's gradient
+                table = self.emitter.table(value, self.inputs)  # (B, T, K)
+        inputs = () if self.inputs is None else (self.inputs,)  # a family of one's own may not take them
+        drawn = self.emitter.hard_log_prob(value, states, *inputs)  # (B, T), with the emission's gradient
         return self._sum((probs * table).sum(-1) + (drawn - drawn.detach()), probs)
 
     expand = _expand_to_itself

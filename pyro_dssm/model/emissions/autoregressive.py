@@ -23,6 +23,11 @@ would instead treat a missing past as an observed zero and bias the AR fit.
 
 The context of step t (:meth:`AutoregressiveEmission.context`) is :math:`[h_t, [t \le p]]`:
 every factor is a function of (c_t, x_{<t}) only, so the table is the exact HMM's.
+
+**Inputs** (``model.emission_inputs=true``, a GLM-HMM): the exogenous inputs u_t (U values,
+:mod:`pyro_dssm.model.inputs`) join the history as regressors, :math:`h_t = [x_{t-1}, \dots, x_{t-p}, u_t]`:
+:math:`A_k` is then (D, pD + U) and the MLP reads them too; the classical M-step regresses on them as well. The
+first p steps' Gaussian does not read them. Given u, every factor is still a function of (c_t, x_{<t}, u_t).
 """
 
 from __future__ import annotations
@@ -45,32 +50,38 @@ def history(x: torch.Tensor, order: int) -> torch.Tensor:
 class AutoregressiveEmission(Emission):
     """Parameterizes p(x_t | c_t, x_{t-p:t-1}) (module docstring): linear AR per state + MLP correction."""
 
-    def __init__(self, n_states: int, obs_dim: int, hidden_dim: int, order: int = 1, start_scale: float = 1.0):
+    accepts_inputs = True
+
+    def __init__(self, n_states: int, obs_dim: int, hidden_dim: int, order: int = 1, start_scale: float = 1.0,
+                 input_dim: int = 0):
         super().__init__(n_states, obs_dim, hidden_dim)
         if not isinstance(order, int) or order < 1:
             raise ValueError(f"autoregressive order must be an integer >= 1, got {order!r}")
         K, D = n_states, obs_dim
-        self.order = order
+        self.order, self.input_dim = order, input_dim
         raw_start = float(inverse_softplus(max(start_scale - SCALE_FLOOR, 1e-3)))
-        self.weight = nn.Parameter(torch.zeros(K, D, order * D))  # A_k
+        self.weight = nn.Parameter(torch.zeros(K, D, order * D + input_dim))  # A_k
         self.bias = nn.Parameter(torch.randn(K, D) * 0.1)  # b_k
         self.raw_scale = nn.Parameter(torch.full((K, D), raw_start))  # r_k
         self.init_mean = nn.Parameter(torch.randn(K, D) * 0.1)  # m_k, t <= p
         self.init_raw_scale = nn.Parameter(torch.full((K, D), raw_start))  # s_k, t <= p
-        self.net = mlp(K + order * D, hidden_dim, 2 * D)  # g
+        self.net = mlp(K + order * D + input_dim, hidden_dim, 2 * D)  # g
         nn.init.zeros_(self.net[2].weight)
         nn.init.zeros_(self.net[2].bias)
 
     @classmethod
     def options(cls, config) -> dict:
-        return {"order": config.ar_order, "start_scale": config.noise_std}
+        return {"order": config.ar_order, "start_scale": config.noise_std,
+                "input_dim": config.input_dim if config.emission_inputs else 0}
 
-    def context(self, x):
+    def context(self, x, inputs=None):
+        """x (B, T, D) [, inputs (B, T, U)] -> (B, T, pD [+ U] + 1): the regressors h_t and [t <= p]."""
         first = torch.arange(x.shape[1], device=x.device) < self.order  # (T,)
-        return torch.cat([history(x, self.order), first.to(x.dtype)[:, None].expand(*x.shape[:2], 1)], -1)
+        regressors = [history(x, self.order)] + ([inputs.to(x.dtype)] if self.input_dim else [])
+        return torch.cat([*regressors, first.to(x.dtype)[:, None].expand(*x.shape[:2], 1)], -1)
 
     def per_state_linear(self, hist: torch.Tensor) -> torch.Tensor:
-        """hist (..., pD) -> (..., K, D): A_k h + b_k for every state."""
+        """hist (..., pD [+ U]) -> (..., K, D): A_k h + b_k for every state."""
         K, D = self.n_states, self.obs_dim
         return (hist @ self.weight.reshape(K * D, -1).T).unflatten(-1, (K, D)) + self.bias
 
@@ -83,10 +94,10 @@ class AutoregressiveEmission(Emission):
         raw = torch.where(first, states @ self.init_raw_scale, states @ self.raw_scale + corr_scale)
         return diagonal_normal(mean, nn.functional.softplus(raw) + SCALE_FLOOR)
 
-    def complete_table(self, x):
+    def complete_table(self, x, inputs=None):
         """:meth:`Emission.complete_table` without K copies of the history through the MLP (:meth:`_correction_per_state`)."""
         D = x.shape[-1]
-        context = self.context(x)
+        context = self.context_of(x, inputs)
         hist, first = context[..., :-1], context[..., -1:, None] > 0.5  # first (B, T, 1, 1) against (B, T, K, D)
         corr_mean, corr_scale = self._correction_per_state(hist).split(D, -1)
         mean = torch.where(first, self.init_mean, self.per_state_linear(hist) + corr_mean)
@@ -104,10 +115,23 @@ class AutoregressiveEmission(Emission):
         hidden = (hist @ first.weight[:, K:].T + first.bias)[:, :, None, :] + first.weight[:, :K].T  # (B, T, K, H)
         return last(activation(hidden))
 
-    def m_step(self, x, mask, weights, ridge: float = 1e-3):
+    def start(self, x, mask, labels, centres=None, inputs=None):
+        return self.m_step(x, mask, labels, inputs=inputs)
+
+    def m_step(self, x, mask, weights, inputs=None, ridge: float = 1e-3):
         r"""Linear AR(p)-HMM with diagonal noise, weighted least squares (in float64):
         :math:`W_k = (\sum_t w_{tk} y_t u_t^\top)(\sum_t w_{tk} u_t u_t^\top + \lambda I)^{-1}`, :math:`u_t = [h_t, 1]`;
         the first p steps' Gaussian from their weighted moments."""
+        fit = self.regression(x, mask, weights, ridge, inputs)
+        resid, w_ar = fit.pop("resid"), fit.pop("weights")
+        var = (torch.einsum("btk,btkd->kd", w_ar, resid.pow(2)) + PRIOR_WEIGHT * resid.pow(2).mean((0, 1, 2))) \
+            / (w_ar.sum((0, 1))[:, None] + PRIOR_WEIGHT)
+        return {**fit, "scale": var.sqrt().clamp_min(2 * SCALE_FLOOR).to(x)}
+
+    def regression(self, x, mask, weights, ridge: float, inputs=None) -> dict[str, torch.Tensor]:
+        """The M-step's shared part: ``coef`` (K, D, pD [+ U] + 1), the first steps' ``init_mean`` / ``init_scale`` (K, D),
+        and, in float64, the residuals ``resid`` (B, T, K, D) of every state's fit with the regression's weights
+        ``weights`` (B, T, K) (0 on the first p steps and where a target or its history has a missing cell)."""
         observed = ~torch.isnan(x)
         # NaN cells: the regression uses the steps whose target and history are complete (the rest weigh 0)
         complete = observed.all(-1)
@@ -115,7 +139,7 @@ class AutoregressiveEmission(Emission):
                                          for lag in range(1, self.order + 1)]).all(0)
         x_first = x.double()
         x = x.nan_to_num(0.0)
-        context = self.context(x.double())
+        context = self.context_of(x.double(), inputs)
         u, first = torch.cat([context[..., :-1], torch.ones_like(context[..., :1])], -1), context[0, :, -1] > 0.5
         w = (weights * mask[..., None]).double()
         w_ar = w * (~first)[None, :, None] * usable[..., None]
@@ -123,12 +147,10 @@ class AutoregressiveEmission(Emission):
         cross = torch.einsum("btk,btd,btj->kdj", w_ar, x.double(), u)  # (K, D, pD + 1)
         coef = torch.linalg.solve(gram, cross.transpose(1, 2)).transpose(1, 2)
         resid = x.double()[:, :, None] - torch.einsum("kdj,btj->btkd", coef, u)
-        var = (torch.einsum("btk,btkd->kd", w_ar, resid.pow(2)) + PRIOR_WEIGHT * resid.pow(2).mean((0, 1, 2))) \
-            / (w_ar.sum((0, 1))[:, None] + PRIOR_WEIGHT)
         init_mean, init_var = weighted_moments(torch.where(first[None, :, None], x_first, 0.0),
                                                w * first[None, :, None])
-        return {"coef": coef.to(x), "scale": var.sqrt().clamp_min(2 * SCALE_FLOOR).to(x), "init_mean": init_mean.to(x),
-                "init_scale": init_var.sqrt().clamp_min(2 * SCALE_FLOOR).to(x)}
+        return {"coef": coef.to(x), "init_mean": init_mean.to(x),
+                "init_scale": init_var.sqrt().clamp_min(2 * SCALE_FLOOR).to(x), "resid": resid, "weights": w_ar}
 
     def classical_distribution(self, params, context):
         hist, first = context[..., 0, :-1], context[..., -1:] > 0.5  # first (..., 1, 1) against (..., K, D)
@@ -149,6 +171,7 @@ class AutoregressiveEmission(Emission):
         return None
 
     def n_parameters(self) -> int:
-        """Of the linear AR-HMM part: A_k, b_k, r_k and the initial m_k, s_k (the MLP correction not counted)."""
+        """Of the linear AR-HMM part: A_k (on the inputs too), b_k, r_k and the initial m_k, s_k (the MLP correction
+        not counted)."""
         K, D = self.n_states, self.obs_dim
-        return K * (D * self.order * D + 4 * D)
+        return K * (D * (self.order * D + self.input_dim) + 4 * D)

@@ -12,6 +12,10 @@ one-hot vectors for the exact HMM. From it the package derives
   log p(X) of :mod:`pyro_dssm.model.hmm` hold for every family;
 * :meth:`Emission.sample`: x given a state path, step by step where the past matters.
 
+**Inputs** (a GLM-HMM's covariates, ``model.emission_inputs``): a family with ``input_dim`` U > 0 reads the
+exogenous inputs u_t (B, T, U) in its context beside the past (``autoregressive``: as regressors of the mean);
+every method below then takes them as ``inputs``. A family with ``input_dim`` 0 ignores ``inputs``.
+
 **Missing values** are NaN cells of x. Each derived density is then the marginal over
 the missing channels, :math:`\log p(x_t^{\text{obs}} \mid c_t, \text{context}_t)`
 (:func:`observed_log_prob`: exact for distributions with independent channels,
@@ -51,6 +55,8 @@ class Emission(nn.Module):
     """
 
     order: int = 0  # its context reads at most the last ``order`` observations and whether t <= order
+    input_dim: int = 0  # U: the exogenous inputs its context reads (0: none; ``inputs`` are then ignored)
+    accepts_inputs: bool = False  # whether the family can read inputs (``model.emission_inputs``)
     # The classical init (pyro_dssm/inference/em.py): a sticky Dirichlet prior of ``em_stickiness`` x (a state's share
     # of the steps) extra self-transitions, and ``em_random_starts`` random-label starts per k-means start.
     em_stickiness: float = 0.1
@@ -76,8 +82,20 @@ class Emission(nn.Module):
 
     def context(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, T, D) -> (B, T, C): what step t's emission reads of x_{t-order:t-1} (and of t itself: whether
-        it is among the first ``order`` steps); C = 0 for a memoryless family. Never reads x_t."""
+        it is among the first ``order`` steps); C = 0 for a memoryless family. Never reads x_t. A family with
+        ``input_dim`` > 0 takes ``context(x, inputs)``, inputs (B, T, U), and reads u_t too."""
         return x.new_zeros(*x.shape[:2], 0)
+
+    def context_of(self, x: torch.Tensor, inputs: torch.Tensor | None) -> torch.Tensor:
+        """:meth:`context` of x (B, T, D), with the inputs (B, T, U) for a family that reads them (ValueError
+        when it needs them and none are given); ``inputs`` ignored otherwise."""
+        if not self.input_dim:
+            return self.context(x)
+        if inputs is None or inputs.shape[-1] != self.input_dim or inputs.shape[:2] != x.shape[:2]:
+            got = None if inputs is None else tuple(inputs.shape)
+            raise ValueError(f"this emission reads {self.input_dim} inputs per step (model.emission_inputs); "
+                             f"expected inputs of shape {(*x.shape[:2], self.input_dim)}, got {got}")
+        return self.context(x, inputs)
 
     def m_step(self, x: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor) -> dict[str, torch.Tensor]:
         """The classical HMM's per-state parameters from x (B, T, D), mask (B, T) and state weights (B, T, K)."""
@@ -86,7 +104,8 @@ class Emission(nn.Module):
     def start(self, x: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
               centres: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The classical HMM's parameters to start EM from: the M-step of one-hot ``labels`` (B, T, K) by default;
-        ``centres`` (K, D) are the k-means centres the labels come from (None for random labels)."""
+        ``centres`` (K, D) are the k-means centres the labels come from (None for random labels). A family that
+        reads inputs takes them as ``start(..., inputs=)`` and ``m_step(..., inputs=)``."""
         return self.m_step(x, mask, labels)
 
     def classical_distribution(self, params: dict[str, torch.Tensor], context: torch.Tensor) -> Distribution:
@@ -110,21 +129,24 @@ class Emission(nn.Module):
 
     # --- fast paths a family may write (complete steps only: no NaN in x) ----------------------------------------------
 
-    def complete_table(self, x: torch.Tensor) -> torch.Tensor:
+    def complete_table(self, x: torch.Tensor, inputs: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, T, D) without NaN -> (B, T, K): :meth:`table` derived from :meth:`distribution`; a family may
-        override it with a faster formula (a test checks it against the derivation)."""
-        return self.distribution(self.one_hot(x), self.context(x)[:, :, None]).log_prob(x[:, :, None])
+        override it with a faster formula (a test checks it against the derivation). ``inputs`` is passed only
+        to a family that reads them."""
+        return self.distribution(self.one_hot(x), self.context_of(x, inputs)[:, :, None]).log_prob(x[:, :, None])
 
-    def complete_classical_table(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    def complete_classical_table(self, params: dict[str, torch.Tensor], x: torch.Tensor,
+                                 inputs: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, T, D) without NaN -> (B, T, K): :meth:`classical_table` derived from :meth:`classical_distribution`."""
-        return self.classical_distribution(params, self.context(x)[:, :, None]).log_prob(x[:, :, None])
+        context = self.context_of(x, inputs)[:, :, None]
+        return self.classical_distribution(params, context).log_prob(x[:, :, None])
 
     # --- derived ----------------------------------------------------------------------------------------------------
 
-    def log_prob(self, x: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+    def log_prob(self, x: torch.Tensor, states: torch.Tensor, inputs: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, T, D), states (B, T, K) on the simplex -> (B, T) log p(x_t | state_t, past) (observed cells)."""
         filled, observed = split_missing(x)
-        context = self.context(filled)
+        context = self.context_of(filled, inputs)
         value = self.distribution(states, context).log_prob(filled)
         if observed is None:
             return value
@@ -133,51 +155,56 @@ class Emission(nn.Module):
         marginal = observed_log_prob(self.distribution(states[rows], context[rows]), filled[rows], observed[rows])
         return value.masked_scatter(rows, marginal)
 
-    def hard_log_prob(self, x: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+    def hard_log_prob(self, x: torch.Tensor, states: torch.Tensor, inputs: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, T, D), one-hot states (B, T, K) -> (B, T): :meth:`log_prob` at hard states. A family whose
         network output is large per step overrides it with its table gathered at the states (same value
         and gradient; ``gaussian_full``: K factors (D, D) instead of B x T)."""
-        return self.log_prob(x, states)
+        return self.log_prob(x, states, inputs)
 
-    def table(self, x: torch.Tensor) -> torch.Tensor:
+    def table(self, x: torch.Tensor, inputs: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, T, D) -> (B, T, K): log p(x_t | c_t = k, x_{<t}) for every state k (the exact HMM's table);
-        of the observed cells where x holds NaN."""
+        of the observed cells where x holds NaN. ``inputs`` (B, T, U): for a family that reads them."""
         filled, observed = split_missing(x)
-        value = self.complete_table(filled)
+        value = self.complete_table(filled, inputs) if self.input_dim else self.complete_table(filled)
         if observed is None:
             return value
-        return self._marginal_rows(value, filled, observed,
+        return self._marginal_rows(value, filled, observed, inputs,
                                    lambda context: self.distribution(self.one_hot(filled), context))
 
-    def classical_table(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    def classical_table(self, params: dict[str, torch.Tensor], x: torch.Tensor,
+                        inputs: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, T, D) -> (B, T, K): the table of the classical HMM with ``params`` (:meth:`m_step`); of the
         observed cells where x holds NaN."""
         filled, observed = split_missing(x)
-        value = self.complete_classical_table(params, filled)
+        value = (self.complete_classical_table(params, filled, inputs) if self.input_dim
+                 else self.complete_classical_table(params, filled))
         if observed is None:
             return value
-        return self._marginal_rows(value, filled, observed,
+        return self._marginal_rows(value, filled, observed, inputs,
                                    lambda context: self.classical_distribution(params, context))
 
     def _marginal_rows(self, table: torch.Tensor, filled: torch.Tensor, observed: torch.Tensor,
-                       distribution: Callable[[torch.Tensor], Distribution]) -> torch.Tensor:
+                       inputs: torch.Tensor | None, distribution: Callable[[torch.Tensor], Distribution]) -> torch.Tensor:
         """``table`` (B, T, K) of ``filled`` x with the steps that have a missing cell replaced by the marginal of
         their observed cells under ``distribution(context (n, 1, C))`` (batch (n, K))."""
         rows = ~observed.all(-1)  # (B, T)
-        context = self.context(filled)[rows][:, None]  # (n, 1, C)
+        context = self.context_of(filled, inputs)[rows][:, None]  # (n, 1, C)
         marginal = observed_log_prob(distribution(context), filled[rows][:, None], observed[rows][:, None])  # (n, K)
         return table.masked_scatter(rows[..., None].expand_as(table), marginal)
 
-    def sample(self, states: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """states (N, T) int64 -> x (N, T, D) drawn from p(x_t | c_t, past); step by step when ``order`` > 0."""
+    def sample(self, states: torch.Tensor, generator: torch.Generator | None = None,
+               inputs: torch.Tensor | None = None) -> torch.Tensor:
+        """states (N, T) int64 -> x (N, T, D) drawn from p(x_t | c_t, past); step by step when ``order`` > 0.
+        ``inputs`` (N, T, U): the given inputs, for a family that reads them."""
         weight = next(self.parameters())
         one_hot = nn.functional.one_hot(states.to(weight.device), self.n_states).to(weight.dtype)
         x = one_hot.new_zeros(*states.shape, self.obs_dim)
         if self.order == 0:
-            return draw(self.distribution(one_hot, self.context(x)), generator)
+            return draw(self.distribution(one_hot, self.context_of(x, inputs)), generator)
         for t in range(states.shape[1]):  # step t's context: from the last `order` steps drawn before it
-            recent = x[:, max(0, t - self.order): t + 1]  # its last row is step t's; t <= order iff it starts at 0
-            x[:, t] = draw(self.distribution(one_hot[:, t], self.context(recent)[:, -1]), generator)
+            start = max(0, t - self.order)  # the window's last row is step t's; t <= order iff it starts at 0
+            recent = self.context_of(x[:, start: t + 1], None if inputs is None else inputs[:, start: t + 1])
+            x[:, t] = draw(self.distribution(one_hot[:, t], recent[:, -1]), generator)
         return x
 
     def one_hot(self, like: torch.Tensor) -> torch.Tensor:

@@ -80,7 +80,7 @@ class GaussianFullEmission(Emission):
     def complete_classical_table(self, params, x):
         return state_table(params["mean"], params["scale_tril"], x)
 
-    def hard_log_prob(self, x, states):
+    def hard_log_prob(self, x, states, inputs=None):
         """The table gathered at one-hot ``states`` (B, T, K): the network and the Cholesky solves run for
         the K states, not for every step (at K=12, D=36 the per-step factors made a step 3x gaussian's)."""
         return (self.table(x) * states).sum(-1)
