@@ -361,6 +361,34 @@ def test_guide_evidence_by_family_unless_set(family, setting):
         assert torch.allclose(net.guide_logits(x)[:, 0], bare[:, 0] + evidence.local[:, 0] + future[:, 0], atol=1e-5)
 
 
+@pytest.mark.parametrize("family, skipped", [("gaussian", True), ("autoregressive", False)])
+def test_the_warm_up_runs_only_where_the_guide_does_not_start_at_its_target(family, skipped, caplog):
+    """With the messages (memoryless families by default) the guide's conditionals start at the exact posterior
+    chain, the warm-up's target, whose cross-entropy gradient is zero: the warm-up is skipped, and said so."""
+    import logging
+
+    from pyro_dssm.api import fit
+
+    net = make_model(family)  # the claim: the guide's whole logits at the start are the exact conditionals
+    if skipped:
+        x, mask = make_x(family, 2, 5), torch.ones(2, 5, dtype=torch.bool)
+        with torch.no_grad():
+            exact = hmm.posterior_chain(*net.exact_hmm(x), mask)
+            path = torch.tensor([[0, 1, 1, 0, 1], [1, 1, 0, 0, 0]])
+            given = torch.nn.functional.one_hot(path, K).float().unbind(1)
+            features, evidence = net.guide_inputs(x, mask.sum(-1))
+            logits = net.posterior.unroll(features, lambda t, _: given[t], evidence=evidence)[0]
+            for t in range(1, 5):
+                rows = exact[torch.arange(2), t, path[:, t - 1]]
+                assert torch.allclose(logits[:, t].log_softmax(-1), rows, atol=1e-5)
+    xs = [np.random.default_rng(0).normal(size=(30, 2)) for _ in range(4)]
+    with caplog.at_level(logging.INFO, logger="pyro_dssm.inference.trainer"):
+        fit(xs, n_states=2, overrides=[f"model.emission={family}", "trainer.n_epochs=1", "trainer.init_restarts=1",
+                                       "trainer.guide_warmup_steps=3", "trainer.figure_every=0"])
+    assert ("guide warm-up skipped" in caplog.text) == skipped
+    assert ("guide warm-up: cross-entropy" in caplog.text) != skipped
+
+
 @pytest.mark.parametrize("messages", [True, False])
 def test_guide_messages_make_the_models_part_of_the_guide_exact(messages):
     """model.guide_messages: with the backward messages, the model's part of the guide's logits (zero residual)

@@ -200,7 +200,12 @@ def _starting_point(model: DSSM, train: SequenceData, val: SequenceData, cfg: Tr
         started = {k: init[k] for k in STARTS_KEYS if k in init}
         if cfg.init == "random" and cfg.init_restarts > 1:
             started = _random_starts(model, x, mask, val, cfg, gen, seed)
-        if cfg.guide_warmup_steps > 0:
+        if cfg.guide_warmup_steps > 0 and model.uses_messages:
+            # the guide's logits are the exact conditionals plus a residual that starts at zero: the warm-up's
+            # target already, where its gradient is zero (Adam would only turn rounding into steps)
+            log.info("guide warm-up skipped: the guide starts at the exact posterior of the initial model (its "
+                     "evidence holds the backward messages, model.guide_messages)")
+        elif cfg.guide_warmup_steps > 0:
             ce = warm_start_guide(model, x, mask, gen, steps=cfg.guide_warmup_steps, batch_size=cfg.batch_size)
             log.info("guide warm-up: cross-entropy to the exact posterior %.4f nats/step", ce)
     if group is not None:
