@@ -353,11 +353,12 @@ def state_means(fitted: FittedDSSM) -> np.ndarray | None:
     """(K, D) the mean of x_t in each hard state, in the units of the features (the standardisation undone),
     for an emission family without memory whose distribution has a mean; else None."""
     emitter = fitted.model.emitter
-    if emitter.order > 0:  # the mean depends on the past
+    if emitter.order > 0 or emitter.input_dim:  # the mean depends on the past or on the inputs
         return None
     eye = torch.eye(fitted.n_states)
+    context = emitter.context(eye.new_zeros(1, 1, fitted.model.config.obs_dim))[0, 0]  # memoryless: no past read
     try:
-        mean = emitter.distribution(eye, eye.new_zeros(len(eye), 0)).mean  # memoryless: an empty context
+        mean = emitter.distribution(eye, context.expand(len(eye), -1)).mean
     except NotImplementedError:  # a distribution without a mean (torch's default)
         return None
     return mean.double().numpy() * fitted.preprocessing.std + fitted.preprocessing.mean

@@ -23,10 +23,10 @@ from pyro_dssm.model.emissions.statistics import SCALE_FLOOR
 K, D, U, T = 2, 2, 1, 5
 
 
-def glm_model(emission="autoregressive"):
+def glm_model(emission="autoregressive", order=1):
     torch.manual_seed(0)
     net = DSSM(ModelConfig(n_states=K, obs_dim=D, input_dim=U, emission=emission, emission_inputs=True,
-                           transition_hidden=5, emitter_hidden=6, rnn_hidden=4))
+                           ar_order=order, transition_hidden=5, emitter_hidden=6, rnn_hidden=4))
     with torch.no_grad():  # the zero-initialised parts made non-zero
         for p in (net.emitter.weight, net.emitter.net[2].weight, net.emitter.net[2].bias):
             p.normal_(0, 0.5)
@@ -34,19 +34,20 @@ def glm_model(emission="autoregressive"):
 
 
 def step_density(net, x, u, t, k):
-    """log p(x_t | c_t = k, x_{t-1}, u_t) of one sequence x (T, D), inputs u (T, U), from the parameters."""
+    """log p(x_t | c_t = k, x_{t-p:t-1}, u_t) of one sequence x (T, D), inputs u (T, U), from the parameters (p <= 1)."""
     em, e_k = net.emitter, torch.eye(K)[k]
-    if t == 0:
+    if t < em.order:
         return Normal(em.init_mean[k], softplus(em.init_raw_scale[k]) + SCALE_FLOOR).log_prob(x[0]).sum()
-    h = torch.cat([x[t - 1], u[t]])  # the regressors: the past step and this step's inputs
+    h = torch.cat([x[t - 1], u[t]]) if em.order else u[t]  # the regressors: the past step (p = 1) and u_t
     corr = em.net(torch.cat([e_k, h]))
     mean = em.weight[k] @ h + em.bias[k] + corr[:D]
     return Normal(mean, softplus(em.raw_scale[k] + corr[D:]) + SCALE_FLOOR).log_prob(x[t]).sum()
 
 
+@pytest.mark.parametrize("order", [1, 0])  # 0: a Gaussian GLM-HMM, the inputs the only regressors
 @torch.no_grad()
-def test_exact_log_px_given_the_inputs_equals_brute_force_over_paths():
-    net = glm_model()
+def test_exact_log_px_given_the_inputs_equals_brute_force_over_paths(order):
+    net = glm_model(order=order)
     gen = torch.Generator().manual_seed(1)
     x, u = torch.randn(2, T, D, generator=gen), 2 * torch.randn(2, T, U, generator=gen)
     ours = hmm.log_likelihood(*net.exact_hmm(torch.cat([x, u], -1)))
@@ -170,3 +171,16 @@ def test_a_csv_with_input_columns_read_by_the_emission_trains_and_decodes(tmp_pa
         decoded.append(np.array([int(r.split(",")[column]) for r in rows[1:]]))
     assert hungarian_accuracy(np.concatenate(zs), decoded[0], 2) > 0.95
     assert np.mean(decoded[0] != decoded[1]) > 0.9  # the inputs reach decoding: negated, the states swap
+
+
+def test_order_zero_without_inputs_is_a_per_state_gaussian_whose_means_the_estimator_reports():
+    """ar_order=0, no inputs: N(b_k, diag s_k^2), no first-step density (its parameters not counted)."""
+    from pyro_dssm.estimator import DSSM as Estimator
+
+    net = DSSM(ModelConfig(n_states=K, obs_dim=D, emission="autoregressive", ar_order=0))
+    assert net.emitter.n_parameters() == K * 2 * D and net.emitter.order == 0 and net.uses_evidence
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(-3, 0.5, (60, D)), rng.normal(3, 0.5, (60, D))])
+    model = Estimator(2, emission="autoregressive", ar_order=0, n_epochs=1, init_restarts=1, figure_every=0,
+                      random_state=0).fit(X)
+    assert np.allclose(np.sort(model.means_[:, 0]), [-3, 3], atol=0.3)

@@ -210,8 +210,8 @@ def test_poisson_check_data_names_the_bad_value():
 def test_model_settings_are_checked():
     with pytest.raises(ValueError, match="model.emission must be one of"):
         ModelConfig(emission="student_t")
-    with pytest.raises(ValueError, match="model.ar_order must be an integer >= 1, got 0"):
-        ModelConfig(emission="autoregressive", ar_order=0)
+    with pytest.raises(ValueError, match=r"model.ar_order must be an integer >= 0 \(0: no past.*got -1"):
+        ModelConfig(emission="autoregressive", ar_order=-1)
 
 
 def test_gaussian_keeps_the_checkpoint_keys_of_before():

@@ -59,7 +59,8 @@ def model_checks(c) -> list[tuple[bool, str]]:
                                                     f"'module:Class' path that imports, got {c.transition!r}"),
             (isinstance(c.emission_options, Mapping) and all(isinstance(k, str) for k in c.emission_options),
              f"model.emission_options must be a mapping of option names to values, got {c.emission_options!r}"),
-            (is_int(c.ar_order, 1), f"model.ar_order must be an integer >= 1, got {c.ar_order!r}"),
+            (is_int(c.ar_order, 0), f"model.ar_order must be an integer >= 0 (0: no past, e.g. a GLM-HMM on the "
+                                    f"inputs alone), got {c.ar_order!r}"),
             (c.guide_evidence in (None, True, False),
              f"model.guide_evidence must be true, false or null (by family), got {c.guide_evidence!r}"),
             (isinstance(c.guide_messages, bool),

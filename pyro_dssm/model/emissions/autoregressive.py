@@ -28,6 +28,8 @@ every factor is a function of (c_t, x_{<t}) only, so the table is the exact HMM'
 :mod:`pyro_dssm.model.inputs`) join the history as regressors, :math:`h_t = [x_{t-1}, \dots, x_{t-p}, u_t]`:
 :math:`A_k` is then (D, pD + U) and the MLP reads them too; the classical M-step regresses on them as well. The
 first p steps' Gaussian does not read them. Given u, every factor is still a function of (c_t, x_{<t}, u_t).
+Order p = 0 reads no past: with inputs, a Gaussian GLM-HMM (:math:`h_t = u_t`); without, a per-state diagonal
+Gaussian.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from pyro_dssm.model.networks import mlp
 def history(x: torch.Tensor, order: int) -> torch.Tensor:
     """x (B, T, D) -> (B, T, pD) ``[x_{t-1}, ..., x_{t-p}]``, zeros before the start (never used there)."""
     T = x.shape[1]
-    return torch.cat([nn.functional.pad(x, (0, 0, lag, 0))[:, :T] for lag in range(1, order + 1)], -1)
+    return torch.cat([x[..., :0]] + [nn.functional.pad(x, (0, 0, lag, 0))[:, :T] for lag in range(1, order + 1)], -1)
 
 
 class AutoregressiveEmission(Emission):
@@ -55,8 +57,8 @@ class AutoregressiveEmission(Emission):
     def __init__(self, n_states: int, obs_dim: int, hidden_dim: int, order: int = 1, start_scale: float = 1.0,
                  input_dim: int = 0):
         super().__init__(n_states, obs_dim, hidden_dim)
-        if not isinstance(order, int) or order < 1:
-            raise ValueError(f"autoregressive order must be an integer >= 1, got {order!r}")
+        if not isinstance(order, int) or order < 0:
+            raise ValueError(f"autoregressive order must be an integer >= 0, got {order!r}")
         K, D = n_states, obs_dim
         self.order, self.input_dim = order, input_dim
         raw_start = float(inverse_softplus(max(start_scale - SCALE_FLOOR, 1e-3)))
@@ -135,8 +137,8 @@ class AutoregressiveEmission(Emission):
         observed = ~torch.isnan(x)
         # NaN cells: the regression uses the steps whose target and history are complete (the rest weigh 0)
         complete = observed.all(-1)
-        usable = complete & torch.stack([nn.functional.pad(complete, (lag, 0), value=True)[:, :x.shape[1]]
-                                         for lag in range(1, self.order + 1)]).all(0)
+        usable = complete & torch.stack([complete] + [nn.functional.pad(complete, (lag, 0), value=True)[:, :x.shape[1]]
+                                                      for lag in range(1, self.order + 1)]).all(0)
         x_first = x.double()
         x = x.nan_to_num(0.0)
         context = self.context_of(x.double(), inputs)
@@ -154,7 +156,7 @@ class AutoregressiveEmission(Emission):
 
     def classical_distribution(self, params, context):
         hist, first = context[..., 0, :-1], context[..., -1:] > 0.5  # first (..., 1, 1) against (..., K, D)
-        u = torch.cat([hist, torch.ones_like(hist[..., :1])], -1)  # [h_t, 1]
+        u = torch.cat([hist, hist.new_ones(*hist.shape[:-1], 1)], -1)  # [h_t, 1]
         mean = torch.where(first, params["init_mean"], torch.einsum("kdj,...j->...kd", params["coef"], u))
         return diagonal_normal(mean, torch.where(first, params["init_scale"], params["scale"]))
 
@@ -174,4 +176,4 @@ class AutoregressiveEmission(Emission):
         """Of the linear AR-HMM part: A_k (on the inputs too), b_k, r_k and the initial m_k, s_k (the MLP correction
         not counted)."""
         K, D = self.n_states, self.obs_dim
-        return K * (D * (self.order * D + self.input_dim) + 4 * D)
+        return K * (D * (self.order * D + self.input_dim) + 2 * D + (2 * D if self.order else 0))

@@ -109,7 +109,7 @@ class AutoregressiveFullEmission(AutoregressiveEmission):
 
     def classical_distribution(self, params, context):
         hist, first = context[..., 0, :-1], context[..., -1:] > 0.5  # first (..., 1, 1) against (..., K, D)
-        u = torch.cat([hist, torch.ones_like(hist[..., :1])], -1)  # [h_t, 1]
+        u = torch.cat([hist, hist.new_ones(*hist.shape[:-1], 1)], -1)  # [h_t, 1]
         mean = torch.where(first, params["init_mean"], torch.einsum("kdj,...j->...kd", params["coef"], u))
         scale_tril = torch.where(first[..., None], torch.diag_embed(params["init_scale"]), params["scale_tril"])
         return multivariate_normal(mean, scale_tril)
@@ -138,4 +138,4 @@ class AutoregressiveFullEmission(AutoregressiveEmission):
     def n_parameters(self) -> int:
         """A_k, b_k, the Cholesky factors' lower triangles and the initial m_k, s_k (the MLP correction not counted)."""
         K, D = self.n_states, self.obs_dim
-        return K * (D * (self.order * D + self.input_dim) + D + D * (D + 1) // 2 + 2 * D)
+        return K * (D * (self.order * D + self.input_dim) + D + D * (D + 1) // 2 + (2 * D if self.order else 0))
