@@ -77,8 +77,9 @@ class DSSM(BaseEstimator):
         emission reads the ``inputs`` too), ``emission_options`` (None: {}), network sizes
         ``transition_hidden``, ``emitter_hidden``, ``rnn_hidden``; the guide's ``guide_evidence``,
         ``guide_messages``. Features: ``features`` (a tuple of ``raw``, ``diff``, ``absdiff``,
-        ``window_mean``, ``window_std``, ``window_speed``), ``smooth``, ``feature_window``, and ``window`` /
-        ``stride`` to cut training sequences. Training: every ``trainer`` setting but ``resume``,
+        ``window_mean``, ``window_std``, ``window_speed``), ``smooth``, ``feature_window``, ``window`` /
+        ``stride`` to cut training sequences, ``standardize`` (False: the features as they are, e.g. counts
+        for ``emission="poisson"``). Training: every ``trainer`` setting but ``resume``,
         ``stop_after_epoch`` and ``distributed`` (``n_epochs``, ``lr``, ``objective``, ``init``, ...).
         random_state: None (numpy's global generator draws the seed), an int (the CLI's ``seed``) or a
             ``numpy.random.RandomState``; the seed used is ``seed_``.
@@ -103,6 +104,7 @@ class DSSM(BaseEstimator):
     def __init__(self, n_states=3, *, emission="gaussian", noise_std=0.5, transition="stationary", ar_order=1,
                  emission_inputs=False, emission_options=None, transition_hidden=32, emitter_hidden=32, rnn_hidden=32, guide_evidence=None,
                  guide_messages=True, features=("raw",), smooth=1, feature_window=1, window=None, stride=None,
+                 standardize=True,
                  n_epochs=20, batch_size=64, lr=0.003, guide_lr_factor=3.0, lr_final_fraction=0.1,
                  objective="analytic", tau_init=1.0, tau_min=0.1, tau_anneal_fraction=0.5, grad_clip=10.0, init="em",
                  init_restarts=4, random_start_epochs=5, random_start_lr=0.02, init_em_iters=20,
@@ -116,7 +118,7 @@ class DSSM(BaseEstimator):
         self.transition_hidden, self.emitter_hidden, self.rnn_hidden = transition_hidden, emitter_hidden, rnn_hidden
         self.guide_evidence, self.guide_messages = guide_evidence, guide_messages
         self.features, self.smooth, self.feature_window = features, smooth, feature_window
-        self.window, self.stride = window, stride
+        self.window, self.stride, self.standardize = window, stride, standardize
         self.n_epochs, self.batch_size, self.lr, self.guide_lr_factor = n_epochs, batch_size, lr, guide_lr_factor
         self.lr_final_fraction, self.objective = lr_final_fraction, objective
         self.tau_init, self.tau_min, self.tau_anneal_fraction = tau_init, tau_min, tau_anneal_fraction

@@ -184,3 +184,78 @@ def test_order_zero_without_inputs_is_a_per_state_gaussian_whose_means_the_estim
     model = Estimator(2, emission="autoregressive", ar_order=0, n_epochs=1, init_restarts=1, figure_every=0,
                       random_state=0).fit(X)
     assert np.allclose(np.sort(model.means_[:, 0]), [-3, 3], atol=0.3)
+
+
+def poisson_glm(seed=0):
+    torch.manual_seed(seed)
+    net = DSSM(ModelConfig(n_states=K, obs_dim=D, input_dim=U, emission="poisson", emission_inputs=True,
+                           transition_hidden=5, emitter_hidden=6, rnn_hidden=4))
+    with torch.no_grad():
+        net.emitter.input_weight.normal_(0, 0.8)
+    return net
+
+
+@torch.no_grad()
+def test_poisson_log_px_given_the_inputs_equals_brute_force_over_paths():
+    """rate_k(u_t) = softplus(f(e_k) + W_k u_t) + floor, written out per step and summed over all K^T paths."""
+    from torch.distributions import Poisson
+
+    from pyro_dssm.model.emissions.statistics import RATE_FLOOR
+    net = poisson_glm()
+    gen = torch.Generator().manual_seed(4)
+    x, u = torch.poisson(torch.full((2, T, D), 2.0), generator=gen), torch.randn(2, T, U, generator=gen)
+    ours = hmm.log_likelihood(*net.exact_hmm(torch.cat([x, u], -1)))
+    em, log_trans = net.emitter, net.transition(torch.eye(K)).log_softmax(-1)
+    for b in range(2):
+        dens = [[float(Poisson(softplus(em.net(torch.eye(K)[k]) + em.input_weight[k] @ u[b, t]) + RATE_FLOOR)
+                       .log_prob(x[b, t]).sum()) for k in range(K)] for t in range(T)]
+        paths = [-np.log(K) + sum(float(log_trans[p[t - 1], p[t]]) for t in range(1, T)) + sum(dens[t][p[t]]
+                 for t in range(T)) for p in itertools.product(range(K), repeat=T)]
+        assert float(ours[b]) == pytest.approx(float(torch.tensor(paths).logsumexp(0)), abs=1e-4)
+
+
+def test_the_poisson_m_step_is_the_weighted_poisson_regression():
+    """All weight on state 0 of counts drawn with rate softplus(0.5 + W u): the fit recovers W (to sampling error)
+    and is a stationary point of the weighted log-likelihood (its gradient vanishes)."""
+    net = poisson_glm()
+    gen = torch.Generator().manual_seed(5)
+    u = torch.randn(8, 400, U, generator=gen)
+    effect = torch.tensor([[1.2], [-0.8]])  # (D, U)
+    x = torch.poisson(softplus(0.5 + u @ effect.T), generator=gen)
+    weights = torch.zeros(8, 400, K)
+    weights[..., 0] = 1.0
+    params = net.emitter.m_step(x, torch.ones(8, 400, dtype=torch.bool), weights, inputs=u)
+    assert torch.allclose(params["weight"][0], effect, atol=0.1)
+    assert torch.allclose(params["bias"][0], torch.full((D,), 0.5), atol=0.1)
+    b, W = params["bias"][0].double().requires_grad_(), params["weight"][0].double().requires_grad_()
+    rate = softplus(b + u.double() @ W.T) + 1e-4
+    ll = (x.double() * rate.log() - rate).sum()
+    assert all(float(g.abs().max()) < 1e-3 * x.numel() ** 0.5 for g in torch.autograd.grad(ll, [b, W]))
+
+
+def test_counts_whose_states_only_the_inputs_reveal():
+    """Counts with rate softplus(1 + w_k u_t), w = (+2, -2), fitted as given (data.standardize=false): with the inputs
+    in the emission (EM with the Poisson regression, then SVI) the states are found; without, they cannot be; the
+    relaxed objective's gradient reaches W."""
+    import pyro
+    from pyro.infer import Trace_ELBO
+
+    rng = np.random.default_rng(1)
+    z = np.zeros((24, 120), dtype=int)
+    for t in range(1, 120):
+        z[:, t] = np.where(rng.random(24) < 0.95, z[:, t - 1], 1 - z[:, t - 1])
+    us = list(rng.normal(size=(24, 120, 1)))
+    xs = [rng.poisson(np.log1p(np.exp(1.0 + np.where(zi == 0, 2.0, -2.0)[:, None] * u))).astype(float)
+          for zi, u in zip(z, us)]
+    settings = ["model.emission=poisson", "data.standardize=false", "trainer.n_epochs=2", "trainer.figure_every=0"]
+    model = fit(xs, n_states=2, inputs=us, overrides=[*settings, "model.emission_inputs=true"])
+    assert hungarian_accuracy(z.ravel(), np.concatenate(model.predict(xs, inputs=us)), 2) > 0.9
+    assert model.sample(n=2, T=30, seed=0, inputs=us[0][:30])[1].min() >= 0  # counts, drawn given the inputs
+    blind = fit(xs, n_states=2, inputs=us, overrides=settings)
+    assert hungarian_accuracy(z.ravel(), np.concatenate(blind.predict(xs, inputs=us)), 2) < 0.75
+    pyro.clear_param_store()
+    net = model.model
+    obs = torch.as_tensor(np.concatenate([np.stack(xs[:4]), np.stack(us[:4])], -1), dtype=torch.float32)
+    loss = Trace_ELBO().differentiable_loss(net.model, net.guide, obs, None, 0.5)
+    loss.backward()
+    assert torch.isfinite(loss) and float(net.emitter.input_weight.grad.abs().sum()) > 0

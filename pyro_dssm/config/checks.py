@@ -247,6 +247,7 @@ def file_data_checks(c) -> list[tuple[bool, str]]:
     features = c.features
     return [
         (c.name in SOURCES, f"data.name must be one of {SOURCES}, got {c.name!r}"),
+        (isinstance(c.standardize, bool), f"data.standardize must be true or false, got {c.standardize!r}"),
         (c.path is not None, f"data.path is required for data={c.name} (the file to read)"),
         (isinstance(c.path, str), f"data.path must be a file path, got {c.path!r}"),
         (c.val_path is None or isinstance(c.val_path, str),

@@ -60,7 +60,8 @@ class ModelConfig:
     ``input_dim``: U, the exogenous inputs the observations carry after the D features (conditioned on,
     not modelled, :mod:`pyro_dssm.model.inputs`); set by ``train`` from the data (``data.input_columns``).
     ``emission_inputs``: the emission reads the inputs too (a GLM-HMM's regressors; families with
-    ``accepts_inputs``: ``autoregressive``, ``autoregressive_full``); the transition reads them by ``transition``.
+    ``accepts_inputs``: ``autoregressive``, ``autoregressive_full``, ``poisson``); the transition reads them by
+    ``transition``.
 
     In the config ``obs_dim: null`` means "the loaded data's feature count";
     ``train()`` fills it in before building this, which needs an integer.
@@ -256,6 +257,7 @@ class FileDataConfig:
     obs_dim: int | None = None
     noise_std: float = 0.5
     missing: str = "marginalise"
+    standardize: bool = True
 
     def __post_init__(self):
         self.features = list(self.features)  # a ListConfig or tuple from the caller

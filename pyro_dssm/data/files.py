@@ -120,6 +120,8 @@ def load_file_data(cfg: FileDataConfig, seed: int, sequences: Sequences | None =
         raise ValueError(f"validation sequences have {val_seqs.x[0].shape[-1]} columns, training {seqs.x[0].shape[-1]}")
     prep = Preprocessing.fit([seqs.x[i] for i in train_idx], cfg.features, seqs.feature_names, cfg.smooth,
                              cfg.feature_window)
+    if not cfg.standardize:  # the features as they are (counts for a Poisson emission)
+        prep.mean, prep.std = np.zeros_like(prep.mean), np.ones_like(prep.std)
     check_known(cfg, seqs)
     has_known = seqs.known is not None
     in_prep = input_scaling(seqs, val_seqs, train_idx)

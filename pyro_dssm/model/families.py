@@ -18,7 +18,8 @@ def make_emission(config: ModelConfig) -> Emission:
     cls = family_class("emission", config.emission)
     if config.emission_inputs and not getattr(cls, "accepts_inputs", False):
         raise ValueError(f"model.emission_inputs=true: the emission {config.emission!r} does not read inputs; use "
-                         "model.emission=autoregressive or autoregressive_full (inputs as regressors of the mean)")
+                         "model.emission=autoregressive or autoregressive_full (inputs as regressors of the mean; "
+                         "model.ar_order=0 for none of the past) or poisson (of the rate)")
     if config.emission_inputs and config.input_dim == 0:
         raise ValueError("model.emission_inputs=true needs exogenous inputs, and the data have none: name them with "
                          "data.input_columns (CSV), u_<name> arrays (NPZ) or inputs= (Python)")

@@ -5,6 +5,12 @@ The rate is a network of the state (MLP K -> H -> D) through
 integer data (spike trains, event counts) fed unstandardised; anything else is
 refused by :meth:`PoissonEmission.check_data` with the first bad value.
 Classical init: a Poisson HMM (rates = weighted means of the counts).
+
+**Inputs** (``model.emission_inputs=true``, a Poisson GLM-HMM): :math:`\lambda_d(c_t, u_t) =
+\mathrm{softplus}(f_d(c_t) + (W_{c_t} u_t)_d) + \lambda_{\min}` with per-state weights :math:`W_k` (D, U), starting
+at zero; relaxed states enter linearly, :math:`\sum_k c_k W_k u_t`. Its classical M-step has no closed form: each
+state's weighted Poisson regression (softplus link, concave in its parameters) is solved by L-BFGS in float64
+(:meth:`PoissonEmission.regression`).
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pyro_dssm.model.emissions.base import Emission, first_bad_step
+from pyro_dssm.model.emissions.base import Emission, broadcast_states, first_bad_step
 from pyro_dssm.model.emissions.statistics import RATE_FLOOR, inverse_softplus, weighted_moments
 from pyro_dssm.model.networks import mlp
 
@@ -50,34 +56,92 @@ def poisson(rate: torch.Tensor) -> IndependentPoisson:
 class PoissonEmission(Emission):
     """Parameterizes the rates of p(x_t | c_t): (..., K) point of the simplex -> (..., D) rates > 0."""
 
-    def __init__(self, n_states: int, obs_dim: int, hidden_dim: int):
+    accepts_inputs = True
+
+    def __init__(self, n_states: int, obs_dim: int, hidden_dim: int, input_dim: int = 0):
         super().__init__(n_states, obs_dim, hidden_dim)
         self.net = mlp(n_states, hidden_dim, obs_dim)
+        self.input_dim = input_dim
+        if input_dim:
+            self.input_weight = nn.Parameter(torch.zeros(n_states, obs_dim, input_dim))  # W_k
 
-    def forward(self, state: torch.Tensor) -> torch.Tensor:
-        return nn.functional.softplus(self.net(state)) + RATE_FLOOR
+    @classmethod
+    def options(cls, config) -> dict:
+        return {"input_dim": config.input_dim if config.emission_inputs else 0}
+
+    def forward(self, state: torch.Tensor, inputs: torch.Tensor | None = None) -> torch.Tensor:
+        """state (..., K) [, inputs (..., U)] -> (..., D) rates."""
+        raw = self.net(state)
+        if inputs is not None and self.input_dim:
+            raw = raw + torch.einsum("...k,kdu,...u->...d", state, self.input_weight, inputs)
+        return nn.functional.softplus(raw) + RATE_FLOOR
+
+    def context(self, x, inputs=None):
+        """The inputs u_t (B, T, U) for a family that reads them; nothing otherwise (no memory)."""
+        return inputs.to(x.dtype) if self.input_dim else x.new_zeros(*x.shape[:2], 0)
 
     def rates(self) -> torch.Tensor:
         """(K, D) the rates of each hard state."""
         return self(self.one_hot(self.net[0].weight))
 
     def distribution(self, states, context):
-        return poisson(self(states))
+        states, context = broadcast_states(states, context)
+        return poisson(self(states, context if self.input_dim else None))
 
-    def complete_table(self, x):
-        r""":meth:`Emission.complete_table` with :math:`\sum_d x_d \log \lambda_{kd}` as one matrix product."""
+    def complete_table(self, x, inputs=None):
+        r""":meth:`Emission.complete_table` with :math:`\sum_d x_d \log \lambda_{kd}` as one matrix product (rates
+        per step with inputs: the derivation)."""
+        if self.input_dim:
+            return super().complete_table(x, inputs)
         rate = self.rates()  # (K, D)
         return x @ rate.log().T - rate.sum(-1) - torch.lgamma(x + 1).sum(-1, keepdim=True)
 
-    def m_step(self, x, mask, weights):
-        return {"rate": weighted_moments(x, weights * mask[..., None])[0].clamp_min(2 * RATE_FLOOR)}
+    def m_step(self, x, mask, weights, inputs=None):
+        rate = weighted_moments(x, weights * mask[..., None])[0].clamp_min(2 * RATE_FLOOR)
+        if not self.input_dim:
+            return {"rate": rate}
+        return self.regression(x, mask, weights, inputs, inverse_softplus(rate - RATE_FLOOR))
+
+    def start(self, x, mask, labels, centres=None, inputs=None):
+        return self.m_step(x, mask, labels, inputs=inputs)
+
+    def regression(self, x, mask, weights, inputs, bias, steps: int = 30) -> dict[str, torch.Tensor]:
+        r"""Per-state Poisson regression with the softplus link: ``bias`` (K, D) and ``weight`` (K, D, U) maximising
+        :math:`\sum_{t,k} w_{tk} \log \mathrm{Poisson}(x_t; \mathrm{softplus}(b_k + W_k u_t) + \lambda_{\min})` over the
+        observed cells, by L-BFGS from ``bias`` and W = 0, in float64 (the link is log-concave: one optimum)."""
+        w = (weights * mask[..., None]).double()
+        observed = ~torch.isnan(x)
+        counts, u = x.nan_to_num(0.0).double(), inputs.double()
+        b = bias.double().clone().requires_grad_()
+        W = torch.zeros(*bias.shape, u.shape[-1], dtype=torch.float64, requires_grad=True)
+        opt = torch.optim.LBFGS([b, W], max_iter=steps, line_search_fn="strong_wolfe")
+        total = w.sum().clamp_min(1.0)
+
+        def loss():
+            opt.zero_grad()
+            rate = nn.functional.softplus(b + torch.einsum("kdu,btu->btkd", W, u)) + RATE_FLOOR  # (B, T, K, D)
+            ll = (counts[:, :, None] * rate.log() - rate).masked_fill(~observed[:, :, None], 0.0).sum(-1)
+            value = -(w * ll).sum() / total
+            value.backward()
+            return value
+
+        opt.step(loss)
+        return {"bias": b.detach().to(x.dtype), "weight": W.detach().to(x.dtype)}
 
     def classical_distribution(self, params, context):
-        return poisson(params["rate"])
+        if "rate" in params:
+            return poisson(params["rate"])
+        raw = params["bias"] + torch.einsum("kdu,...u->...kd", params["weight"], context[..., 0, :])
+        return poisson(nn.functional.softplus(raw) + RATE_FLOOR)
 
     def fit_to(self, params):
-        eye = self.one_hot(params["rate"])
-        target = inverse_softplus(params["rate"] - RATE_FLOOR)
+        if "weight" in params:
+            with torch.no_grad():
+                self.input_weight.copy_(params["weight"])
+            target = params["bias"]
+        else:
+            target = inverse_softplus(params["rate"] - RATE_FLOOR)
+        eye = self.one_hot(target)
         return lambda: nn.functional.mse_loss(self.net(eye), target)
 
     def check_data(self, x, mask=None):
@@ -88,8 +152,8 @@ class PoissonEmission(Emission):
             if found is not None:
                 i, t, d = found
                 raise ValueError(f"poisson emission needs non-negative integer counts: sequence {i}, step {t}, "
-                                 f"channel {d} holds {float(x[i, t, d])!r} ({what}); with data=csv the features are "
-                                 f"standardised, use model.emission=gaussian or gaussian_scale there")
+                                 f"channel {d} holds {float(x[i, t, d])!r} ({what}); data=csv / npz standardise the "
+                                 f"features unless data.standardize=false")
 
     def n_parameters(self) -> int:
-        return self.n_states * self.obs_dim
+        return self.n_states * self.obs_dim * (1 + self.input_dim)
