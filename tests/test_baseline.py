@@ -157,3 +157,33 @@ def test_enum_and_forward_training_give_the_same_trajectory():
     assert runs["forward"]["final_loss"] == pytest.approx(runs["enum"]["final_loss"], rel=1e-5)
     with pytest.raises(ValueError, match="baseline.elbo must be one of"):
         fit_baseline(net, data.train, data.val, cfg, Tracker("unused", enabled=False), elbo="sum")
+
+
+def test_the_screening_round_keeps_the_finalists_and_their_em_path():
+    """init_screen_iters: with every candidate a finalist the init is exactly the unscreened one (Baum-Welch is
+    deterministic, 3 + 17 iterations = 20); with one finalist it is the screening round's leader after all 20."""
+    from pyro_dssm.data.chain import sticky_transition
+    from pyro_dssm.inference.em import baum_welch, fit_classical, start_labels
+
+    data = make_synthetic(n_states=3, obs_dim=2, seq_len=40, n_train=20, n_val=2, noise_std=1.5, seed=4)
+    x, mask = data.train.x, data.train.mask
+    emitter = ExactBaseline(ModelConfig(n_states=3, obs_dim=2, emission="gaussian_scale")).emitter
+
+    def run(**screen):
+        return fit_classical(emitter, x, mask, torch.Generator().manual_seed(0), "em", 2, 20, **screen)
+
+    full, screened = run(), run(screen_iters=3, finalists=8)  # 2 k-means + 6 random starts: all finalists
+    assert full[3] == screened[3] and full[2] == pytest.approx(screened[2], abs=1e-6)
+    assert torch.allclose(full[1], screened[1], atol=1e-6)
+    # one finalist: the candidate that led after 3 iterations, run to 20 (replayed by hand with the same draws)
+    gen, leader = torch.Generator().manual_seed(0), None
+    kappa = emitter.em_stickiness * float(mask.sum()) / 3
+    for restart in range(8):
+        labels, centres = start_labels(x, mask, gen, 3, random=restart >= 2)
+        state = baum_welch(emitter, emitter.start(x, mask, labels, centres), x, mask, sticky_transition(3, 0.8), 3,
+                           kappa)
+        if leader is None or state[2] > leader[2]:
+            leader = (*state, restart)
+    one = run(screen_iters=3, finalists=1)
+    assert one[3] == leader[3]
+    assert one[2] == pytest.approx(baum_welch(emitter, leader[0], x, mask, leader[1], 17, kappa)[2], abs=1e-6)

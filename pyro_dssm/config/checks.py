@@ -104,6 +104,9 @@ def trainer_checks(c) -> list[tuple[bool, str]]:
         (is_int(c.init_max_sequences, 1),
          f"trainer.init_max_sequences must be an integer >= 1, got {c.init_max_sequences!r}"),
         (is_int(c.init_em_iters, 0), f"trainer.init_em_iters must be an integer >= 0, got {c.init_em_iters!r}"),
+        (is_int(c.init_screen_iters, 0), f"trainer.init_screen_iters must be an integer >= 0 (0 = every candidate runs "
+                                         f"init_em_iters), got {c.init_screen_iters!r}"),
+        (is_int(c.init_finalists, 1), f"trainer.init_finalists must be an integer >= 1, got {c.init_finalists!r}"),
         (is_int(c.init_context_steps, 0),
          f"trainer.init_context_steps must be an integer >= 0, got {c.init_context_steps!r}"),
         (c.init in INITS, f"trainer.init must be one of {INITS}, got {c.init!r}"),

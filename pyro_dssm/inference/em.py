@@ -8,7 +8,9 @@ its classical HMM and the move of its networks to it (``fit_to``):
    and, with ``method="em"``, i.i.d. uniform labels (``em_random_starts`` per k-means start, a
    family attribute: on real data the best AR-HMM often comes from a random start);
 2. each runs ``em_iters`` Baum-Welch iterations (:func:`baum_welch`) with a sticky Dirichlet prior
-   on the transitions (``em_stickiness`` x a state's share of the steps extra self-transitions);
+   on the transitions (``em_stickiness`` x a state's share of the steps extra self-transitions); with
+   ``screen_iters`` > 0, each runs that many and only the ``finalists`` best by log p(X) the rest (a screening
+   round: on long recordings with many candidates most of them are far behind after a few iterations);
 3. the candidate with the highest exact log p(X) wins (as ``n_init`` in scikit-learn / hmmlearn);
 4. :func:`distill` puts it into the emission and transition networks.
 """
@@ -170,32 +172,40 @@ def baum_welch(emitter: Emission, params: dict, x: torch.Tensor, mask: torch.Ten
 
 def fit_classical(emitter: Emission, x: torch.Tensor, mask: torch.Tensor, generator: torch.Generator,
                   method: str = "em", restarts: int = 1, em_iters: int = 20, stay_prob: float = 0.8,
-                  clamp: torch.Tensor | None = None,
-                  inputs: torch.Tensor | None = None) -> tuple[dict, torch.Tensor, float, int]:
+                  clamp: torch.Tensor | None = None, inputs: torch.Tensor | None = None,
+                  screen_iters: int = 0, finalists: int = 4) -> tuple[dict, torch.Tensor, float, int]:
     """Steps 1-3 of the module docstring: the best candidate's (parameters, transition (K, K), log p(X) per
     step, index). ``method="kmeans"`` scores the k-means starts without EM iterations. ``clamp`` (B, T, K): the
     known states' log-indicator (:func:`baum_welch`); the start labels take the known states where given.
-    ``inputs`` (B, T, U): for an emission that reads them (:func:`baum_welch`); the start labels ignore them."""
+    ``inputs`` (B, T, U): for an emission that reads them (:func:`baum_welch`); the start labels ignore them.
+    ``screen_iters`` > 0 (below ``em_iters``): every candidate runs that many iterations, the ``finalists`` best by
+    log p(X) the remaining ones (step 2)."""
     if method not in ("kmeans", "em"):
         raise ValueError(f"init method must be 'kmeans' or 'em', got {method!r}")
     K = emitter.n_states
     restarts = max(1, restarts)
     n_random = emitter.em_random_starts * restarts if method == "em" else 0
     kappa = emitter.em_stickiness * float(mask.sum()) / K
-    best = None
+    iters = em_iters if method == "em" else 0
+    first = screen_iters if 0 < screen_iters < iters else iters
+    candidates = []  # (params, transition, log p(X) per step, index)
     for restart in range(restarts + n_random):
         labels, centres = start_labels(x, mask, generator, K, random=restart >= restarts)
         if clamp is not None:
             labels, centres = align_to_known(labels, centres, clamp, mask)
         params = emitter.start(x, mask, labels, centres, **({"inputs": inputs} if emitter.input_dim else {}))
         trans = sticky_transition(K, stay_prob).to(x)
-        params, trans, score = baum_welch(emitter, params, x, mask, trans, em_iters if method == "em" else 0, kappa,
-                                          clamp, inputs)
+        params, trans, score = baum_welch(emitter, params, x, mask, trans, first, kappa, clamp, inputs)
         log.debug("init candidate %d (%s): log p(X)/step %.4f", restart, "random" if restart >= restarts else "k-means",
                   score)
-        if best is None or score > best[2]:
-            best = (params, trans, score, restart)
-    return best
+        candidates.append((params, trans, score, restart))
+    if first < iters:  # the screening round's best go on
+        leaders = sorted(candidates, key=lambda c: -c[2])[:finalists]
+        candidates = [(*baum_welch(emitter, p, x, mask, t, iters - first, kappa, clamp, inputs), r)
+                      for p, t, _, r in leaders]
+        log.debug("init finalists %s: log p(X)/step %s", [c[3] for c in candidates],
+                  [round(c[2], 4) for c in candidates])
+    return max(candidates, key=lambda c: c[2])
 
 
 def distill(net: nn.Module, params: dict, trans: torch.Tensor, steps: int = 300, lr: float = 1e-2) -> float:
