@@ -161,16 +161,21 @@ class AutoregressiveEmission(Emission):
         return diagonal_normal(mean, torch.where(first, params["init_scale"], params["scale"]))
 
     def fit_to(self, params):
-        """The linear path takes A_k, b_k, sigma_k and the first steps' Gaussian exactly; the MLP correction is zero."""
+        """The linear path takes A_k, b_k, the noise (:meth:`copy_noise`) and the first steps' Gaussian exactly; the
+        MLP correction is zero."""
         with torch.no_grad():
             self.weight.copy_(params["coef"][..., :-1])
             self.bias.copy_(params["coef"][..., -1])
-            self.raw_scale.copy_(inverse_softplus(params["scale"] - SCALE_FLOOR))
+            self.copy_noise(params)
             self.init_mean.copy_(params["init_mean"])
             self.init_raw_scale.copy_(inverse_softplus(params["init_scale"] - SCALE_FLOOR))
             nn.init.zeros_(self.net[2].weight)
             nn.init.zeros_(self.net[2].bias)
         return None
+
+    def copy_noise(self, params) -> None:
+        """The classical noise into the network's: sigma_k (K, D) -> r_k."""
+        self.raw_scale.copy_(inverse_softplus(params["scale"] - SCALE_FLOOR))
 
     def n_parameters(self) -> int:
         """Of the linear AR-HMM part: A_k (on the inputs too), b_k, r_k and the initial m_k, s_k (the MLP correction

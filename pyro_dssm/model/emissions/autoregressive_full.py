@@ -121,19 +121,11 @@ class AutoregressiveFullEmission(AutoregressiveEmission):
         return ar_table(mean, params["scale_tril"], params["init_mean"], params["init_scale"],
                         context[0, :, -1] > 0.5, x)
 
-    def fit_to(self, params):
-        """A_k, b_k, the Cholesky factors and the first steps' Gaussian copied exactly; the MLP correction zero."""
+    def copy_noise(self, params) -> None:
+        """The classical Cholesky factors (K, D, D) into the network's: their diagonal -> r_k, below it -> l_k."""
         scale_tril = params["scale_tril"]
-        with torch.no_grad():
-            self.weight.copy_(params["coef"][..., :-1])
-            self.bias.copy_(params["coef"][..., -1])
-            self.raw_scale.copy_(inverse_softplus(scale_tril.diagonal(dim1=-2, dim2=-1) - SCALE_FLOOR))
-            self.raw_tril.copy_(scale_tril[:, self.rows, self.cols])
-            self.init_mean.copy_(params["init_mean"])
-            self.init_raw_scale.copy_(inverse_softplus(params["init_scale"] - SCALE_FLOOR))
-            nn.init.zeros_(self.net[2].weight)
-            nn.init.zeros_(self.net[2].bias)
-        return None
+        self.raw_scale.copy_(inverse_softplus(scale_tril.diagonal(dim1=-2, dim2=-1) - SCALE_FLOOR))
+        self.raw_tril.copy_(scale_tril[:, self.rows, self.cols])
 
     def n_parameters(self) -> int:
         """A_k, b_k, the Cholesky factors' lower triangles and the initial m_k, s_k (the MLP correction not counted)."""
