@@ -259,3 +259,20 @@ def test_counts_whose_states_only_the_inputs_reveal():
     loss = Trace_ELBO().differentiable_loss(net.model, net.guide, obs, None, 0.5)
     loss.backward()
     assert torch.isfinite(loss) and float(net.emitter.input_weight.grad.abs().sum()) > 0
+
+
+@pytest.mark.parametrize("emission", ["autoregressive", "poisson"])
+@torch.no_grad()
+def test_a_padded_batch_gives_each_sequence_its_own_log_px_given_its_inputs(emission):
+    """Ragged sequences with inputs read by the emission: padding (garbage features and inputs) changes nothing."""
+    net = glm_model() if emission == "autoregressive" else poisson_glm()
+    gen = torch.Generator().manual_seed(6)
+    x = torch.poisson(torch.full((2, 7, D), 2.0), generator=gen)
+    obs = torch.cat([x, torch.randn(2, 7, U, generator=gen)], -1)
+    mask = torch.arange(7) < torch.tensor([7, 4])[:, None]
+    garbage = obs.clone()
+    garbage[1, 4:] = 50.0
+    padded = hmm.log_likelihood(*net.exact_hmm(garbage), mask)
+    alone = hmm.log_likelihood(*net.exact_hmm(obs[1:, :4]))
+    assert float(padded[1]) == pytest.approx(float(alone[0]), abs=1e-4)
+    assert float(padded[0]) == pytest.approx(float(hmm.log_likelihood(*net.exact_hmm(obs[:1]))[0]), abs=1e-4)
