@@ -152,7 +152,6 @@ def baum_welch(emitter: Emission, params: dict, x: torch.Tensor, mask: torch.Ten
     log p(X) per valid step of the returned parameters.
     """
     K = trans.shape[0]
-    given = {"inputs": inputs} if emitter.input_dim else {}  # a family that reads no inputs takes none
 
     log_init = hmm.uniform_log_init(K, x)
     eye = torch.eye(K, dtype=x.dtype, device=x.device)
@@ -162,7 +161,7 @@ def baum_welch(emitter: Emission, params: dict, x: torch.Tensor, mask: torch.Ten
         log_lik = clamped(emitter.classical_table(params, x, inputs), clamp).detach().requires_grad_()
         total = log_px(log_init, log_trans, log_lik, mask).sum()
         counts, gamma = torch.autograd.grad(total, [log_trans, log_lik])
-        params = emitter.m_step(x, mask, gamma, **given)
+        params = emitter.m_step(x, mask, gamma, **emitter.input_keywords(inputs))
         counts = counts + kappa * eye + 1e-6
         trans = counts / counts.sum(-1, keepdim=True)
     score = log_px(log_init, trans.log(), clamped(emitter.classical_table(params, x, inputs), clamp), mask).sum()
@@ -193,7 +192,7 @@ def fit_classical(emitter: Emission, x: torch.Tensor, mask: torch.Tensor, genera
         labels, centres = start_labels(x, mask, generator, K, random=restart >= restarts)
         if clamp is not None:
             labels, centres = align_to_known(labels, centres, clamp, mask)
-        params = emitter.start(x, mask, labels, centres, **({"inputs": inputs} if emitter.input_dim else {}))
+        params = emitter.start(x, mask, labels, centres, **emitter.input_keywords(inputs))
         trans = sticky_transition(K, stay_prob).to(x)
         params, trans, score = baum_welch(emitter, params, x, mask, trans, first, kappa, clamp, inputs)
         log.debug("init candidate %d (%s): log p(X)/step %.4f", restart, "random" if restart >= restarts else "k-means",

@@ -266,8 +266,7 @@ class ChainLikelihood(TorchDistribution):
         if table is None:
             with torch.no_grad():
                 table = self.emitter.table(value, self.inputs)  # (B, T, K)
-        inputs = () if self.inputs is None else (self.inputs,)  # a family of one's own may not take them
-        drawn = self.emitter.hard_log_prob(value, states, *inputs)  # (B, T), with the emission's gradient
+        drawn = self.emitter.hard_log_prob(value, states, **self.emitter.input_keywords(self.inputs))  # (B, T)
         return self._sum((probs * table).sum(-1) + (drawn - drawn.detach()), probs)
 
     expand = _expand_to_itself

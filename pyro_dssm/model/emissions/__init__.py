@@ -23,4 +23,5 @@ from pyro_dssm.model.emissions.gaussian_full import GaussianFullEmission
 from pyro_dssm.model.emissions.gaussian_scale import GaussianScaleEmission
 from pyro_dssm.model.emissions.poisson import PoissonEmission
 
-__all__ = ["Emission", "AutoregressiveEmission", "AutoregressiveFullEmission", "GaussianEmission", "GaussianFullEmission", "GaussianScaleEmission", "PoissonEmission"]
+__all__ = ["Emission", "AutoregressiveEmission", "AutoregressiveFullEmission", "GaussianEmission", "GaussianFullEmission",
+           "GaussianScaleEmission", "PoissonEmission"]

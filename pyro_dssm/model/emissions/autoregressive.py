@@ -117,9 +117,6 @@ class AutoregressiveEmission(Emission):
         hidden = (hist @ first.weight[:, K:].T + first.bias)[:, :, None, :] + first.weight[:, :K].T  # (B, T, K, H)
         return last(activation(hidden))
 
-    def start(self, x, mask, labels, centres=None, inputs=None):
-        return self.m_step(x, mask, labels, inputs=inputs)
-
     def m_step(self, x, mask, weights, inputs=None, ridge: float = 1e-3):
         r"""Linear AR(p)-HMM with diagonal noise, weighted least squares (in float64):
         :math:`W_k = (\sum_t w_{tk} y_t u_t^\top)(\sum_t w_{tk} u_t u_t^\top + \lambda I)^{-1}`, :math:`u_t = [h_t, 1]`;

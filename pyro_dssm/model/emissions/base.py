@@ -101,12 +101,18 @@ class Emission(nn.Module):
         """The classical HMM's per-state parameters from x (B, T, D), mask (B, T) and state weights (B, T, K)."""
         raise NotImplementedError(f"{type(self).__name__} has no classical init; use trainer.init=random or none")
 
-    def start(self, x: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
-              centres: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def start(self, x: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, centres: torch.Tensor | None = None,
+              inputs: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The classical HMM's parameters to start EM from: the M-step of one-hot ``labels`` (B, T, K) by default;
         ``centres`` (K, D) are the k-means centres the labels come from (None for random labels). A family that
         reads inputs takes them as ``start(..., inputs=)`` and ``m_step(..., inputs=)``."""
-        return self.m_step(x, mask, labels)
+        return self.m_step(x, mask, labels, **self.input_keywords(inputs))
+
+    def input_keywords(self, inputs: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """``{"inputs": inputs}`` for a family that reads them, else {}: the keywords for a method a family may
+        override (``start``, ``m_step``, ``complete_table``, ``hard_log_prob``), so that one written without
+        inputs keeps working."""
+        return {"inputs": inputs} if self.input_dim else {}
 
     def classical_distribution(self, params: dict[str, torch.Tensor], context: torch.Tensor) -> Distribution:
         """p(x_t | c_t = k, context_t) of the classical HMM, batch (..., K) for context (..., 1, C)."""
@@ -165,7 +171,7 @@ class Emission(nn.Module):
         """x (B, T, D) -> (B, T, K): log p(x_t | c_t = k, x_{<t}) for every state k (the exact HMM's table);
         of the observed cells where x holds NaN. ``inputs`` (B, T, U): for a family that reads them."""
         filled, observed = split_missing(x)
-        value = self.complete_table(filled, inputs) if self.input_dim else self.complete_table(filled)
+        value = self.complete_table(filled, **self.input_keywords(inputs))
         if observed is None:
             return value
         return self._marginal_rows(value, filled, observed, inputs,
@@ -176,8 +182,7 @@ class Emission(nn.Module):
         """x (B, T, D) -> (B, T, K): the table of the classical HMM with ``params`` (:meth:`m_step`); of the
         observed cells where x holds NaN."""
         filled, observed = split_missing(x)
-        value = (self.complete_classical_table(params, filled, inputs) if self.input_dim
-                 else self.complete_classical_table(params, filled))
+        value = self.complete_classical_table(params, filled, **self.input_keywords(inputs))
         if observed is None:
             return value
         return self._marginal_rows(value, filled, observed, inputs,

@@ -102,9 +102,6 @@ class PoissonEmission(Emission):
             return {"rate": rate}
         return self.regression(x, mask, weights, inputs, inverse_softplus(rate - RATE_FLOOR))
 
-    def start(self, x, mask, labels, centres=None, inputs=None):
-        return self.m_step(x, mask, labels, inputs=inputs)
-
     def regression(self, x, mask, weights, inputs, bias, steps: int = 30) -> dict[str, torch.Tensor]:
         r"""Per-state Poisson regression with the softplus link: ``bias`` (K, D) and ``weight`` (K, D, U) maximising
         :math:`\sum_{t,k} w_{tk} \log \mathrm{Poisson}(x_t; \mathrm{softplus}(b_k + W_k u_t) + \lambda_{\min})` over the
