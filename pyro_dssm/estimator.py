@@ -109,10 +109,10 @@ class DSSM(BaseEstimator):
                  objective="analytic", tau_init=1.0, tau_min=0.1, tau_anneal_fraction=0.5, grad_clip=10.0, init="em",
                  init_restarts=4, random_start_epochs=5, random_start_lr=0.02, init_em_iters=20,
                  init_screen_iters=0, init_finalists=4, init_max_sequences=100, init_stay_prob=0.8,
-                 init_context_steps=200, guide_warmup_steps=100,
-                 keep_best=True, patience=None,
+                 init_context_steps=200, guide_warmup_steps=100, keep_best=True, patience=None,
                  patience_tolerance=1e-4, max_consecutive_skips=10, device="auto", num_threads="auto",
-                 validate_args=True, figure_every=5, random_state=None, validation=0.0, log_dir=None, verbose=False):
+                 validate_args=True, figure_every=5, val_every=1, random_state=None, validation=0.0, log_dir=None,
+                 verbose=False):
         # scikit-learn's contract: store the keywords unchanged; fit checks them
         self.n_states, self.emission, self.noise_std, self.transition = n_states, emission, noise_std, transition
         self.ar_order, self.emission_inputs, self.emission_options = ar_order, emission_inputs, emission_options
@@ -131,7 +131,7 @@ class DSSM(BaseEstimator):
         self.init_context_steps = init_context_steps
         self.keep_best, self.patience, self.patience_tolerance = keep_best, patience, patience_tolerance
         self.max_consecutive_skips, self.device, self.num_threads = max_consecutive_skips, device, num_threads
-        self.validate_args, self.figure_every = validate_args, figure_every
+        self.validate_args, self.figure_every, self.val_every = validate_args, figure_every, val_every
         self.random_state, self.validation, self.log_dir, self.verbose = random_state, validation, log_dir, verbose
 
     def set_params(self, **params) -> "DSSM":

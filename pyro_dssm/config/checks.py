@@ -111,6 +111,7 @@ def trainer_checks(c) -> list[tuple[bool, str]]:
          f"trainer.init_context_steps must be an integer >= 0, got {c.init_context_steps!r}"),
         (c.init in INITS, f"trainer.init must be one of {INITS}, got {c.init!r}"),
         (is_int(c.figure_every, 0), f"trainer.figure_every must be an integer >= 0, got {c.figure_every!r}"),
+        (is_int(c.val_every, 1), f"trainer.val_every must be an integer >= 1, got {c.val_every!r}"),
         (isinstance(c.keep_best, bool), f"trainer.keep_best must be true or false, got {c.keep_best!r}"),
         (isinstance(c.distributed, bool), f"trainer.distributed must be true or false, got {c.distributed!r}"),
         (c.stop_after_epoch is None or is_int(c.stop_after_epoch, 1),

@@ -117,6 +117,7 @@ class TrainerConfig:
     num_threads: Any = "auto"
     validate_args: bool = True
     figure_every: int = 5
+    val_every: int = 1
     keep_best: bool = True
     resume: str | None = None
     stop_after_epoch: int | None = None

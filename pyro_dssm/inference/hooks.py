@@ -27,15 +27,22 @@ log = logging.getLogger(__name__)
 
 
 class Validation(Hook):
-    """After every epoch: ``evaluate()`` appended to ``state.history``, logged under ``val/`` with a progress line.
+    """After every ``every``-th epoch and the last: ``evaluate()`` appended to ``state.history``, logged under
+    ``val/`` with a progress line (the epochs between get a progress line of their training loss only).
 
     ``log_training``: also log the epoch's mean training ``loss``, last ``tau``
     and ``seconds`` under ``val/`` (the exact baseline logs its metrics only).
+    The hooks after it see a new record only when ``state.history[-1]["epoch"] == state.epoch``.
     """
 
     def __init__(self, evaluate: Callable[[], dict[str, float]], tracker: Tracker, n_epochs: int,
-                 log_training: bool = True):
+                 log_training: bool = True, every: int = 1):
         self.evaluate, self.tracker, self.n_epochs, self.log_training = evaluate, tracker, n_epochs, log_training
+        self.every = every
+
+    def due(self, epoch: int) -> bool:
+        """Whether epoch ``epoch`` (1..n_epochs) is evaluated: every ``every``-th and the last."""
+        return epoch % self.every == 0 or epoch == self.n_epochs
 
     def record(self, state: TrainingState) -> dict[str, float]:
         """Evaluate now and append the record (``epoch``, ``step``, ``train_seconds``, metrics) to the history."""
@@ -45,7 +52,7 @@ class Validation(Hook):
         return metrics
 
     def epoch_end(self, state: TrainingState, epoch: EpochProgress) -> None:
-        metrics = self.record(state)
+        metrics = self.record(state) if self.due(state.epoch) else {}
         if self.log_training:
             metrics.update(loss=epoch.mean_loss, tau=epoch.tau, seconds=epoch.seconds)
         self.tracker.scalars(metrics, state.epoch, "val/")
@@ -72,7 +79,8 @@ class Figures(Hook):
 
 
 class KeepBest(Hook):
-    """Remembers the evaluation with the best validation ELBO (the last history record's ``val_elbo_per_step``)."""
+    """Remembers the evaluation with the best validation ELBO (the last history record's ``val_elbo_per_step``;
+    after an epoch without evaluation that record is the best's or below it, so nothing changes)."""
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -107,13 +115,14 @@ class EarlyStopping(Hook):
     ``tolerance`` (relative) for ``patience`` epochs (:func:`epochs_without_improvement`), by setting
     ``state.stopped_early``. Decided from the history alone, so a resumed run stops where it would have.
     ``first_epoch``: the end of the temperature annealing, before which the ELBO is still moving with tau.
+    Decided at evaluated epochs only (``trainer.val_every``).
     """
 
     def __init__(self, patience: int, tolerance: float, first_epoch: int):
         self.patience, self.tolerance, self.first_epoch = patience, tolerance, first_epoch
 
     def epoch_end(self, state: TrainingState, epoch: EpochProgress) -> None:
-        if state.epoch < self.first_epoch:
+        if state.epoch < self.first_epoch or state.history[-1]["epoch"] != state.epoch:  # not evaluated now
             return
         stale = epochs_without_improvement(state.history, self.tolerance)
         if stale >= self.patience:

@@ -117,12 +117,12 @@ def fit(model: DSSM, train: SequenceData, val: SequenceData, cfg: TrainerConfig,
         checkpoint_dir: Path | None = None, extra_checkpoint: dict | None = None, resume: dict | None = None,
         true_transition: torch.Tensor | None = None, stop: Callable[[], bool] | None = None,
         group: DataParallel | None = None, return_checkpoint: bool = False) -> dict | tuple[dict, dict]:
-    """Train ``model`` by SVI on ``train``; evaluate on ``val`` after the init and every epoch.
+    """Train ``model`` by SVI on ``train``; evaluate on ``val`` after the init and every ``cfg.val_every`` epochs.
 
     Returns the last epoch's validation metrics plus ``train_seconds`` (init and
     SVI steps, evaluation excluded), ``epochs``, ``steps``, ``final_loss``
     (negative ELBO per valid time step), ``skipped_steps``, ``best_epoch`` and
-    ``history``: one record per evaluation (epoch 0 = after the init) with
+    ``history``: one record per evaluation (epoch 0 = after the init, then every ``val_every``-th and the last) with
     ``epoch``, ``step``, ``train_seconds`` and the validation metrics; ``early_stop_epoch`` (the epoch after
     which ``trainer.patience`` ended the run, or None); with ``trainer.init=random``
     the random starts' ``random_start_scores`` and ``random_start`` (the one kept). With
@@ -150,7 +150,7 @@ def fit(model: DSSM, train: SequenceData, val: SequenceData, cfg: TrainerConfig,
     sgd = SGDStep(model, _svi_loss(model, cfg, steps_per_epoch, device), train.x.to(device),
                   device_mask(train, device), cfg.grad_clip, tracker, group)
     state.train_seconds = time.perf_counter() - clock
-    validation = Validation(_validate(model, val, seed, group), tracker, cfg.n_epochs)
+    validation = Validation(_validate(model, val, seed, group), tracker, cfg.n_epochs, every=cfg.val_every)
     best = KeepBest(model)
     checkpoints = Checkpoints(checkpoint_dir, model, cfg.n_epochs, asdict(model.config),
                               {**(extra_checkpoint or {}), **started})
@@ -283,7 +283,7 @@ def _final_metrics(state: TrainingState, last: EpochProgress, cfg: TrainerConfig
         log.info("restoring the weights of epoch %d (best validation ELBO %.4f; last epoch %.4f)",
                  state.best_epoch, state.best_val_elbo, chosen["val_elbo_per_step"])
         best.restore(state)
-        chosen = state.history[state.best_epoch]
+        chosen = next(record for record in state.history if record["epoch"] == state.best_epoch)
     metrics = {k: v for k, v in chosen.items() if k not in RECORD_KEYS}
     metrics.update(train_seconds=state.train_seconds, epochs=state.epoch, steps=state.step,
                    final_loss=last.mean_loss, tau=last.tau, skipped_steps=state.skips.total,
