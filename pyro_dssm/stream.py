@@ -9,10 +9,12 @@ as ``tail -f`` does: every ``poll`` seconds it looks for new complete lines). Th
 
 **Input**: a CSV as the model was trained on (``data=csv``: the checkpoint's ``payload['config']['data']`` and
 ``payload['preprocessing']['feature_names']``): a header line, then one row per time step with the id column, the time
-column if training had one and the feature columns, one record per line (other columns are ignored). Sequences may be
+column if training had one, the feature columns and the input columns of a model trained with
+``data.input_columns`` (each a finite number), one record per line (other columns are ignored). Sequences may be
 interleaved; each one's rows must come in time order. An empty or ``NaN`` cell is missing (passed on). A line counts
 once its newline has arrived (a last line without one: when standard input ends; dropped with a warning when a
-followed file idles). The lines that have arrived (up to :data:`READ_BYTES`) are one batch, filtered with one
+followed file idles). The lines that have arrived (up to :data:`pyro_dssm.io.lines.READ_BYTES`) are one batch,
+filtered with one
 :func:`~pyro_dssm.online.filter_chunk` call per sequence: chunks of any sizes give one pass.
 
 **Output**: one CSV row per input row: id, time (without a time column: the step 0, 1, ... of its sequence),
@@ -34,28 +36,21 @@ import dataclasses
 import logging
 import math
 import os
-import select
-import signal
 import sys
-import threading
-import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import TextIO
 
 import numpy as np
 
 from pyro_dssm import online
 from pyro_dssm.config import FileDataConfig, settings
 from pyro_dssm.data.readers import DELIMITERS
-from pyro_dssm.fitted import load_model, preprocessing_of
+from pyro_dssm.fitted import input_preprocessing_of, load_model, preprocessing_of
 from pyro_dssm.inference.threads import intra_op_threads
+from pyro_dssm.io.lines import STDIO, LineReader, stop_on_signals
 from pyro_dssm.model.known import state_names
 
 log = logging.getLogger(__name__)
-
-STDIO = "-"
-READ_BYTES = 1 << 20  # the most one read takes, so the most one batch holds
 
 
 def is_streaming(args) -> bool:
@@ -91,95 +86,6 @@ def check_args(args) -> bool:
     return True  # decode.parse_args checks that an output file can be written
 
 
-# --- complete lines as they arrive ------------------------------------------------------------------------------------
-
-
-class _Interrupted(Exception):
-    """Raised by the signal handler while :class:`LineReader` waits for data."""
-
-
-class LineReader:
-    """The complete lines of ``source`` (``-`` or a path) in batches of what has arrived; ``follow``: the file grows
-    (look every ``poll`` s); ``idle``: end after so many seconds without data (None: never). :meth:`stop` (a signal
-    handler) ends :meth:`batches` at once if it waits for data, else at its next wait."""
-
-    def __init__(self, source: str, follow: bool = False, poll: float = 0.2, idle: float | None = None):
-        self.source, self.follow, self.poll, self.idle = source, follow, poll, idle
-        self.line_no = 0  # lines handed out so far
-        self.stopped = self._waiting = False
-
-    def stop(self) -> None:
-        self.stopped = True
-        if self._waiting:
-            raise _Interrupted
-
-    def batches(self) -> Iterator[list[str]]:
-        """Lists of complete lines (newline removed), each what one read found; :attr:`line_no` counts them."""
-        partial = b""
-        with (open(sys.stdin.fileno(), "rb", buffering=0, closefd=False) if self.source == STDIO
-              else open(self.source, "rb", buffering=0)) as f:
-            try:
-                while (data := self._read(f)) is not None:
-                    *lines, partial = (partial + data).split(b"\n")
-                    if lines:
-                        yield self._decode(lines)
-            except _Interrupted:
-                pass
-            if partial and self.source == STDIO and not self.stopped:  # the stream ended: its last line is whole
-                yield self._decode([partial])
-            elif partial:
-                log.warning("input=%r: its last %d bytes have no newline yet; not decoded", self.source, len(partial))
-
-    def _read(self, f) -> bytes | None:
-        """The next bytes that arrive, or None at the end (module docstring)."""
-        since = time.monotonic()
-        try:
-            self._waiting = True
-            while not self.stopped:
-                if self.source == STDIO:
-                    if self.idle is not None and not select.select([f], [], [], self.idle)[0]:
-                        log.info("input=-: no data for idle=%g s; ending", self.idle)
-                        return None
-                    return f.read(READ_BYTES) or None
-                if os.fstat(f.fileno()).st_size < f.tell():
-                    raise ValueError(f"input={self.source!r} is shorter than what was read of it (truncated or "
-                                     "rotated?); follow=true follows one growing file")
-                data = f.read(READ_BYTES)
-                if data or not self.follow:
-                    return data or None
-                if self.idle is not None and time.monotonic() - since >= self.idle:
-                    log.info("input=%r: no new data for idle=%g s; ending", self.source, self.idle)
-                    return None
-                time.sleep(self.poll)
-            return None
-        finally:
-            self._waiting = False
-
-    def _decode(self, lines: list[bytes]) -> list[str]:
-        try:
-            text = [line.decode("utf-8").rstrip("\r") for line in lines]
-        except UnicodeDecodeError as exc:
-            raise ValueError(f"input={self.source!r} near line {self.line_no + 1} is not UTF-8 text ({exc})") from None
-        if self.line_no == 0:
-            text[0] = text[0].removeprefix("\ufeff")  # Excel's byte-order mark
-        self.line_no += len(text)
-        return text
-
-
-@contextmanager
-def stop_on_signals(reader: LineReader) -> Iterator[None]:
-    """SIGINT and SIGTERM stop ``reader`` (so the stream ends cleanly) instead of killing the process."""
-    main = threading.current_thread() is threading.main_thread()  # the only one that may set signal handlers
-    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM) if main}
-    for sig in before:
-        signal.signal(sig, lambda *_: reader.stop())
-    try:
-        yield
-    finally:
-        for sig, handler in before.items():
-            signal.signal(sig, handler)
-
-
 # --- rows -> states ---------------------------------------------------------------------------------------------------
 
 
@@ -193,10 +99,13 @@ class Header:
     time: int | None
     features: list[int]  # the D0 columns of the model, in its order
     time_name: str | None = None
+    inputs: tuple[int, ...] = ()  # the U columns of its exogenous inputs (data.input_columns), in its order
 
 
-def parse_header(line: str, cfg: FileDataConfig, feature_names: list[str], source: str) -> Header:
-    """The header line -> :class:`Header`; ValueError naming a column the model needs that the header lacks."""
+def parse_header(line: str, cfg: FileDataConfig, feature_names: list[str], source: str,
+                 input_names: list[str] = ()) -> Header:
+    """The header line -> :class:`Header`; ValueError naming a column the model needs that the header lacks
+    (``input_names``: the exogenous inputs of a model trained with ``data.input_columns``)."""
     delimiter = max(DELIMITERS, key=line.count)  # as pyro_dssm.data.readers reads a file
     columns = next(csv.reader([line], delimiter=delimiter))
     for what, name in (("id_column", cfg.id_column), ("time_column", cfg.time_column)):
@@ -206,18 +115,25 @@ def parse_header(line: str, cfg: FileDataConfig, feature_names: list[str], sourc
     missing = [c for c in feature_names if c not in columns]
     if missing:
         raise ValueError(f"input={source!r} lacks the feature column(s) {missing} the model reads; header: {columns}")
+    missing = [c for c in input_names if c not in columns]
+    if missing:
+        raise ValueError(f"input={source!r} lacks the input column(s) {missing} (data.input_columns) the model reads; "
+                         f"header: {columns}")
     return Header(delimiter, len(columns), columns.index(cfg.id_column),
                   None if cfg.time_column is None else columns.index(cfg.time_column),
-                  [columns.index(c) for c in feature_names], cfg.time_column)
+                  [columns.index(c) for c in feature_names], cfg.time_column,
+                  tuple(columns.index(c) for c in input_names))
 
 
 @dataclasses.dataclass
 class Row:
-    """One input row: its sequence id, time (as written) and (D0,) features in the user's units (NaN = missing)."""
+    """One input row: its sequence id, time (as written), (D0,) features in the user's units (NaN = missing) and
+    (U,) exogenous inputs (empty for a model without)."""
 
     id: str
     time: str
     x: np.ndarray
+    u: np.ndarray
 
 
 @dataclasses.dataclass
@@ -242,11 +158,14 @@ def _time_key(cell: str) -> tuple:
 class StreamDecoder:
     """Filters the rows of interleaved sequences, one :class:`~pyro_dssm.online.FilterState` per sequence id.
 
-    ``model``, ``prep``: the trained DSSM and its (causal) feature transform; ``lag``: L >= 0 (module docstring).
+    ``model``, ``prep``: the trained DSSM and its (causal) feature transform; ``lag``: L >= 0 (module docstring);
+    ``input_prep``: the standardisation of its exogenous inputs (:func:`pyro_dssm.fitted.input_preprocessing_of`),
+    None for a model without.
     """
 
-    def __init__(self, model, prep, header: Header, lag: int, source: str):
+    def __init__(self, model, prep, header: Header, lag: int, source: str, input_prep=None):
         self.model, self.prep, self.header, self.lag, self.source = model, prep, header, lag, source
+        self.input_prep = input_prep
         self.tracks: dict[str, Track] = {}
 
     def parse(self, lines: list[str], first_line: int) -> tuple[list[Row], ValueError | None]:
@@ -277,18 +196,29 @@ class StreamDecoder:
                 raise ValueError(f"{where}: sequence {cells[h.id]!r} goes back in time, {h.time_name}={time_!r} "
                                  f"after {track.last_time!r}; rows must come in time order per sequence")
             track.last_time = time_
-        x = np.empty(len(h.features))
-        for j, col in enumerate(h.features):
+        x = self._numbers(cells, h.features, self.prep.feature_names, where, missing=True)
+        u = self._numbers(cells, h.inputs, self.input_prep.feature_names if self.input_prep else [], where,
+                          missing=False)
+        track.n_read += 1
+        return Row(cells[h.id], time_, x, u)
+
+    @staticmethod
+    def _numbers(cells: list[str], columns, names: list[str], where: str, missing: bool) -> np.ndarray:
+        """The cells of ``columns`` as numbers; an empty or NaN cell is NaN where ``missing`` (features), an error
+        otherwise (inputs: conditioned on, not modelled); ValueError naming the column for text or infinity."""
+        out = np.empty(len(columns))
+        for j, col in enumerate(columns):
             cell = cells[col].strip()
             try:
-                x[j] = float(cell) if cell else math.nan  # empty or NaN: a missing value
+                value = float(cell) if cell else math.nan  # empty or NaN: a missing value
             except ValueError:
-                raise ValueError(f"{where}: column {self.prep.feature_names[j]!r} must hold a number (or be empty), "
-                                 f"got {cell!r}") from None
-            if math.isinf(x[j]):
-                raise ValueError(f"{where}: column {self.prep.feature_names[j]!r} must hold a finite number, got {cell!r}")
-        track.n_read += 1
-        return Row(cells[h.id], time_, x)
+                blank = " (or be empty)" if missing else ""
+                raise ValueError(f"{where}: column {names[j]!r} must hold a number{blank}, got {cell!r}") from None
+            if math.isinf(value) or (math.isnan(value) and not missing):
+                why = "" if missing else " (an input is conditioned on, not modelled: it cannot be missing)"
+                raise ValueError(f"{where}: column {names[j]!r} must hold a finite number{why}, got {cell!r}")
+            out[j] = value
+        return out
 
     def step(self, rows: list[Row]) -> list[tuple[str, str, np.ndarray]]:
         """Filter ``rows`` (one chunk per sequence); returns (id, time, probs (K,)) of the rows answered now."""
@@ -299,7 +229,9 @@ class StreamDecoder:
         for name, idx in groups.items():
             track = self.tracks[name]
             x = np.stack([rows[j].x for j in idx])  # (T, D0)
-            probs, track.carry = online.filter_chunk(self.model, self.prep, x, track.carry, self.lag)
+            u = np.stack([rows[j].u for j in idx]) if self.input_prep is not None else None  # (T, U)
+            probs, track.carry = online.filter_chunk(self.model, self.prep, x, track.carry, self.lag, inputs=u,
+                                                     input_prep=self.input_prep)
             track.waiting.extend(rows[j].time for j in idx)
             first = max(0, self.lag - track.n_filtered)  # chunk rows t <= L answer no step (module docstring)
             track.n_filtered += len(idx)
@@ -347,9 +279,7 @@ def run(args) -> dict[str, float]:
     cfg = csv_settings(payload, args.input)
     prep = preprocessing_of(payload, model.config.obs_dim)
     online.causal_reach(prep)  # ValueError naming the features that read later rows
-    if model.config.input_dim:
-        raise ValueError(f"input={args.input!r}: streaming decode does not read input columns yet; decode the whole "
-                         "file, or filter from Python with FittedDSSM.filter(x, carry, inputs=u)")
+    input_prep = input_preprocessing_of(payload)  # a model with exogenous inputs reads them from their columns
     reader = LineReader(args.input, args.follow, args.poll, args.idle)
     decoder, out, n_rows = None, None, 0
     names = state_names(model.n_states, payload.get("known_names"))  # known states: their classes' names
@@ -361,8 +291,9 @@ def run(args) -> dict[str, float]:
                     k = next((i for i, line in enumerate(lines) if line.strip()), None)
                     if k is None:
                         continue
-                    header = parse_header(lines[k], cfg, prep.feature_names, args.input)
-                    decoder = StreamDecoder(model, prep, header, args.lag, args.input)
+                    header = parse_header(lines[k], cfg, prep.feature_names, args.input,
+                                          input_prep.feature_names if input_prep is not None else [])
+                    decoder = StreamDecoder(model, prep, header, args.lag, args.input, input_prep)
                     out = _open_output(args.output, model.n_states, cfg)
                     lines, first_line = lines[k + 1:], first_line + k + 1
                 rows, error = decoder.parse(lines, first_line)

@@ -212,12 +212,26 @@ def test_a_csv_with_input_columns_trains_decodes_and_refuses_a_missing_input(tmp
     p1 = np.array([float(r["p_0"]) for r in rows])
     p2 = np.array([float(r["p_0"]) for r in csv.DictReader(open(out2))])
     assert np.abs(p1 - p2).max() > 0.2
-    proc = run_cli("pyro_dssm.decode", [f"checkpoint={run_dir}", f"input={decode_csv}", "output=-", "follow=true",
+    # streaming reads the input columns too: the rows equal one pass of FittedDSSM.filter with the inputs
+    proc = run_cli("pyro_dssm.decode", [f"checkpoint={run_dir}", f"input={flipped}", "output=-", "follow=true",
                                         "idle=1"])
-    assert proc.returncode == 2 and "streaming decode does not read input columns yet" in proc.stderr
-    # a missing input cell: one line, exit 2
+    assert proc.returncode == 0, proc.stderr
+    streamed = list(csv.DictReader(proc.stdout.splitlines()))
+    fitted = FittedDSSM.load(run_dir)
+    for i in (0, 7):
+        rows = [r for r in csv.DictReader(open(flipped)) if r["sequence"] == f"s{i}"]
+        x = np.array([[float(r["x0"]), float(r["x1"])] for r in rows])
+        u = np.array([[float(r["u"])] for r in rows])
+        want = fitted.filter(x, inputs=u)[0]
+        got = np.array([[float(r[f"p_{k}"]) for k in range(3)] for r in streamed if r["sequence"] == f"s{i}"])
+        np.testing.assert_allclose(got, want, atol=1e-5)
+        assert np.abs(want - fitted.filter(x, inputs=-u)[0]).max() > 0.2  # the inputs matter
+    # a missing input cell: one line, exit 2 (training, and streaming after the rows before it)
     bad = tmp_path / "bad.csv"
     write_driven_csv(bad, data.train, n=3, missing_input=True)
+    proc = run_cli("pyro_dssm.decode", [f"checkpoint={run_dir}", f"input={bad}", "output=-", "follow=true", "idle=1"])
+    assert proc.returncode == 2 and len(proc.stdout.splitlines()) == 1 + 3  # the header and s0's steps 0-2
+    assert "line 5: column 'u' must hold a finite number (an input is conditioned on, not modelled" in proc.stderr
     proc = run_cli("pyro_dssm.train", [*common, f"data.path={bad}", "data.input_columns=[u]",
                                        "model.transition=inputs", f"hydra.run.dir={tmp_path / 'bad_run'}"])
     assert proc.returncode == 2

@@ -191,8 +191,8 @@ def test_follow_a_growing_file_to_a_file_ends_when_idle(run_dir, fitted, tmp_pat
 def test_one_filter_call_per_sequence_and_batch(run_dir, fitted, monkeypatch):
     calls = []
     real = online.filter_chunk
-    monkeypatch.setattr(online, "filter_chunk", lambda model, prep, x, *a: calls.append(len(x)) or real(
-        model, prep, x, *a))
+    monkeypatch.setattr(online, "filter_chunk", lambda model, prep, x, *a, **kw: calls.append(len(x)) or real(
+        model, prep, x, *a, **kw))
     seqs = sequences()
     lines = [line.rstrip("\n") for line in interleaved(seqs)]
     header = stream.parse_header(lines[0], stream.csv_settings(fitted.payload, "-"), fitted.feature_names, "-")
