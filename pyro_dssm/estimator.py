@@ -105,11 +105,11 @@ class DSSM(BaseEstimator):
                  emission_inputs=False, emission_options=None, transition_hidden=32, emitter_hidden=32, rnn_hidden=32,
                  guide_evidence=None, guide_messages=True, features=("raw",), smooth=1, feature_window=1, window=None,
                  stride=None, standardize=True,
-                 n_epochs=20, batch_size=64, lr=0.003, guide_lr_factor=3.0, lr_final_fraction=0.1,
+                 n_epochs=20, batch_size=64, lr=0.003, guide_lr_factor="auto", lr_final_fraction=0.1,
                  objective="analytic", tau_init=1.0, tau_min=0.1, tau_anneal_fraction=0.5, grad_clip=10.0, init="em",
                  init_restarts=4, random_start_epochs=5, random_start_lr=0.02, init_em_iters=20,
                  init_screen_iters=0, init_finalists=4, init_max_sequences=100, init_stay_prob=0.8,
-                 init_context_steps=200, guide_warmup_steps=100, keep_best=True, patience=None,
+                 init_context_steps=200, guide_warmup_steps=100, keep_best=True, patience=3,
                  patience_tolerance=1e-4, max_consecutive_skips=10, device="auto", num_threads="auto",
                  validate_args=True, figure_every=5, val_every=1, random_state=None, validation=0.0, log_dir=None,
                  verbose=False):

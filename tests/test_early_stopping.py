@@ -59,9 +59,16 @@ def test_a_resumed_run_stops_where_the_whole_run_did(tmp_path):
 
 
 def test_without_patience_every_epoch_runs(tmp_path):
-    metrics = train(compose_config([*TINY, *FAST, "trainer.n_epochs=4", "trainer.patience_tolerance=10"]),
-                    tmp_path / "all")
-    assert metrics["epochs"] == 4 and metrics["early_stop_epoch"] is None
+    metrics = train(compose_config([*TINY, *FAST, "trainer.n_epochs=6", "trainer.patience=null",
+                                    "trainer.patience_tolerance=10"]), tmp_path / "all")
+    assert metrics["epochs"] == 6 and metrics["early_stop_epoch"] is None
+
+
+def test_early_stopping_is_the_default(tmp_path):
+    # patience 3 from the end of the annealing (epoch 3 of 6); nothing improves by 1000%: stale 3 at epoch 3
+    metrics = train(compose_config([*TINY, *FAST, "trainer.n_epochs=6", "trainer.patience_tolerance=10"]),
+                    tmp_path / "default")
+    assert metrics["early_stop_epoch"] == 3 and metrics["epochs"] == 3
 
 
 def test_patience_is_checked():

@@ -95,7 +95,7 @@ class TrainerConfig:
     n_epochs: int = 20
     batch_size: int = 64
     lr: float = 3e-3
-    guide_lr_factor: float = 3.0
+    guide_lr_factor: Any = "auto"
     lr_final_fraction: float = 0.1
     objective: str = "analytic"
     tau_init: float = 1.0
@@ -121,7 +121,7 @@ class TrainerConfig:
     keep_best: bool = True
     resume: str | None = None
     stop_after_epoch: int | None = None
-    patience: int | None = None
+    patience: int | None = 3
     patience_tolerance: float = 1e-4
     max_consecutive_skips: int = 10
     distributed: bool = False
