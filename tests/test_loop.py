@@ -10,12 +10,14 @@ import pytest
 import torch
 from torch import nn
 
+from pyro_dssm.config import ModelConfig, TrainerConfig
 from pyro_dssm.inference.faults import Interrupted, SkippedSteps
 from pyro_dssm.inference.loop import SGDStep, train_epochs
 from pyro_dssm.inference.schedule import exponential_decay
 from pyro_dssm.inference.state import TrainingState
 from pyro_dssm.io.checkpoint import load_checkpoint
 from pyro_dssm.io.tracking import Tracker
+from pyro_dssm.model.dssm import DSSM
 
 from .helpers import REPO
 from .test_faults import fit_tiny
@@ -103,6 +105,23 @@ def test_the_guide_learns_at_lr_times_guide_lr_factor(tmp_path):
     assert guide["initial_lr"] == pytest.approx(3 * generative["initial_lr"])
     n_guide = sum(1 for name, _ in model.named_parameters() if name.startswith("posterior."))
     assert len(guide["params"]) == n_guide > 0
+
+
+@pytest.mark.parametrize("emission, init, expected", [
+    ("gaussian", "em", 1.0),          # the guide's evidence holds the messages: it starts at the exact posterior
+    ("gaussian", "kmeans", 1.0),
+    ("gaussian", "random", 3.0),      # a random start: the guide has to catch up
+    ("gaussian", "none", 3.0),
+    ("autoregressive", "em", 3.0),    # this family's guide has no messages by default: warmed up, not exact
+])
+def test_guide_lr_factor_auto_is_one_only_where_the_guide_starts_at_the_posterior(emission, init, expected):
+    from pyro_dssm.inference.trainer import guide_lr_factor
+
+    net = DSSM(ModelConfig(n_states=3, obs_dim=2, emission=emission))
+    assert guide_lr_factor(net, TrainerConfig(init=init)) == expected
+    assert guide_lr_factor(net, TrainerConfig(init=init, guide_lr_factor=2.5)) == 2.5  # a number is taken as it is
+    with pytest.raises(ValueError, match="trainer.guide_lr_factor must be auto or a number > 0, got 'fast'"):
+        TrainerConfig(guide_lr_factor="fast")
 
 
 def test_data_parallelism_and_the_batches_do_not_import_the_trainer(tmp_path):
