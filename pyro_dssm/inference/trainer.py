@@ -220,8 +220,11 @@ def _starting_point(model: DSSM, train: SequenceData, val: SequenceData, cfg: Tr
             log.info("guide warm-up skipped: the guide starts at the exact posterior of the initial model (its "
                      "evidence holds the backward messages, model.guide_messages)")
         elif cfg.guide_warmup_steps > 0:
-            ce = warm_start_guide(model, x, mask, gen, steps=cfg.guide_warmup_steps, batch_size=cfg.batch_size)
-            log.info("guide warm-up: cross-entropy to the exact posterior %.4f nats/step", ce)
+            ce, taken = warm_start_guide(model, x, mask, gen, steps=cfg.guide_warmup_steps, batch_size=cfg.batch_size,
+                                         patience=cfg.patience)
+            log.info("guide warm-up: cross-entropy to the exact posterior %.4f nats/step after %d of %d steps%s", ce,
+                     taken, cfg.guide_warmup_steps, " (stopped: it no longer fell)" if taken < cfg.guide_warmup_steps
+                     else "")
     if group is not None:
         group.broadcast_module(model)
         group.broadcast_generator(gen)

@@ -13,11 +13,15 @@ from torch import nn
 from pyro_dssm.model import hmm
 from pyro_dssm.model.dssm import DSSM
 
+WINDOW = 10  # warm-up steps per window: the minibatch cross-entropy is compared window by window
+MIN_FALL = 0.01  # a window improves when its mean is below the best window's by more than this (relative)
+
 
 def warm_start_guide(
     model: DSSM, x: torch.Tensor, mask: torch.Tensor, generator: torch.Generator,
     steps: int = 100, batch_size: int = 64, lr: float = 1e-2, targets: str | None = None,
-) -> float:
+    patience: int | None = None,
+) -> tuple[float, int]:
     r"""Train the guide's conditionals :math:`q(c_t \mid c_{t-1}, X)` towards the exact posterior of the current model.
 
     The exact posterior is that of the HMM of :meth:`DSSM.exact_hmm`. Each
@@ -42,7 +46,10 @@ def warm_start_guide(
       messages (``model.guide_messages``; its conditionals, not its marginals, are then the exact
       answer, and the residual the networks learn is zero there), else ``"marginals"``.
 
-    x (N, T, D), mask (N, T). Returns the last cross-entropy per valid step.
+    ``patience``: stop early once that many windows of :data:`WINDOW` steps in a row have not lowered the best
+    window's mean cross-entropy by :data:`MIN_FALL` (relative); None: all ``steps``.
+
+    x (N, T, D), mask (N, T). Returns the last window's mean cross-entropy per valid step and the steps taken.
     """
     if targets is None:
         targets = "chain" if model.uses_messages else "marginals"
@@ -57,7 +64,8 @@ def warm_start_guide(
     opt = torch.optim.Adam(model.posterior.parameters(), lr=lr)
     net = model.posterior
     loss = torch.tensor(float("nan"))
-    for _ in range(steps):
+    stall = Stall(patience)
+    for step in range(steps):
         idx = torch.randint(x.shape[0], (min(batch_size, x.shape[0]),), generator=generator).to(x.device)
         xb, mb = x[idx], mask[idx]
         draw = _chain_targets if targets == "chain" else _marginal_targets
@@ -69,7 +77,30 @@ def warm_start_guide(
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return float(loss.detach())
+        if stall.add(float(loss.detach())):
+            return stall.last, step + 1
+    return stall.last, steps
+
+
+class Stall:
+    """Whether a noisy falling loss has stopped falling: window means of :data:`WINDOW` values, stalled after
+    ``patience`` windows in a row without a fall of :data:`MIN_FALL` (relative) below the best (None: never)."""
+
+    def __init__(self, patience: int | None):
+        self.patience, self.values, self.best, self.stale = patience, [], float("inf"), 0
+        self.last = float("nan")  # the mean of the last whole window (or of the values so far)
+
+    def add(self, value: float) -> bool:
+        """Record one value; True once the loss has stalled."""
+        self.values.append(value)
+        self.last = sum(self.values[-WINDOW:]) / len(self.values[-WINDOW:])
+        if len(self.values) % WINDOW:
+            return False
+        if self.last < self.best * (1 - MIN_FALL):  # a cross-entropy is >= 0
+            self.best, self.stale = self.last, 0
+        else:
+            self.stale += 1
+        return self.patience is not None and self.stale >= self.patience
 
 
 def _marginal_targets(marginals: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
