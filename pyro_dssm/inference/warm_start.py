@@ -51,16 +51,7 @@ def warm_start_guide(
 
     x (N, T, D), mask (N, T). Returns the last window's mean cross-entropy per valid step and the steps taken.
     """
-    if targets is None:
-        targets = "chain" if model.uses_messages else "marginals"
-    if targets not in ("marginals", "chain"):
-        raise ValueError(f"warm-start targets must be 'marginals' or 'chain', got {targets!r}")
-    with torch.no_grad():
-        log_init, log_trans, ll = model.exact_hmm(x)
-        if targets == "chain":
-            posterior = hmm.posterior_chain(log_init, log_trans, ll, mask)  # (N, T, K, K)
-        else:
-            posterior = hmm.posterior_marginals(log_init, log_trans, ll, mask)  # (N, T, K)
+    targets, posterior = _exact_posterior(model, x, mask, targets)
     opt = torch.optim.Adam(model.posterior.parameters(), lr=lr)
     net = model.posterior
     loss = torch.tensor(float("nan"))
@@ -80,6 +71,20 @@ def warm_start_guide(
         if stall.add(float(loss.detach())):
             return stall.last, step + 1
     return stall.last, steps
+
+
+def _exact_posterior(model: DSSM, x: torch.Tensor, mask: torch.Tensor, targets: str | None) -> tuple[str, torch.Tensor]:
+    """The targets' kind (None: by the guide, :func:`warm_start_guide`) and the exact posterior they are drawn from:
+    the chain (N, T, K, K) or the marginals (N, T, K); ValueError naming an unknown kind."""
+    if targets is None:
+        targets = "chain" if model.uses_messages else "marginals"
+    if targets not in ("marginals", "chain"):
+        raise ValueError(f"warm-start targets must be 'marginals' or 'chain', got {targets!r}")
+    with torch.no_grad():
+        log_init, log_trans, ll = model.exact_hmm(x)
+        if targets == "chain":
+            return targets, hmm.posterior_chain(log_init, log_trans, ll, mask)
+        return targets, hmm.posterior_marginals(log_init, log_trans, ll, mask)
 
 
 class Stall:
