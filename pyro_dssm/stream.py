@@ -10,7 +10,8 @@ as ``tail -f`` does: every ``poll`` seconds it looks for new complete lines). Th
 **Input**: a CSV as the model was trained on (``data=csv``: the checkpoint's ``payload['config']['data']`` and
 ``payload['preprocessing']['feature_names']``): a header line, then one row per time step with the id column, the time
 column if training had one, the feature columns and the input columns of a model trained with
-``data.input_columns`` (each a finite number), one record per line (other columns are ignored). Sequences may be
+``data.input_columns`` (each a finite number), one record per line (other columns are ignored). A model trained
+with known states reads their column where the input has one: a class there clamps the filter (empty: not known). Sequences may be
 interleaved; each one's rows must come in time order. An empty or ``NaN`` cell is missing (passed on). A line counts
 once its newline has arrived (a last line without one: when standard input ends; dropped with a warning when a
 followed file idles). The lines that have arrived (up to :data:`pyro_dssm.io.lines.READ_BYTES`) are one batch,
@@ -100,12 +101,14 @@ class Header:
     features: list[int]  # the D0 columns of the model, in its order
     time_name: str | None = None
     inputs: tuple[int, ...] = ()  # the U columns of its exogenous inputs (data.input_columns), in its order
+    known: int | None = None  # the known-states column (data.known_states_column) of a model trained with one
 
 
 def parse_header(line: str, cfg: FileDataConfig, feature_names: list[str], source: str,
-                 input_names: list[str] = ()) -> Header:
+                 input_names: list[str] = (), known: bool = False) -> Header:
     """The header line -> :class:`Header`; ValueError naming a column the model needs that the header lacks
-    (``input_names``: the exogenous inputs of a model trained with ``data.input_columns``)."""
+    (``input_names``: the exogenous inputs of a model trained with ``data.input_columns``). ``known``: the model
+    was trained with known states; their column is read where the input has it (optional, as in whole decoding)."""
     delimiter = max(DELIMITERS, key=line.count)  # as pyro_dssm.data.readers reads a file
     columns = next(csv.reader([line], delimiter=delimiter))
     for what, name in (("id_column", cfg.id_column), ("time_column", cfg.time_column)):
@@ -122,18 +125,20 @@ def parse_header(line: str, cfg: FileDataConfig, feature_names: list[str], sourc
     return Header(delimiter, len(columns), columns.index(cfg.id_column),
                   None if cfg.time_column is None else columns.index(cfg.time_column),
                   [columns.index(c) for c in feature_names], cfg.time_column,
-                  tuple(columns.index(c) for c in input_names))
+                  tuple(columns.index(c) for c in input_names),
+                  columns.index(cfg.known_states_column) if known and cfg.known_states_column in columns else None)
 
 
 @dataclasses.dataclass
 class Row:
     """One input row: its sequence id, time (as written), (D0,) features in the user's units (NaN = missing) and
-    (U,) exogenous inputs (empty for a model without)."""
+    (U,) exogenous inputs (empty for a model without), and the code of its known state (-1: none given)."""
 
     id: str
     time: str
     x: np.ndarray
     u: np.ndarray
+    known: int = -1
 
 
 @dataclasses.dataclass
@@ -160,12 +165,12 @@ class StreamDecoder:
 
     ``model``, ``prep``: the trained DSSM and its (causal) feature transform; ``lag``: L >= 0 (module docstring);
     ``input_prep``: the standardisation of its exogenous inputs (:func:`pyro_dssm.fitted.input_preprocessing_of`),
-    None for a model without.
+    None for a model without; ``known_names``: the classes of a model trained with known states (None: without).
     """
 
-    def __init__(self, model, prep, header: Header, lag: int, source: str, input_prep=None):
+    def __init__(self, model, prep, header: Header, lag: int, source: str, input_prep=None, known_names=None):
         self.model, self.prep, self.header, self.lag, self.source = model, prep, header, lag, source
-        self.input_prep = input_prep
+        self.input_prep, self.known_names = input_prep, known_names
         self.tracks: dict[str, Track] = {}
 
     def parse(self, lines: list[str], first_line: int) -> tuple[list[Row], ValueError | None]:
@@ -200,7 +205,15 @@ class StreamDecoder:
         u = self._numbers(cells, h.inputs, self.input_prep.feature_names if self.input_prep else [], where,
                           missing=False)
         track.n_read += 1
-        return Row(cells[h.id], time_, x, u)
+        return Row(cells[h.id], time_, x, u, -1 if h.known is None else self._known(cells[h.known].strip(), where))
+
+    def _known(self, cell: str, where: str) -> int:
+        """A known-state cell -> its class's code (-1 when empty); ValueError naming a class the model lacks."""
+        if not cell:
+            return -1
+        if cell not in self.known_names:
+            raise ValueError(f"{where}: the known state {cell!r} is not a class of the training run {self.known_names}")
+        return self.known_names.index(cell)
 
     @staticmethod
     def _numbers(cells: list[str], columns, names: list[str], where: str, missing: bool) -> np.ndarray:
@@ -230,8 +243,9 @@ class StreamDecoder:
             track = self.tracks[name]
             x = np.stack([rows[j].x for j in idx])  # (T, D0)
             u = np.stack([rows[j].u for j in idx]) if self.input_prep is not None else None  # (T, U)
+            known = np.array([rows[j].known for j in idx]) if self.header.known is not None else None  # (T,)
             probs, track.carry = online.filter_chunk(self.model, self.prep, x, track.carry, self.lag, inputs=u,
-                                                     input_prep=self.input_prep)
+                                                     input_prep=self.input_prep, known=known)
             track.waiting.extend(rows[j].time for j in idx)
             first = max(0, self.lag - track.n_filtered)  # chunk rows t <= L answer no step (module docstring)
             track.n_filtered += len(idx)
@@ -292,8 +306,10 @@ def run(args) -> dict[str, float]:
                     if k is None:
                         continue
                     header = parse_header(lines[k], cfg, prep.feature_names, args.input,
-                                          input_prep.feature_names if input_prep is not None else [])
-                    decoder = StreamDecoder(model, prep, header, args.lag, args.input, input_prep)
+                                          input_prep.feature_names if input_prep is not None else [],
+                                          known="known_names" in payload)
+                    decoder = StreamDecoder(model, prep, header, args.lag, args.input, input_prep,
+                                            payload.get("known_names"))
                     out = _open_output(args.output, model.n_states, cfg)
                     lines, first_line = lines[k + 1:], first_line + k + 1
                 rows, error = decoder.parse(lines, first_line)

@@ -112,7 +112,13 @@ def test_a_csv_with_known_states_trains_and_decodes_with_the_class_names(tmp_pat
     proc = run_cli("pyro_dssm.decode", [f"checkpoint={tmp_path / 'run'}", f"input={ordered}", f"output={streamed}",
                                         "follow=true", "idle=0.5"])  # streaming decode names the states too
     assert proc.returncode == 0, proc.stderr
-    assert {r["filter_state"] for r in read_rows(streamed)} <= {r["activity"] for r in rows}
+    streamed_rows = read_rows(streamed)
+    assert {r["filter_state"] for r in streamed_rows} <= {r["activity"] for r in rows}
+    clamped = [r for r in streamed_rows if by_key[(r["unit"], r["seconds"])]["known"]]
+    assert len(clamped) == len(given)  # the stream reads the known column: the filter is clamped there, exactly
+    for r in clamped:
+        p = [float(v) for key, v in r.items() if key.startswith("p_")]
+        assert sorted(p) == [0.0, 0.0, 1.0] and r["filter_state"] == by_key[(r["unit"], r["seconds"])]["known"]
 
     (tmp_path / "bad").mkdir()
     bad_input, _ = known_csv(tmp_path / "bad", extra_class=True)
@@ -120,6 +126,10 @@ def test_a_csv_with_known_states_trains_and_decodes_with_the_class_names(tmp_pat
                                         f"output={tmp_path / 'o.csv'}"])
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     assert "'dancing'" in proc.stderr and "not a class of the training run" in proc.stderr
+    proc = run_cli("pyro_dssm.decode", [f"checkpoint={tmp_path / 'run'}", f"input={bad_input}", "output=-",
+                                        "follow=true", "idle=0.5"])  # streamed: the same one line, exit 2
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "line 2: the known state 'dancing' is not a class of the training run" in proc.stderr
 
 
 def test_more_known_classes_than_states_is_a_one_line_error(tmp_path):
