@@ -11,12 +11,12 @@ as ``tail -f`` does: every ``poll`` seconds it looks for new complete lines). Th
 ``payload['preprocessing']['feature_names']``): a header line, then one row per time step with the id column, the time
 column if training had one, the feature columns and the input columns of a model trained with
 ``data.input_columns`` (each a finite number), one record per line (other columns are ignored). A model trained
-with known states reads their column where the input has one: a class there clamps the filter (empty: not known). Sequences may be
-interleaved; each one's rows must come in time order. An empty or ``NaN`` cell is missing (passed on). A line counts
-once its newline has arrived (a last line without one: when standard input ends; dropped with a warning when a
-followed file idles). The lines that have arrived (up to :data:`pyro_dssm.io.lines.READ_BYTES`) are one batch,
-filtered with one
-:func:`~pyro_dssm.online.filter_chunk` call per sequence: chunks of any sizes give one pass.
+with known states reads their column where the input has one: a class there clamps the filter (empty: not known).
+Sequences may be interleaved; each one's rows must come in time order. An empty or ``NaN`` cell is missing (passed
+on). A line counts once its newline has arrived (a last line without one: when standard input ends; dropped with a
+warning when a followed file idles). The lines that have arrived (up to :data:`pyro_dssm.io.lines.READ_BYTES`) are
+one batch, filtered with one :func:`~pyro_dssm.online.filter_chunk` call per sequence: chunks of any sizes give one
+pass.
 
 **Output**: one CSV row per input row: id, time (without a time column: the step 0, 1, ... of its sequence),
 ``filter_state`` (the most probable state; its class with known states) and ``p_0 .. p_{K-1}``, the filtered
@@ -115,13 +115,11 @@ def parse_header(line: str, cfg: FileDataConfig, feature_names: list[str], sourc
         if name is not None and name not in columns:
             raise ValueError(f"data.{what}={name!r} of the model is not a column of input={source!r} "
                              f"(header: {columns})")
-    missing = [c for c in feature_names if c not in columns]
-    if missing:
-        raise ValueError(f"input={source!r} lacks the feature column(s) {missing} the model reads; header: {columns}")
-    missing = [c for c in input_names if c not in columns]
-    if missing:
-        raise ValueError(f"input={source!r} lacks the input column(s) {missing} (data.input_columns) the model reads; "
-                         f"header: {columns}")
+    for what, names in (("feature column(s)", feature_names), ("input column(s)", input_names)):
+        missing = [c for c in names if c not in columns]
+        if missing:
+            setting = " (data.input_columns)" if what.startswith("input") else ""
+            raise ValueError(f"input={source!r} lacks the {what} {missing}{setting} the model reads; header: {columns}")
     return Header(delimiter, len(columns), columns.index(cfg.id_column),
                   None if cfg.time_column is None else columns.index(cfg.time_column),
                   [columns.index(c) for c in feature_names], cfg.time_column,

@@ -54,7 +54,6 @@ def warm_start_guide(
     targets, posterior = _exact_posterior(model, x, mask, targets)
     opt = torch.optim.Adam(model.posterior.parameters(), lr=lr)
     net = model.posterior
-    loss = torch.tensor(float("nan"))
     stall = Stall(patience)
     for step in range(steps):
         idx = torch.randint(x.shape[0], (min(batch_size, x.shape[0]),), generator=generator).to(x.device)
