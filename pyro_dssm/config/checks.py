@@ -104,6 +104,8 @@ def trainer_checks(c) -> list[tuple[bool, str]]:
         (is_int(c.init_max_sequences, 1),
          f"trainer.init_max_sequences must be an integer >= 1, got {c.init_max_sequences!r}"),
         (is_int(c.init_em_iters, 0), f"trainer.init_em_iters must be an integer >= 0, got {c.init_em_iters!r}"),
+        (is_number(c.init_em_tol) and c.init_em_tol >= 0,
+         f"trainer.init_em_tol must be a number >= 0 (0 = run every iteration), got {c.init_em_tol!r}"),
         (is_int(c.init_screen_iters, 0), f"trainer.init_screen_iters must be an integer >= 0 (0 = every candidate runs "
                                          f"init_em_iters), got {c.init_screen_iters!r}"),
         (is_int(c.init_finalists, 1), f"trainer.init_finalists must be an integer >= 1, got {c.init_finalists!r}"),

@@ -7,12 +7,13 @@ its classical HMM and the move of its networks to it (``fit_to``):
 1. candidates start from labels: the nearest k-means++ centre of each x_t (``restarts`` seeds)
    and, with ``method="em"``, i.i.d. uniform labels (``em_random_starts`` per k-means start, a
    family attribute: on real data the best AR-HMM often comes from a random start);
-2. each runs ``em_iters`` Baum-Welch iterations (:func:`baum_welch`) with a sticky Dirichlet prior
-   on the transitions (``em_stickiness`` x a state's share of the steps extra self-transitions); with
-   ``screen_iters`` > 0, each runs that many and only the ``finalists`` best by log p(X) the rest (a screening
+2. each runs ``em_iters`` Baum-Welch iterations (:func:`baum_welch`; fewer once converged, ``em_tol``) with a
+   sticky Dirichlet prior on the transitions (``em_stickiness`` x a state's share of the steps extra
+   self-transitions); with ``screen_iters`` > 0, each runs that many and only the ``finalists`` best by log p(X) the rest (a screening
    round: on long recordings with many candidates most of them are far behind after a few iterations);
 3. the candidate with the highest exact log p(X) wins (as ``n_init`` in scikit-learn / hmmlearn);
-4. :func:`distill` puts it into the emission and transition networks.
+4. :func:`distill` puts it into the emission and transition networks (exactly: a family copies its parameters or
+   solves its network's output layer, :func:`pyro_dssm.model.networks.fit_output_layer`).
 """
 
 from __future__ import annotations
@@ -138,7 +139,7 @@ def e_step_log_px(batch: int, steps: int, n_states: int):
 
 def baum_welch(emitter: Emission, params: dict, x: torch.Tensor, mask: torch.Tensor, trans: torch.Tensor,
                n_iter: int, kappa: float = 0.0, clamp: torch.Tensor | None = None,
-               inputs: torch.Tensor | None = None) -> tuple[dict, torch.Tensor, float]:
+               inputs: torch.Tensor | None = None, tol: float = 0.0) -> tuple[dict, torch.Tensor, float]:
     r"""EM for the classical HMM of ``emitter``'s family (uniform p(c_1)) from ``params`` and ``trans`` (K, K).
 
     The E-step uses autograd on the exact log p(X) (:func:`e_step_log_px` picks its algorithm):
@@ -148,7 +149,9 @@ def baum_welch(emitter: Emission, params: dict, x: torch.Tensor, mask: torch.Ten
     a sticky Dirichlet prior, :math:`A_{ij} \propto n_{ij} + \kappa [i = j]`.
     x (B, T, D), mask (B, T) bool; ``clamp`` (B, T, K) the known states' log-indicator added to the table
     (:mod:`pyro_dssm.model.known`), or None; ``inputs`` (B, T, U) for an emission that reads them (a GLM-HMM's
-    regressors, in its table and M-step). Returns the parameters, the transition matrix and the exact
+    regressors, in its table and M-step). ``tol`` > 0: stop after the M-step of the first iteration whose E-step
+    found log p(X) per valid step less than ``tol`` above the previous one's (converged, as hmmlearn's ``tol``;
+    without a sticky prior EM never lowers it). Returns the parameters, the transition matrix and the exact
     log p(X) per valid step of the returned parameters.
     """
     K = trans.shape[0]
@@ -156,6 +159,7 @@ def baum_welch(emitter: Emission, params: dict, x: torch.Tensor, mask: torch.Ten
     log_init = hmm.uniform_log_init(K, x)
     eye = torch.eye(K, dtype=x.dtype, device=x.device)
     log_px = e_step_log_px(*x.shape[:2], K)
+    n_valid, previous = float(mask.sum()), -float("inf")
     for _ in range(n_iter):
         log_trans = trans.clamp_min(1e-12).log().requires_grad_()
         log_lik = clamped(emitter.classical_table(params, x, inputs), clamp).detach().requires_grad_()
@@ -164,6 +168,10 @@ def baum_welch(emitter: Emission, params: dict, x: torch.Tensor, mask: torch.Ten
         params = emitter.m_step(x, mask, gamma, **emitter.input_keywords(inputs))
         counts = counts + kappa * eye + 1e-6
         trans = counts / counts.sum(-1, keepdim=True)
+        current = float(total.detach()) / n_valid
+        if tol > 0 and current - previous < tol:
+            break
+        previous = current
     score = log_px(log_init, trans.log(), clamped(emitter.classical_table(params, x, inputs), clamp), mask).sum()
     score = score / mask.sum()
     return params, trans, float(score)
@@ -172,13 +180,15 @@ def baum_welch(emitter: Emission, params: dict, x: torch.Tensor, mask: torch.Ten
 def fit_classical(emitter: Emission, x: torch.Tensor, mask: torch.Tensor, generator: torch.Generator,
                   method: str = "em", restarts: int = 1, em_iters: int = 20, stay_prob: float = 0.8,
                   clamp: torch.Tensor | None = None, inputs: torch.Tensor | None = None,
-                  screen_iters: int = 0, finalists: int = 4) -> tuple[dict, torch.Tensor, float, int]:
+                  screen_iters: int = 0, finalists: int = 4,
+                  em_tol: float = 0.0) -> tuple[dict, torch.Tensor, float, int]:
     """Steps 1-3 of the module docstring: the best candidate's (parameters, transition (K, K), log p(X) per
     step, index). ``method="kmeans"`` scores the k-means starts without EM iterations. ``clamp`` (B, T, K): the
     known states' log-indicator (:func:`baum_welch`); the start labels take the known states where given.
     ``inputs`` (B, T, U): for an emission that reads them (:func:`baum_welch`); the start labels ignore them.
     ``screen_iters`` > 0 (below ``em_iters``): every candidate runs that many iterations, the ``finalists`` best by
-    log p(X) the remaining ones (step 2)."""
+    log p(X) the remaining ones (step 2). ``em_tol``: each run of iterations stops once converged (:func:`baum_welch`'s
+    ``tol``)."""
     if method not in ("kmeans", "em"):
         raise ValueError(f"init method must be 'kmeans' or 'em', got {method!r}")
     K = emitter.n_states
@@ -194,13 +204,13 @@ def fit_classical(emitter: Emission, x: torch.Tensor, mask: torch.Tensor, genera
             labels, centres = align_to_known(labels, centres, clamp, mask)
         params = emitter.start(x, mask, labels, centres, **emitter.input_keywords(inputs))
         trans = sticky_transition(K, stay_prob).to(x)
-        params, trans, score = baum_welch(emitter, params, x, mask, trans, first, kappa, clamp, inputs)
+        params, trans, score = baum_welch(emitter, params, x, mask, trans, first, kappa, clamp, inputs, em_tol)
         log.debug("init candidate %d (%s): log p(X)/step %.4f", restart, "random" if restart >= restarts else "k-means",
                   score)
         candidates.append((params, trans, score, restart))
     if first < iters:  # the screening round's best go on
         leaders = sorted(candidates, key=lambda c: -c[2])[:finalists]
-        candidates = [(*baum_welch(emitter, p, x, mask, t, iters - first, kappa, clamp, inputs), r)
+        candidates = [(*baum_welch(emitter, p, x, mask, t, iters - first, kappa, clamp, inputs, em_tol), r)
                       for p, t, _, r in leaders]
         log.debug("init finalists %s: log p(X)/step %s", [c[3] for c in candidates],
                   [round(c[2], 4) for c in candidates])
@@ -210,15 +220,17 @@ def fit_classical(emitter: Emission, x: torch.Tensor, mask: torch.Tensor, genera
 def distill(net: nn.Module, params: dict, trans: torch.Tensor, steps: int = 300, lr: float = 1e-2) -> float:
     """Step 4: put the classical ``params`` and ``trans`` (K, K) into ``net``'s emitter and transition networks.
 
-    What maps exactly is copied (the families' ``fit_to``); the rest is regressed by Adam on the
-    sum of their losses (the transition rows by KL). Returns the final loss.
+    What maps exactly is copied or solved for (the families' ``fit_to``: a network's output layer by least
+    squares, :func:`pyro_dssm.model.networks.fit_output_layer`); the rest is regressed by Adam on the sum of
+    their losses (the transition rows by KL). Returns the final loss (0.0 when everything mapped exactly).
     """
-    losses = [net.transition.fit_to(trans)]
-    weights = list(net.transition.parameters())
-    emission_loss = net.emitter.fit_to(params)
-    if emission_loss is not None:
-        losses.append(emission_loss)
-        weights += list(net.emitter.parameters())
+    losses, weights = [], []
+    for module, loss in ((net.transition, net.transition.fit_to(trans)), (net.emitter, net.emitter.fit_to(params))):
+        if loss is not None:
+            losses.append(loss)
+            weights += list(module.parameters())
+    if not losses:
+        return 0.0
     opt = torch.optim.Adam(weights, lr=lr)
     loss = torch.tensor(float("nan"))
     for _ in range(steps):

@@ -16,6 +16,31 @@ def mlp(n_in: int, n_hidden: int, n_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(n_in, n_hidden), nn.ReLU(), nn.Linear(n_hidden, n_out))
 
 
+def fit_output_layer(net: nn.Sequential, inputs: torch.Tensor,
+                     targets: torch.Tensor) -> Callable[[], torch.Tensor] | None:
+    r"""Move the last ``nn.Linear`` of ``net`` (an :func:`mlp`) so that ``net(inputs) = targets`` exactly.
+
+    inputs (K, n_in), typically the K one-hot states; targets (K, n_out). With the hidden features
+    :math:`h_k` of the inputs fixed, the output is linear in the last layer's weight and bias: the change of
+    least Frobenius norm that solves :math:`[h_k, 1]\,\Delta = y_k - \mathrm{net}(x_k)` for every k
+    (the pseudo-inverse, float64) is added to them; the first layer stays as built. Exact whenever the K rows
+    :math:`[h_k, 1]` are linearly independent (H + 1 >= K and no two inputs alike after the ReLU).
+    Returns None when every output is within 1e-4 (relative) of its target, else the mean squared error's
+    closure for a gradient fit to finish (the init's Adam, :func:`pyro_dssm.inference.em.distill`).
+    """
+    layer = net[-1]
+    with torch.no_grad():
+        hidden = net[:-1](inputs).double()
+        design = torch.cat([hidden, torch.ones_like(hidden[:, :1])], -1)  # (K, H + 1)
+        delta = torch.linalg.pinv(design) @ (targets - net(inputs)).double()  # (H + 1, n_out)
+        layer.weight += delta[:-1].T.to(layer.weight.dtype)
+        layer.bias += delta[-1].to(layer.bias.dtype)
+        error = float((net(inputs) - targets).abs().max())
+    if error <= 1e-4 * (1.0 + float(targets.abs().max())):
+        return None
+    return lambda: nn.functional.mse_loss(net(inputs), targets)
+
+
 class Evidence(NamedTuple):
     r"""What the generative model itself says about :math:`c_t`, added to the guide's logits.
 

@@ -9,12 +9,11 @@ averages), without a sticky prior or random-label starts.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from pyro_dssm.model import hmm
 from pyro_dssm.model.emissions.base import Emission
 from pyro_dssm.model.emissions.statistics import diagonal_normal
-from pyro_dssm.model.networks import mlp
+from pyro_dssm.model.networks import fit_output_layer, mlp
 
 
 class GaussianEmission(Emission):
@@ -75,7 +74,7 @@ class GaussianEmission(Emission):
 
     def fit_to(self, params):
         eye = self.one_hot(params["mean"])
-        return lambda: nn.functional.mse_loss(self(eye), params["mean"])
+        return fit_output_layer(self.net, eye, params["mean"])
 
     def n_parameters(self) -> int:
         return self.n_states * self.obs_dim

@@ -17,7 +17,7 @@ from torch import nn
 
 from pyro_dssm.model.emissions.base import Emission
 from pyro_dssm.model.emissions.statistics import PRIOR_WEIGHT, SCALE_FLOOR, inverse_softplus, weighted_moments
-from pyro_dssm.model.networks import mlp
+from pyro_dssm.model.networks import fit_output_layer, mlp
 
 COVARIANCE_RIDGE = 1e-4  # added to a classical covariance's diagonal: a state on a subspace stays invertible
 
@@ -123,7 +123,7 @@ class GaussianFullEmission(Emission):
         diagonal = self.rows == self.cols
         raw = torch.where(diagonal, inverse_softplus((L - SCALE_FLOOR).clamp_min(1e-6)), L)
         target = torch.cat([params["mean"], raw], -1)
-        return lambda: nn.functional.mse_loss(self.net(eye), target)
+        return fit_output_layer(self.net, eye, target)
 
     def n_parameters(self) -> int:
         D = self.obs_dim

@@ -14,7 +14,7 @@ from torch import nn
 
 from pyro_dssm.model.emissions.base import Emission
 from pyro_dssm.model.emissions.statistics import SCALE_FLOOR, diagonal_normal, inverse_softplus, weighted_moments
-from pyro_dssm.model.networks import mlp
+from pyro_dssm.model.networks import fit_output_layer, mlp
 
 
 class GaussianScaleEmission(Emission):
@@ -47,7 +47,7 @@ class GaussianScaleEmission(Emission):
     def fit_to(self, params):
         eye = self.one_hot(params["mean"])
         target = torch.cat([params["mean"], inverse_softplus(params["scale"] - SCALE_FLOOR)], -1)
-        return lambda: nn.functional.mse_loss(self.net(eye), target)
+        return fit_output_layer(self.net, eye, target)
 
     def n_parameters(self) -> int:
         return 2 * self.n_states * self.obs_dim

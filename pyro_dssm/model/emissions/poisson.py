@@ -20,7 +20,7 @@ from torch import nn
 
 from pyro_dssm.model.emissions.base import Emission, broadcast_states, first_bad_step
 from pyro_dssm.model.emissions.statistics import RATE_FLOOR, inverse_softplus, weighted_moments
-from pyro_dssm.model.networks import mlp
+from pyro_dssm.model.networks import fit_output_layer, mlp
 
 
 class IndependentPoisson(torch.distributions.Distribution):
@@ -139,7 +139,7 @@ class PoissonEmission(Emission):
         else:
             target = inverse_softplus(params["rate"] - RATE_FLOOR)
         eye = self.one_hot(target)
-        return lambda: nn.functional.mse_loss(self.net(eye), target)
+        return fit_output_layer(self.net, eye, target)
 
     def check_data(self, x, mask=None):
         super().check_data(x, mask)

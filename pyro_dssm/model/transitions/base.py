@@ -57,8 +57,9 @@ class Transition(nn.Module):
             return self(eye).log_softmax(-1)
         return self(eye, context[:, :, None]).log_softmax(-1)
 
-    def fit_to(self, trans: torch.Tensor) -> Callable[[], torch.Tensor]:
-        """The loss whose minimum puts the rows at ``trans`` (K, K): the mean KL(trans[i] || p(. | i))."""
+    def fit_to(self, trans: torch.Tensor) -> Callable[[], torch.Tensor] | None:
+        """The loss whose minimum puts the rows at ``trans`` (K, K): the mean KL(trans[i] || p(. | i)); a family
+        that can put them there exactly does so and returns None (``stationary``)."""
         log_target = trans.clamp_min(1e-12).log()
         return lambda: (trans * (log_target - self.log_matrix())).sum(-1).mean()
 

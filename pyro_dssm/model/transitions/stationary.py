@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import torch
 
-from pyro_dssm.model.networks import mlp
+from pyro_dssm.model.networks import fit_output_layer, mlp
 from pyro_dssm.model.transitions.base import Transition
+
+LOGIT_FLOOR = 1e-6  # the smallest transition probability the init writes into the logits
 
 
 class StationaryTransition(Transition):
@@ -24,3 +26,11 @@ class StationaryTransition(Transition):
 
     def forward(self, prev_state: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(prev_state)
+
+    def fit_to(self, trans: torch.Tensor):
+        """The rows put at ``trans`` (K, K) exactly (:func:`~pyro_dssm.model.networks.fit_output_layer`): logits
+        log max(A_ij, 1e-6), so a transition the classical fit all but ruled out stays within reach of SVI's steps
+        (logit -13.8, not the -27 of a 1e-12 count). None when exact, else the base class's KL loss."""
+        eye = torch.eye(self.n_states, dtype=trans.dtype, device=trans.device)
+        exact = fit_output_layer(self.net, eye, trans.clamp_min(LOGIT_FLOOR).log())
+        return None if exact is None else super().fit_to(trans)

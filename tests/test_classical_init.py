@@ -1,0 +1,111 @@
+"""The classical init's two shortcuts: the networks' output layers solved for exactly (no Adam), and Baum-Welch
+stopped once converged (``trainer.init_em_tol``). Oracles: numpy's least squares, and Baum-Welch's own
+iterations replayed one count at a time."""
+
+import numpy as np
+import pytest
+import torch
+
+from pyro_dssm.config import TrainerConfig
+from pyro_dssm.data.chain import sticky_transition
+from pyro_dssm.data.synthetic import make_synthetic
+from pyro_dssm.inference import em
+from pyro_dssm.model.dssm import ModelConfig
+from pyro_dssm.model.exact import ExactBaseline
+from pyro_dssm.model.networks import fit_output_layer, mlp
+from pyro_dssm.model.transitions.stationary import LOGIT_FLOOR, StationaryTransition
+
+
+def test_the_output_layer_is_solved_exactly_at_the_one_hot_states():
+    torch.manual_seed(0)
+    net, eye = mlp(6, 32, 4), torch.eye(6)
+    first = net[0].weight.detach().clone()
+    targets = 5 * torch.randn(6, 4)
+    assert fit_output_layer(net, eye, targets) is None
+    assert torch.allclose(net(eye), targets, atol=1e-4)
+    assert torch.equal(net[0].weight, first)  # only the last layer moves
+
+
+def test_too_few_hidden_units_leave_the_least_squares_fit_and_a_loss_to_finish():
+    """H = 2 hidden units cannot give 6 states 3 free outputs: the closure is returned, and the last layer is at
+    the least-squares optimum over the hidden features, numpy's ``lstsq`` of the same design."""
+    torch.manual_seed(1)
+    net, eye = mlp(6, 2, 3), torch.eye(6)
+    targets = torch.randn(6, 3)
+    with torch.no_grad():
+        hidden = net[:-1](eye).double().numpy()
+    design = np.concatenate([hidden, np.ones((6, 1))], 1)
+    best = np.linalg.lstsq(design, targets.double().numpy(), rcond=None)[0]
+    loss = fit_output_layer(net, eye, targets)
+    assert loss is not None
+    expected = float(((design @ best - targets.numpy()) ** 2).mean())
+    assert float(loss().detach()) == pytest.approx(expected, rel=1e-4)
+    assert expected > 1e-3  # the fit cannot be exact, so the closure is needed
+
+
+def test_the_transition_rows_are_put_exactly_at_the_matrix_floored_at_1e_6():
+    torch.manual_seed(0)
+    transition = StationaryTransition(4, 16)
+    trans = torch.softmax(3 * torch.randn(4, 4), -1)
+    trans[1] = torch.tensor([1e-12, 0.5, 0.5 - 1e-12, 0.0])  # two entries below the floor
+    assert transition.fit_to(trans) is None
+    floored = trans.clamp_min(LOGIT_FLOOR)
+    assert torch.allclose(transition.log_matrix().exp(), floored / floored.sum(-1, keepdim=True), atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["gaussian", "gaussian_scale", "gaussian_full", "poisson"])
+def test_distill_is_exact_for_the_mlp_families_without_a_gradient_step(family, monkeypatch):
+    """The exact baseline's table after distill is the classical HMM's, and no optimiser was built."""
+    torch.manual_seed(0)
+    data = make_synthetic(n_states=3, obs_dim=2, seq_len=30, n_train=8, n_val=1, seed=0)
+    x, mask = data.train.x, data.train.mask.bool()
+    if family == "poisson":
+        x = torch.poisson(3 * torch.nn.functional.softplus(2 * x) + 0.5, generator=torch.Generator().manual_seed(0))
+    net = ExactBaseline(ModelConfig(n_states=3, obs_dim=2, emission=family))
+    params, trans, _, _ = em.fit_classical(net.emitter, x, mask, torch.Generator().manual_seed(0), "em", 1, 5)
+
+    def no_adam(*args, **kwargs):
+        raise AssertionError("distill built an optimiser although every network maps exactly")
+
+    monkeypatch.setattr(torch.optim, "Adam", no_adam)
+    assert em.distill(net, params, trans) == 0.0
+    assert torch.allclose(net.emitter.table(x), net.emitter.classical_table(params, x), atol=1e-4)
+    assert torch.allclose(net.transition.log_matrix().exp(), trans.clamp_min(LOGIT_FLOOR), atol=1e-6)
+
+
+def _problem():
+    data = make_synthetic(n_states=3, obs_dim=2, seq_len=40, n_train=20, n_val=1, noise_std=1.5, seed=4)
+    emitter = ExactBaseline(ModelConfig(n_states=3, obs_dim=2)).emitter
+    x, mask = data.train.x, data.train.mask.bool()
+    labels, centres = em.start_labels(x, mask, torch.Generator().manual_seed(0), 3, random=False)
+    return emitter, emitter.start(x, mask, labels, centres), x, mask
+
+
+def test_baum_welch_stops_at_the_first_iteration_that_rises_by_less_than_the_tolerance():
+    """Replayed by hand: score(k) = log p(X) per step after k iterations is the E-step value of iteration k + 1;
+    with ``tol`` the run ends after the first iteration i whose E-step rose by less than tol over iteration
+    i - 1's, with exactly the parameters of i plain iterations."""
+    emitter, start, x, mask = _problem()
+    trans0 = sticky_transition(3, 0.8)
+    scores = [em.baum_welch(emitter, start, x, mask, trans0, k)[2] for k in range(21)]
+    tol = 1e-3
+    stop = next(i for i in range(2, 21) if scores[i - 1] - scores[i - 2] < tol)
+    assert 2 < stop < 20  # the tolerance cuts this run short, but not at once
+    params, trans, score = em.baum_welch(emitter, start, x, mask, trans0, 20, tol=tol)
+    assert score == pytest.approx(scores[stop], abs=1e-6)
+    assert torch.allclose(trans, em.baum_welch(emitter, start, x, mask, trans0, stop)[1], atol=1e-6)
+    assert scores[20] - score < 10 * tol  # converged: the 20 iterations add little
+
+
+def test_an_infinite_tolerance_stops_after_two_iterations_and_zero_runs_them_all():
+    """The first iteration has no E-step before it to compare with, so any tolerance runs at least two."""
+    emitter, start, x, mask = _problem()
+    trans0 = sticky_transition(3, 0.8)
+    two, all_ = (em.baum_welch(emitter, start, x, mask, trans0, n)[2] for n in (2, 20))
+    assert em.baum_welch(emitter, start, x, mask, trans0, 20, tol=float("inf"))[2] == pytest.approx(two, abs=1e-7)
+    assert em.baum_welch(emitter, start, x, mask, trans0, 20, tol=0.0)[2] == pytest.approx(all_, abs=1e-7)
+
+
+def test_a_negative_tolerance_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"trainer.init_em_tol must be a number >= 0 .* got -1"):
+        TrainerConfig(init_em_tol=-1)
