@@ -107,7 +107,7 @@ class DSSM(BaseEstimator):
                  stride=None, standardize=True,
                  n_epochs=20, batch_size=64, lr=0.003, guide_lr_factor="auto", lr_final_fraction=0.1,
                  objective="analytic", tau_init=1.0, tau_min=0.1, tau_anneal_fraction=0.5, grad_clip=10.0, init="em",
-                 init_restarts=4, random_start_epochs=5, random_start_lr=0.02, init_em_iters=20, init_em_tol=1e-4,
+                 init_restarts=4, random_start_epochs=5, random_start_lr=0.02, init_em_iters=20, init_em_tol=0.0,
                  init_screen_iters=0, init_finalists=4, init_max_sequences=100, init_stay_prob=0.8,
                  init_context_steps=200, guide_warmup_steps=100, keep_best=True, patience=3,
                  patience_tolerance=1e-4, max_consecutive_skips=10, device="auto", num_threads="auto",

@@ -109,3 +109,39 @@ def test_an_infinite_tolerance_stops_after_two_iterations_and_zero_runs_them_all
 def test_a_negative_tolerance_is_refused_by_name():
     with pytest.raises(ValueError, match=r"trainer.init_em_tol must be a number >= 0 .* got -1"):
         TrainerConfig(init_em_tol=-1)
+
+
+@pytest.mark.parametrize("group_cells", [em.GROUP_MAX_CELLS, 2 * 40 * 20 * 3])  # one group; groups of 2
+def test_candidates_sharing_their_e_steps_end_where_each_alone_ends(group_cells, monkeypatch):
+    """baum_welch_many against baum_welch one candidate at a time: five starts (k-means and random labels) of the
+    sticky gaussian_scale family, a tolerance that stops them after different numbers of iterations."""
+    monkeypatch.setattr(em, "GROUP_MAX_CELLS", group_cells)
+    data = make_synthetic(n_states=3, obs_dim=2, seq_len=40, n_train=20, n_val=1, noise_std=1.5, seed=4)
+    x, mask = data.train.x, data.train.mask.bool()
+    emitter = ExactBaseline(ModelConfig(n_states=3, obs_dim=2, emission="gaussian_scale")).emitter
+    gen = torch.Generator().manual_seed(0)
+    starts = [emitter.start(x, mask, *em.start_labels(x, mask, gen, 3, random=r >= 2)) for r in range(5)]
+    transitions = [sticky_transition(3, p) for p in (0.8, 0.8, 0.6, 0.7, 0.9)]
+    kappa = emitter.em_stickiness * float(mask.sum()) / 3
+    together = em.baum_welch_many(emitter, starts, x, mask, transitions, 20, kappa, tol=1e-4)
+    for start, trans0, (params, trans, score) in zip(starts, transitions, together, strict=True):
+        alone = em.baum_welch(emitter, start, x, mask, trans0, 20, kappa, tol=1e-4)
+        assert score == pytest.approx(alone[2], abs=1e-5)
+        assert torch.allclose(trans, alone[1], atol=1e-5)
+        for key in params:
+            assert torch.allclose(params[key], alone[0][key], atol=1e-4)
+
+
+def test_candidates_on_a_few_long_sequences_run_one_by_one_on_the_parallel_scan(monkeypatch):
+    """Where e_step_log_px picks the scan, baum_welch_many is baum_welch per candidate (no grouped E-step)."""
+    x, mask = torch.randn(1, 300, 2, generator=torch.Generator().manual_seed(0)), torch.ones(1, 300, dtype=torch.bool)
+    emitter = ExactBaseline(ModelConfig(n_states=3, obs_dim=2)).emitter
+    starts = [emitter.start(x, mask, *em.start_labels(x, mask, torch.Generator().manual_seed(s), 3, False))
+              for s in range(2)]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("grouped E-step used on the scan's shapes")
+
+    monkeypatch.setattr(em.hmm, "grouped_log_likelihood", refuse)
+    runs = em.baum_welch_many(emitter, starts, x, mask, [sticky_transition(3, 0.8)] * 2, 3)
+    assert [r[2] for r in runs] == [em.baum_welch(emitter, s, x, mask, sticky_transition(3, 0.8), 3)[2] for s in starts]

@@ -233,3 +233,34 @@ def test_normalised_backward_finite_where_the_scaled_product_underflows(dtype):
     assert big.any() and (~big).any()
     assert torch.allclose(ours[big], exact[big])
     assert (ours[~big] < -30.0).all() and (ours >= 2 * floor).all()
+
+
+def test_grouped_log_likelihood_equals_each_group_alone_values_and_gradients():
+    """Three HMMs over the same padded sequences, one of them (group 1) the extreme problem whose scaled product
+    underflows: each group's values and gradients are log_likelihood's of that group alone (float32), and group
+    1's value is the brute-force one."""
+    g = torch.Generator().manual_seed(1)
+    log_init, extreme_trans, extreme_lik = extreme_problem(torch.float32)
+    log_trans = torch.randn(3, K, K, generator=g).log_softmax(-1)
+    log_trans[1] = extreme_trans
+    log_lik = torch.randn(3, 2, T, K, generator=g)
+    log_lik[1] = extreme_lik
+    mask = torch.ones(2, T, dtype=torch.bool)
+    mask[1, 4:] = False
+    trans, lik = log_trans.clone().requires_grad_(), log_lik.clone().requires_grad_()
+    grouped = hmm.grouped_log_likelihood(log_init, trans, lik, mask)
+    assert grouped.shape == (3, 2)
+    d_trans, d_lik = torch.autograd.grad(grouped.sum(), [trans, lik])
+    for k in range(3):
+        trans_k, lik_k = log_trans[k].clone().requires_grad_(), log_lik[k].clone().requires_grad_()
+        alone = hmm.log_likelihood(log_init, trans_k, lik_k, mask)
+        assert torch.allclose(grouped[k], alone, rtol=1e-6)
+        for ours, theirs in zip((d_trans[k], d_lik[k]), torch.autograd.grad(alone.sum(), [trans_k, lik_k])):
+            assert torch.isfinite(ours).all() and torch.allclose(ours, theirs, atol=1e-6)
+    joint, _ = brute_force(*extreme_problem(torch.float64))
+    assert float(grouped.detach()[1, 0]) == pytest.approx(float(joint.logsumexp(-1)[0]), rel=1e-6)
+
+
+def test_grouped_log_likelihood_names_shapes_that_disagree():
+    with pytest.raises(ValueError, match=r"expected log_lik \(G, B, T, K\) and log_trans \(G, K, K\)"):
+        hmm.grouped_log_likelihood(torch.zeros(K), torch.zeros(2, K, K), torch.zeros(3, B, T, K))

@@ -9,8 +9,9 @@ its classical HMM and the move of its networks to it (``fit_to``):
    family attribute: on real data the best AR-HMM often comes from a random start);
 2. each runs ``em_iters`` Baum-Welch iterations (:func:`baum_welch`; fewer once converged, ``em_tol``) with a
    sticky Dirichlet prior on the transitions (``em_stickiness`` x a state's share of the steps extra
-   self-transitions); with ``screen_iters`` > 0, each runs that many and only the ``finalists`` best by log p(X) the rest (a screening
-   round: on long recordings with many candidates most of them are far behind after a few iterations);
+   self-transitions); with ``screen_iters`` > 0, each runs that many and only the ``finalists`` best by log p(X)
+   the rest (a screening round: on long recordings with many candidates most of them are far behind after a few
+   iterations). Candidates share their E-steps (:func:`baum_welch_many`);
 3. the candidate with the highest exact log p(X) wins (as ``n_init`` in scikit-learn / hmmlearn);
 4. :func:`distill` puts it into the emission and transition networks (exactly: a family copies its parameters or
    solves its network's output layer, :func:`pyro_dssm.model.networks.fit_output_layer`).
@@ -137,6 +138,14 @@ def e_step_log_px(batch: int, steps: int, n_states: int):
     return hmm.log_likelihood
 
 
+def _log_prior(log_trans: torch.Tensor, kappa: float) -> torch.Tensor:
+    r""":math:`\sum_{ij} (\kappa [i = j] + 10^{-6}) \log A_{ij}`: the log density (up to a constant) of the Dirichlet
+    prior whose MAP :func:`baum_welch`'s transition update is, for log_trans (..., K, K) -> (...)."""
+    K = log_trans.shape[-1]
+    pseudo = kappa * torch.eye(K, dtype=log_trans.dtype, device=log_trans.device) + 1e-6
+    return (pseudo * log_trans).sum((-2, -1))
+
+
 def baum_welch(emitter: Emission, params: dict, x: torch.Tensor, mask: torch.Tensor, trans: torch.Tensor,
                n_iter: int, kappa: float = 0.0, clamp: torch.Tensor | None = None,
                inputs: torch.Tensor | None = None, tol: float = 0.0) -> tuple[dict, torch.Tensor, float]:
@@ -150,9 +159,10 @@ def baum_welch(emitter: Emission, params: dict, x: torch.Tensor, mask: torch.Ten
     x (B, T, D), mask (B, T) bool; ``clamp`` (B, T, K) the known states' log-indicator added to the table
     (:mod:`pyro_dssm.model.known`), or None; ``inputs`` (B, T, U) for an emission that reads them (a GLM-HMM's
     regressors, in its table and M-step). ``tol`` > 0: stop after the M-step of the first iteration whose E-step
-    found log p(X) per valid step less than ``tol`` above the previous one's (converged, as hmmlearn's ``tol``;
-    without a sticky prior EM never lowers it). Returns the parameters, the transition matrix and the exact
-    log p(X) per valid step of the returned parameters.
+    found the objective EM maximises, log p(X) + log Dir(A) (:func:`_log_prior`), per valid step less than ``tol``
+    above the previous one's (converged, as hmmlearn's ``tol``; EM never lowers it, while log p(X) alone may fall
+    under the sticky prior). Returns the parameters, the transition matrix and the exact log p(X) per valid step
+    of the returned parameters.
     """
     K = trans.shape[0]
 
@@ -166,15 +176,73 @@ def baum_welch(emitter: Emission, params: dict, x: torch.Tensor, mask: torch.Ten
         total = log_px(log_init, log_trans, log_lik, mask).sum()
         counts, gamma = torch.autograd.grad(total, [log_trans, log_lik])
         params = emitter.m_step(x, mask, gamma, **emitter.input_keywords(inputs))
+        current = float(total.detach() + _log_prior(log_trans.detach(), kappa)) / n_valid
         counts = counts + kappa * eye + 1e-6
         trans = counts / counts.sum(-1, keepdim=True)
-        current = float(total.detach()) / n_valid
         if tol > 0 and current - previous < tol:
             break
         previous = current
     score = log_px(log_init, trans.log(), clamped(emitter.classical_table(params, x, inputs), clamp), mask).sum()
     score = score / mask.sum()
     return params, trans, float(score)
+
+
+# Candidates whose E-step is the sequential forward run together (:func:`baum_welch_many`), as many per group as keep
+# G x B x T x K at most this many cells (the tables and what autograd keeps of them: ~100 MB in float32)
+GROUP_MAX_CELLS = 2 ** 22
+
+
+def baum_welch_many(emitter: Emission, starts: list[dict], x: torch.Tensor, mask: torch.Tensor,
+                    transitions: list[torch.Tensor], n_iter: int, kappa: float = 0.0, clamp: torch.Tensor | None = None,
+                    inputs: torch.Tensor | None = None, tol: float = 0.0) -> list[tuple[dict, torch.Tensor, float]]:
+    """:func:`baum_welch` of every candidate (``starts[g]`` with ``transitions[g]`` (K, K)) on the same data, in the
+    same order: groups of candidates share each E-step (:func:`pyro_dssm.model.hmm.grouped_log_likelihood`: T
+    batched steps instead of G T small ones; at most ``GROUP_MAX_CELLS`` cells per group), each candidate with its
+    own stop (``tol``). Where :func:`e_step_log_px` picks the parallel scan (a few long sequences) they run one by
+    one. The same results as one by one, up to float rounding."""
+    (B, T), K = x.shape[:2], transitions[0].shape[-1]
+    if e_step_log_px(B, T, K) is not hmm.log_likelihood:
+        return [baum_welch(emitter, p, x, mask, t, n_iter, kappa, clamp, inputs, tol)
+                for p, t in zip(starts, transitions)]
+    size = max(1, GROUP_MAX_CELLS // (B * T * K))
+    return [run for g in range(0, len(starts), size) for run in
+            _baum_welch_group(emitter, starts[g:g + size], x, mask, torch.stack(transitions[g:g + size]), n_iter, kappa,
+                              clamp, inputs, tol)]
+
+
+def _baum_welch_group(emitter: Emission, starts: list[dict], x: torch.Tensor, mask: torch.Tensor, trans: torch.Tensor,
+                      n_iter: int, kappa: float, clamp: torch.Tensor | None, inputs: torch.Tensor | None,
+                      tol: float) -> list[tuple[dict, torch.Tensor, float]]:
+    """:func:`baum_welch_many` for one group: trans (G, K, K). The candidates still iterating share each E-step; a
+    candidate leaves the group once converged (:func:`baum_welch`'s rule)."""
+    G, K = trans.shape[:2]
+    log_init, eye = hmm.uniform_log_init(K, x), torch.eye(K, dtype=x.dtype, device=x.device)
+    params, trans, n_valid = list(starts), trans.clone(), float(mask.sum())
+    previous, active = [-float("inf")] * G, list(range(G))
+
+    def tables(which: list[int]) -> torch.Tensor:
+        return torch.stack([clamped(emitter.classical_table(params[g], x, inputs), clamp) for g in which])
+
+    for _ in range(n_iter):
+        if not active:
+            break
+        log_trans = trans[active].clamp_min(1e-12).log().requires_grad_()
+        log_lik = tables(active).detach().requires_grad_()
+        totals = hmm.grouped_log_likelihood(log_init, log_trans, log_lik, mask).sum(-1)  # (A,)
+        counts, gamma = torch.autograd.grad(totals.sum(), [log_trans, log_lik])
+        counts = counts + kappa * eye + 1e-6
+        trans[active] = counts / counts.sum(-1, keepdim=True)
+        objective = (totals.detach() + _log_prior(log_trans.detach(), kappa)) / n_valid
+        still = []
+        for i, (g, current) in enumerate(zip(active, objective.tolist())):
+            params[g] = emitter.m_step(x, mask, gamma[i], **emitter.input_keywords(inputs))
+            if not (tol > 0 and current - previous[g] < tol):
+                still.append(g)
+            previous[g] = current
+        active = still
+    with torch.no_grad():
+        scores = hmm.grouped_log_likelihood(log_init, trans.log(), tables(list(range(G))), mask).sum(-1) / mask.sum()
+    return [(params[g], trans[g], float(scores[g])) for g in range(G)]
 
 
 def fit_classical(emitter: Emission, x: torch.Tensor, mask: torch.Tensor, generator: torch.Generator,
@@ -197,21 +265,23 @@ def fit_classical(emitter: Emission, x: torch.Tensor, mask: torch.Tensor, genera
     kappa = emitter.em_stickiness * float(mask.sum()) / K
     iters = em_iters if method == "em" else 0
     first = screen_iters if 0 < screen_iters < iters else iters
-    candidates = []  # (params, transition, log p(X) per step, index)
+    starts = []
     for restart in range(restarts + n_random):
         labels, centres = start_labels(x, mask, generator, K, random=restart >= restarts)
         if clamp is not None:
             labels, centres = align_to_known(labels, centres, clamp, mask)
-        params = emitter.start(x, mask, labels, centres, **emitter.input_keywords(inputs))
-        trans = sticky_transition(K, stay_prob).to(x)
-        params, trans, score = baum_welch(emitter, params, x, mask, trans, first, kappa, clamp, inputs, em_tol)
+        starts.append(emitter.start(x, mask, labels, centres, **emitter.input_keywords(inputs)))
+    sticky = [sticky_transition(K, stay_prob).to(x)] * len(starts)
+    runs = baum_welch_many(emitter, starts, x, mask, sticky, first, kappa, clamp, inputs, em_tol)
+    candidates = [(*run, restart) for restart, run in enumerate(runs)]  # (params, transition, log p(X)/step, index)
+    for _, _, score, restart in candidates:
         log.debug("init candidate %d (%s): log p(X)/step %.4f", restart, "random" if restart >= restarts else "k-means",
                   score)
-        candidates.append((params, trans, score, restart))
     if first < iters:  # the screening round's best go on
         leaders = sorted(candidates, key=lambda c: -c[2])[:finalists]
-        candidates = [(*baum_welch(emitter, p, x, mask, t, iters - first, kappa, clamp, inputs, em_tol), r)
-                      for p, t, _, r in leaders]
+        runs = baum_welch_many(emitter, [c[0] for c in leaders], x, mask, [c[1] for c in leaders], iters - first,
+                               kappa, clamp, inputs, em_tol)
+        candidates = [(*run, c[3]) for run, c in zip(runs, leaders)]
         log.debug("init finalists %s: log p(X)/step %s", [c[3] for c in candidates],
                   [round(c[2], 4) for c in candidates])
     return max(candidates, key=lambda c: c[2])

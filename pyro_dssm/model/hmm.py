@@ -60,11 +60,12 @@ def check_transitions(log_trans: torch.Tensor, log_lik: torch.Tensor) -> None:
 
 
 def _per_step(table: torch.Tensor, T: int) -> list[torch.Tensor]:
-    """The T per-step matrices of a checked table: the (K, K) table itself T times, or (B, K, K) views.
+    """The T per-step matrices of a checked table: the (K, K) table (or the groups' (G, K, K) ones,
+    :func:`grouped_log_likelihood`) itself T times, or a (B, T, K, K) table's (B, K, K) views.
 
     Indexed by 0-based step t like the table; a list so that the loops index it at no cost.
     """
-    return [table] * T if table.dim() == 2 else list(table.unbind(1))
+    return [table] * T if table.dim() <= 3 else list(table.unbind(1))
 
 
 def _vecmat(v: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
@@ -128,19 +129,21 @@ def log_likelihood(
 def _scaled_forward(
     log_init: torch.Tensor, log_trans: torch.Tensor, log_lik: torch.Tensor, mask: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The scaled forward pass of :func:`log_likelihood`: (B,) log p(X), and (B,) the smallest n_t (padding included)."""
-    trans = _per_step(log_trans.exp(), log_lik.shape[1])
-    product = torch.matmul if log_trans.dim() == 2 else _vecmat
+    """The scaled forward pass of :func:`log_likelihood`: (B,) log p(X), and (B,) the smallest n_t (padding included).
+    With log_trans (G, K, K) and log_lik (G, B, T, K) (:func:`grouped_log_likelihood`): (G, B) both, one batched
+    (G, B, K) x (G, K, K) product per step."""
+    trans = _per_step(log_trans.exp(), log_lik.shape[-2])
+    product = _vecmat if log_trans.dim() == 4 else torch.matmul
     # Any constant shift gives the same value; detached, it also gives the same gradient.
-    shift = log_lik.detach().max(-1, keepdim=True).values  # (B, T, 1)
-    probs = (log_lik - shift).exp()  # (B, T, K), max 1 per step
-    alpha = log_init.exp() * probs[:, 0]
+    shift = log_lik.detach().max(-1, keepdim=True).values  # (..., B, T, 1)
+    probs = (log_lik - shift).exp()  # (..., B, T, K), max 1 per step
+    alpha = log_init.exp() * probs[..., 0, :]
     norm = alpha.sum(-1, keepdim=True)
     alpha = alpha / norm
-    log_px = norm.squeeze(-1).log() + shift[:, 0, 0]
+    log_px = norm.squeeze(-1).log() + shift[..., 0, 0]
     norms = [norm]
     # unbind: one call for all the per-step views instead of three indexing ops per step
-    steps = zip(probs.unbind(1), mask.unbind(1), shift[..., 0].unbind(1), trans)
+    steps = zip(probs.unbind(-2), mask.unbind(1), shift[..., 0].unbind(-1), trans)
     for probs_t, valid, shift_t, trans_t in itertools.islice(steps, 1, None):
         new = product(alpha, trans_t) * probs_t
         norm = new.sum(-1, keepdim=True)
@@ -148,6 +151,33 @@ def _scaled_forward(
         alpha = torch.where(valid[:, None], new / norm, alpha)
         log_px = log_px + torch.where(valid, norm.squeeze(-1).log() + shift_t, 0.0)
     return log_px, torch.cat(norms, -1).detach().amin(-1)
+
+
+def grouped_log_likelihood(
+    log_init: torch.Tensor, log_trans: torch.Tensor, log_lik: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    r""":func:`log_likelihood` of G HMMs over the same B sequences at once (EM's candidates,
+    :mod:`pyro_dssm.inference.em`): T batched steps for all of them instead of G T small ones.
+
+    Args:
+        log_init: (K,); log_trans: (G, K, K), group g's matrix; log_lik: (G, B, T, K); mask: (B, T) or None.
+    Returns:
+        (G, B) log p(X) of each sequence under each group's HMM. A group whose scaled product underflows on any
+        sequence is recomputed by :func:`log_likelihood` (its log-space fallback), the others apart from it, so
+        values and gradients are :func:`log_likelihood`'s group by group.
+    """
+    if log_lik.dim() != 4 or log_trans.shape != (log_lik.shape[0], log_lik.shape[-1], log_lik.shape[-1]):
+        raise ValueError(f"expected log_lik (G, B, T, K) and log_trans (G, K, K), actual shapes = "
+                         f"{tuple(log_lik.shape)} and {tuple(log_trans.shape)}")
+    mask = _full_mask(log_lik[0], mask)
+    log_px, smallest = _scaled_forward(log_init, log_trans, log_lik, mask)
+    bad = ((smallest < torch.finfo(smallest.dtype).tiny) | ~torch.isfinite(log_px)).any(-1)  # (G,)
+    if not bool(bad.any()):
+        return log_px
+    good, bad = (~bad).nonzero().squeeze(-1), bad.nonzero().squeeze(-1)
+    values = [_scaled_forward(log_init, log_trans[good], log_lik[good], mask)[0]] if good.numel() else []
+    values += [log_likelihood(log_init, log_trans[g], log_lik[g], mask)[None] for g in bad.tolist()]
+    return torch.cat(values)[torch.cat([good, bad]).argsort()]
 
 
 def forward(
