@@ -1,11 +1,14 @@
-"""EM's E-step, sequential scaled forward against the parallel scan, side by side in one process.
+"""EM's E-step, sequential scaled forward against the parallel scan and the grouped forward, side by side.
 
     OMP_NUM_THREADS=1 python benchmarks/estep_speed.py
 
 One E-step = autograd of the exact log p(X) with respect to the log transition matrix and the emission table
 (what :func:`pyro_dssm.inference.em.baum_welch` runs per iteration), on standard-normal tables, a sticky random
 matrix and ragged masks, for each (B, T, K). Median of ``--repeats`` runs per method, the methods alternating; the
-last column is the choice :func:`pyro_dssm.inference.em.e_step_log_px` makes for that shape.
+last column is the choice :func:`pyro_dssm.inference.em.e_step_log_px` makes for that shape. ``grouped``: the
+E-step of ``--group`` EM candidates at once (:func:`pyro_dssm.model.hmm.grouped_log_likelihood`, what
+:func:`pyro_dssm.inference.em.baum_welch_many` runs), its time divided by their number: the cost per candidate,
+beside the sequential E-step of one.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ from machine_info import cpu_model  # noqa: E402
 from pyro_dssm.inference.em import e_step_log_px  # noqa: E402
 from pyro_dssm.model import hmm, scan  # noqa: E402
 
-SHAPES = [(100, 100, 5), (100, 300, 5), (100, 100, 3), (64, 200, 3), (30, 200, 6), (22, 400, 4), (6, 400, 12),
-          (3, 730, 3), (1, 4579, 4)]
+SHAPES = [(100, 100, 5), (100, 300, 5), (100, 100, 3), (64, 200, 3), (30, 200, 6), (43, 400, 6), (22, 400, 4),
+          (6, 400, 12), (3, 730, 3), (1, 4579, 4)]
 
 
 def e_step(log_px, log_init, trans, log_lik, mask):
@@ -36,14 +39,23 @@ def e_step(log_px, log_init, trans, log_lik, mask):
     return torch.autograd.grad(log_px(log_init, log_trans, log_lik, mask).sum(), [log_trans, log_lik])
 
 
+def grouped_e_step(group: int, log_init, trans, log_lik, mask):
+    """:func:`e_step` of ``group`` candidates (the same tables, stacked) in one grouped pass."""
+    log_trans = trans.log().expand(group, *trans.shape).clone().requires_grad_()
+    tables = log_lik.detach().expand(group, *log_lik.shape).clone().requires_grad_()
+    return torch.autograd.grad(hmm.grouped_log_likelihood(log_init, log_trans, tables, mask).sum(), [log_trans, tables])
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--group", type=int, default=16, help="candidates in the grouped E-step")
     args = parser.parse_args(argv)
     print(f"{cpu_model()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}; median of "
           f"{args.repeats}\n")
-    print("| B | T | K | sequential ms | scan ms | sequential / scan | max abs diff | e_step_log_px picks |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"| B | T | K | sequential ms | scan ms | sequential / scan | grouped ms per candidate (G={args.group}) "
+          "| sequential / grouped | max abs diff | e_step_log_px picks |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for B, T, K in SHAPES:
         gen = torch.Generator().manual_seed(0)
         log_lik = torch.randn(B, T, K, generator=gen)
@@ -51,18 +63,23 @@ def main(argv=None) -> int:
         log_init = torch.full((K,), -torch.log(torch.tensor(float(K))).item())
         mask = torch.ones(B, T, dtype=torch.bool)
         mask[0, T // 2:] = False
-        methods = {"sequential": hmm.log_likelihood, "scan": scan.parallel_log_likelihood}
-        grads = {name: e_step(f, log_init, trans, log_lik, mask) for name, f in methods.items()}  # and warm-up
+        methods = {name: (lambda f: lambda: e_step(f, log_init, trans, log_lik, mask))(f) for name, f in
+                   (("sequential", hmm.log_likelihood), ("scan", scan.parallel_log_likelihood))}
+        methods["grouped"] = lambda: grouped_e_step(args.group, log_init, trans, log_lik, mask)
+        grads = {name: run() for name, run in methods.items()}  # and warm-up
         diff = max(float((a - b).abs().max()) for a, b in zip(grads["sequential"], grads["scan"]))
+        diff = max([diff] + [float((a - b[0]).abs().max()) for a, b in zip(grads["sequential"], grads["grouped"])])
         times = {name: [] for name in methods}
         for _ in range(args.repeats):
-            for name, f in methods.items():
+            for name, run in methods.items():
                 start = time.perf_counter()
-                e_step(f, log_init, trans, log_lik, mask)
+                run()
                 times[name].append(time.perf_counter() - start)
-        seq, par = (statistics.median(times[n]) for n in methods)
+        seq, par, grouped = (statistics.median(times[n]) for n in methods)
+        grouped /= args.group
         pick = "scan" if e_step_log_px(B, T, K) is scan.parallel_log_likelihood else "sequential"
-        print(f"| {B} | {T} | {K} | {seq * 1e3:.1f} | {par * 1e3:.1f} | {seq / par:.1f} | {diff:.1e} | {pick} |")
+        print(f"| {B} | {T} | {K} | {seq * 1e3:.1f} | {par * 1e3:.1f} | {seq / par:.1f} | {grouped * 1e3:.1f} "
+              f"| {seq / grouped:.1f} | {diff:.1e} | {pick} |")
     return 0
 
 
