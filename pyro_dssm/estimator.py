@@ -112,7 +112,7 @@ class DSSM(BaseEstimator):
                  init_context_steps=200, guide_warmup_steps=100, keep_best=True, patience=3,
                  patience_tolerance=1e-4, max_consecutive_skips=10, device="auto", num_threads="auto",
                  validate_args=True, figure_every=5, val_every=1, random_state=None, validation=0.0, log_dir=None,
-                 verbose=False):
+                 init_segments=0, verbose=False):
         # scikit-learn's contract: store the keywords unchanged; fit checks them
         self.n_states, self.emission, self.noise_std, self.transition = n_states, emission, noise_std, transition
         self.ar_order, self.emission_inputs, self.emission_options = ar_order, emission_inputs, emission_options
@@ -128,7 +128,7 @@ class DSSM(BaseEstimator):
         self.init_em_iters, self.init_em_tol, self.init_max_sequences = init_em_iters, init_em_tol, init_max_sequences
         self.init_screen_iters, self.init_finalists = init_screen_iters, init_finalists
         self.init_stay_prob, self.guide_warmup_steps = init_stay_prob, guide_warmup_steps
-        self.init_context_steps = init_context_steps
+        self.init_context_steps, self.init_segments = init_context_steps, init_segments
         self.keep_best, self.patience, self.patience_tolerance = keep_best, patience, patience_tolerance
         self.max_consecutive_skips, self.device, self.num_threads = max_consecutive_skips, device, num_threads
         self.validate_args, self.figure_every, self.val_every = validate_args, figure_every, val_every

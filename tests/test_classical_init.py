@@ -145,3 +145,60 @@ def test_candidates_on_a_few_long_sequences_run_one_by_one_on_the_parallel_scan(
     monkeypatch.setattr(em.hmm, "grouped_log_likelihood", refuse)
     runs = em.baum_welch_many(emitter, starts, x, mask, [sticky_transition(3, 0.8)] * 2, 3)
     assert [r[2] for r in runs] == [em.baum_welch(emitter, s, x, mask, sticky_transition(3, 0.8), 3)[2] for s in starts]
+
+
+def _two_dynamics(seed: int, n: int = 4, T: int = 300, run: int = 60):
+    """Regimes with the same mean and spread and opposite AR(1) slopes (+0.9 / -0.9), runs of ``run`` steps:
+    one step alone says nothing about its regime."""
+    gen = torch.Generator().manual_seed(seed)
+    states = (torch.arange(T) // run % 2).repeat(n, 1)
+    states[1::2] = 1 - states[1::2]
+    x = torch.zeros(n, T, 2)
+    for t in range(1, T):
+        slope = torch.where(states[:, t] == 0, 0.9, -0.9)[:, None]
+        x[:, t] = slope * x[:, t - 1] + 0.44 * torch.randn(n, 2, generator=gen)
+    return x, states
+
+
+def test_segment_starts_find_regimes_that_single_steps_cannot():
+    """Against the truth: labels from segments of 20 steps recover regimes that differ only in their dynamics, where
+    k-means of single steps is at chance; every label is constant between the cuts."""
+    from pyro_dssm.evaluation.metrics import hungarian_accuracy
+
+    x, states = _two_dynamics(0)
+    mask = torch.ones(x.shape[:2], dtype=torch.bool)
+    labels = em.segment_labels(x, mask, torch.Generator().manual_seed(0), 2, 20).argmax(-1)
+    assert hungarian_accuracy(states, labels, 2) > 0.85
+    steps = em.start_labels(x, mask, torch.Generator().manual_seed(0), 2, random=False)[0].argmax(-1)
+    assert hungarian_accuracy(states, steps, 2) < 0.6
+    for row in labels:  # a label changes only at a cut: the changes lie a multiple of 20 steps apart
+        changes = ((row[1:] != row[:-1]).nonzero().squeeze(-1) + 1).tolist()
+        assert all((c - changes[0]) % 20 == 0 for c in changes)
+
+
+def test_segments_are_halved_until_every_state_can_have_one_and_missing_cells_are_skipped():
+    x = torch.randn(1, 12, 3, generator=torch.Generator().manual_seed(0))
+    x[0, 2:5, 1] = float("nan")
+    mask = torch.ones(1, 12, dtype=torch.bool)
+    labels = em.segment_labels(x, mask, torch.Generator().manual_seed(0), 4, 25)  # 12 steps: 25 -> 12 -> 6 -> 3
+    assert labels.shape == (1, 12, 4) and labels.sum(-1).eq(1).all()
+    assert torch.isfinite(em._segment_summary(x[0, :6])).all()
+
+
+def test_segment_starts_are_candidates_after_the_others():
+    """init_segments adds ``restarts`` candidates after the k-means and random ones, whose draws stay as they were.
+    Scored at their starts (0 iterations) on regimes of dynamics, a segment start wins by far; after 10
+    iterations the best is at least as good as without them."""
+    x, _ = _two_dynamics(1)
+    mask = torch.ones(x.shape[:2], dtype=torch.bool)
+    emitter = ExactBaseline(ModelConfig(n_states=2, obs_dim=2, emission="autoregressive")).emitter
+    n_before = 2 + emitter.em_random_starts * 2
+
+    def best(iters, **segments):
+        return em.fit_classical(emitter, x, mask, torch.Generator().manual_seed(0), "em", 2, iters, **segments)
+
+    plain, segmented = best(0), best(0, segments=20)
+    assert plain[3] < n_before <= segmented[3] < n_before + 2 and segmented[2] > plain[2] + 0.5
+    assert best(10, segments=20)[2] >= best(10)[2] - 1e-6
+    with pytest.raises(ValueError, match=r"trainer.init_segments must be 0 \(none\) or an integer >= 2 .* got 1"):
+        TrainerConfig(init_segments=1)

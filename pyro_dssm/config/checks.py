@@ -106,6 +106,8 @@ def trainer_checks(c) -> list[tuple[bool, str]]:
         (is_int(c.init_em_iters, 0), f"trainer.init_em_iters must be an integer >= 0, got {c.init_em_iters!r}"),
         (is_number(c.init_em_tol) and c.init_em_tol >= 0,
          f"trainer.init_em_tol must be a number >= 0 (0 = run every iteration), got {c.init_em_tol!r}"),
+        (is_int(c.init_segments, 0) and c.init_segments != 1,
+         f"trainer.init_segments must be 0 (none) or an integer >= 2 (steps per segment), got {c.init_segments!r}"),
         (is_int(c.init_screen_iters, 0), f"trainer.init_screen_iters must be an integer >= 0 (0 = every candidate runs "
                                          f"init_em_iters), got {c.init_screen_iters!r}"),
         (is_int(c.init_finalists, 1), f"trainer.init_finalists must be an integer >= 1, got {c.init_finalists!r}"),

@@ -108,6 +108,7 @@ class TrainerConfig:
     random_start_lr: float = 2e-2
     init_em_iters: int = 20
     init_em_tol: float = 0.0
+    init_segments: int = 0
     init_screen_iters: int = 0
     init_finalists: int = 4
     init_max_sequences: int = 100

@@ -94,6 +94,46 @@ def start_labels(x: torch.Tensor, mask: torch.Tensor, generator: torch.Generator
     return nn.functional.one_hot(labels, n_states).to(x), centres
 
 
+def segment_labels(x: torch.Tensor, mask: torch.Tensor, generator: torch.Generator, n_states: int,
+                   length: int) -> torch.Tensor:
+    """(B, T, K) one-hot labels constant on segments of ``length`` steps: each sequence cut every ``length`` steps from
+    a random phase, every segment summarised per channel by its level, AR(1) slope and innovation scale
+    (:func:`_segment_summary`, standardised over the segments), the summaries clustered by k-means.
+    A start for regimes that last: k-means of single steps sees a point where a regime is a pattern over many.
+    Segments are halved until there are at least ``n_states`` of them. x (B, T, D) may hold NaN (missing)."""
+    lengths = mask.sum(-1).tolist()
+    while True:
+        bounds = []  # (sequence, start, end)
+        for b, n in enumerate(lengths):
+            phase = int(torch.randint(length, (1,), generator=generator))
+            cuts = sorted({0, *range(phase, n, length)})
+            bounds += [(b, s, e) for s, e in zip(cuts, cuts[1:] + [n])]
+        if len(bounds) >= n_states or length <= 2:
+            break
+        length //= 2
+    summaries = torch.stack([_segment_summary(x[b, s:e].cpu()) for b, s, e in bounds])  # (S, 3 D)
+    centre = summaries.nanmean(0)
+    summaries = (summaries - centre) / ((summaries - centre).pow(2).nanmean(0).sqrt() + 1e-6)
+    assign = observed_distance(summaries, kmeans(summaries, n_states, generator)).argmin(-1).tolist()
+    labels = torch.zeros(x.shape[:2], dtype=torch.long)
+    for (b, s, e), k in zip(bounds, assign):
+        labels[b, s:e] = k
+    return nn.functional.one_hot(labels, n_states).to(x)
+
+
+def _segment_summary(segment: torch.Tensor) -> torch.Tensor:
+    r"""segment (n, D) -> (3 D,): per channel the mean m, the AR(1) slope a of :math:`x_t - m` on :math:`x_{t-1} - m`
+    and the log standard deviation of its residual (the innovation's scale), over the observed cells (NaN where a
+    channel has none)."""
+    mean = segment.nanmean(0)
+    if len(segment) < 2:
+        return torch.cat([mean, torch.zeros_like(mean), torch.full_like(mean, float("nan"))])
+    now, before = segment[1:] - mean, segment[:-1] - mean
+    slope = (now * before).nansum(0) / (before.pow(2) * ~torch.isnan(now)).nansum(0).clamp_min(1e-12)
+    residual = (now - slope * before).pow(2).nanmean(0)
+    return torch.cat([mean, slope, 0.5 * residual.clamp_min(1e-12).log()])
+
+
 def align_to_known(labels: torch.Tensor, centres: torch.Tensor | None, clamp: torch.Tensor,
                    mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Start labels (B, T, K) and their centres (K, D) renamed so that state k is the known class k: the
@@ -248,26 +288,31 @@ def _baum_welch_group(emitter: Emission, starts: list[dict], x: torch.Tensor, ma
 def fit_classical(emitter: Emission, x: torch.Tensor, mask: torch.Tensor, generator: torch.Generator,
                   method: str = "em", restarts: int = 1, em_iters: int = 20, stay_prob: float = 0.8,
                   clamp: torch.Tensor | None = None, inputs: torch.Tensor | None = None,
-                  screen_iters: int = 0, finalists: int = 4,
-                  em_tol: float = 0.0) -> tuple[dict, torch.Tensor, float, int]:
+                  screen_iters: int = 0, finalists: int = 4, em_tol: float = 0.0,
+                  segments: int = 0) -> tuple[dict, torch.Tensor, float, int]:
     """Steps 1-3 of the module docstring: the best candidate's (parameters, transition (K, K), log p(X) per
     step, index). ``method="kmeans"`` scores the k-means starts without EM iterations. ``clamp`` (B, T, K): the
     known states' log-indicator (:func:`baum_welch`); the start labels take the known states where given.
     ``inputs`` (B, T, U): for an emission that reads them (:func:`baum_welch`); the start labels ignore them.
     ``screen_iters`` > 0 (below ``em_iters``): every candidate runs that many iterations, the ``finalists`` best by
     log p(X) the remaining ones (step 2). ``em_tol``: each run of iterations stops once converged (:func:`baum_welch`'s
-    ``tol``)."""
+    ``tol``). ``segments`` > 0 (``method="em"``): ``restarts`` more candidates start from :func:`segment_labels` of
+    that many steps, after the others (whose draws stay as without them)."""
     if method not in ("kmeans", "em"):
         raise ValueError(f"init method must be 'kmeans' or 'em', got {method!r}")
     K = emitter.n_states
     restarts = max(1, restarts)
     n_random = emitter.em_random_starts * restarts if method == "em" else 0
+    n_segment = restarts if method == "em" and segments > 0 else 0
     kappa = emitter.em_stickiness * float(mask.sum()) / K
     iters = em_iters if method == "em" else 0
     first = screen_iters if 0 < screen_iters < iters else iters
     starts = []
-    for restart in range(restarts + n_random):
-        labels, centres = start_labels(x, mask, generator, K, random=restart >= restarts)
+    for restart in range(restarts + n_random + n_segment):
+        if restart < restarts + n_random:
+            labels, centres = start_labels(x, mask, generator, K, random=restart >= restarts)
+        else:
+            labels, centres = segment_labels(x, mask, generator, K, segments), None
         if clamp is not None:
             labels, centres = align_to_known(labels, centres, clamp, mask)
         starts.append(emitter.start(x, mask, labels, centres, **emitter.input_keywords(inputs)))
@@ -275,8 +320,8 @@ def fit_classical(emitter: Emission, x: torch.Tensor, mask: torch.Tensor, genera
     runs = baum_welch_many(emitter, starts, x, mask, sticky, first, kappa, clamp, inputs, em_tol)
     candidates = [(*run, restart) for restart, run in enumerate(runs)]  # (params, transition, log p(X)/step, index)
     for _, _, score, restart in candidates:
-        log.debug("init candidate %d (%s): log p(X)/step %.4f", restart, "random" if restart >= restarts else "k-means",
-                  score)
+        kind = "k-means" if restart < restarts else "random" if restart < restarts + n_random else "segments"
+        log.debug("init candidate %d (%s): log p(X)/step %.4f", restart, kind, score)
     if first < iters:  # the screening round's best go on
         leaders = sorted(candidates, key=lambda c: -c[2])[:finalists]
         runs = baum_welch_many(emitter, [c[0] for c in leaders], x, mask, [c[1] for c in leaders], iters - first,

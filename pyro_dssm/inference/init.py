@@ -34,8 +34,8 @@ def initialise(net, x: torch.Tensor, mask: torch.Tensor, cfg, gen: torch.Generat
     """Data-driven init of ``net``'s generative networks from x (N, T, D), mask (N, T) as ``cfg.init`` says.
 
     ``net``: a :class:`~pyro_dssm.model.dssm.NeuralHMM` (DSSM or exact baseline). ``cfg``: the trainer
-    settings (``init``, ``init_restarts``, ``init_em_iters``, ``init_em_tol``, ``init_screen_iters``, ``init_finalists``,
-    ``init_stay_prob``, ``init_max_sequences``).
+    settings (``init``, ``init_restarts``, ``init_em_iters``, ``init_em_tol``, ``init_segments``,
+    ``init_screen_iters``, ``init_finalists``, ``init_stay_prob``, ``init_max_sequences``).
     Data outside the emission family's support (e.g. non-integer counts for ``poisson``) is a
     ValueError first. Uses at most ``init_max_sequences`` randomly chosen sequences. Returns the chosen
     candidate's ``init_loglik_per_step`` and index ``init_restart`` ({} for ``random`` and ``none``).
@@ -52,7 +52,8 @@ def initialise(net, x: torch.Tensor, mask: torch.Tensor, cfg, gen: torch.Generat
     # that reads them regresses on them)
     params, trans, score, restart = fit_classical(net.emitter, features, mask, gen, cfg.init, cfg.init_restarts,
                                                   cfg.init_em_iters, cfg.init_stay_prob, clamp, inputs,
-                                                  cfg.init_screen_iters, cfg.init_finalists, cfg.init_em_tol)
+                                                  cfg.init_screen_iters, cfg.init_finalists, cfg.init_em_tol,
+                                                  cfg.init_segments)
     distill(net, params, trans)
     log.info("init (%s, %d restarts): best log p(X)/step %.4f from candidate %d", cfg.init, cfg.init_restarts,
              score, restart)
