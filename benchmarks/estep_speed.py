@@ -17,6 +17,7 @@ import argparse
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -63,9 +64,9 @@ def main(argv=None) -> int:
         log_init = torch.full((K,), -torch.log(torch.tensor(float(K))).item())
         mask = torch.ones(B, T, dtype=torch.bool)
         mask[0, T // 2:] = False
-        methods = {name: (lambda f: lambda: e_step(f, log_init, trans, log_lik, mask))(f) for name, f in
-                   (("sequential", hmm.log_likelihood), ("scan", scan.parallel_log_likelihood))}
-        methods["grouped"] = lambda: grouped_e_step(args.group, log_init, trans, log_lik, mask)
+        methods = {"sequential": partial(e_step, hmm.log_likelihood, log_init, trans, log_lik, mask),
+                   "scan": partial(e_step, scan.parallel_log_likelihood, log_init, trans, log_lik, mask),
+                   "grouped": partial(grouped_e_step, args.group, log_init, trans, log_lik, mask)}
         grads = {name: run() for name, run in methods.items()}  # and warm-up
         diff = max(float((a - b).abs().max()) for a, b in zip(grads["sequential"], grads["scan"]))
         diff = max([diff] + [float((a - b[0]).abs().max()) for a, b in zip(grads["sequential"], grads["grouped"])])

@@ -118,7 +118,7 @@ def parse_header(line: str, cfg: FileDataConfig, feature_names: list[str], sourc
     for what, names in (("feature column(s)", feature_names), ("input column(s)", input_names)):
         missing = [c for c in names if c not in columns]
         if missing:
-            setting = " (data.input_columns)" if what.startswith("input") else ""
+            setting = " (data.input_columns)" if names is input_names else ""
             raise ValueError(f"input={source!r} lacks the {what} {missing}{setting} the model reads; header: {columns}")
     return Header(delimiter, len(columns), columns.index(cfg.id_column),
                   None if cfg.time_column is None else columns.index(cfg.time_column),

@@ -133,7 +133,8 @@ def test_candidates_sharing_their_e_steps_end_where_each_alone_ends(group_cells,
 
 
 def test_candidates_on_a_few_long_sequences_run_one_by_one_on_the_parallel_scan(monkeypatch):
-    """Where e_step_log_px picks the scan, baum_welch_many is baum_welch per candidate (no grouped E-step)."""
+    """Where e_step_log_px picks the scan, baum_welch_many runs the scan per candidate (no grouped E-step), and ends
+    where the sequential E-step would (the scan switched off by raising its threshold)."""
     x, mask = torch.randn(1, 300, 2, generator=torch.Generator().manual_seed(0)), torch.ones(1, 300, dtype=torch.bool)
     emitter = ExactBaseline(ModelConfig(n_states=3, obs_dim=2)).emitter
     starts = [emitter.start(x, mask, *em.start_labels(x, mask, torch.Generator().manual_seed(s), 3, False))
@@ -142,9 +143,14 @@ def test_candidates_on_a_few_long_sequences_run_one_by_one_on_the_parallel_scan(
     def refuse(*args, **kwargs):
         raise AssertionError("grouped E-step used on the scan's shapes")
 
+    grouped = em.hmm.grouped_log_likelihood
     monkeypatch.setattr(em.hmm, "grouped_log_likelihood", refuse)
     runs = em.baum_welch_many(emitter, starts, x, mask, [sticky_transition(3, 0.8)] * 2, 3)
-    assert [r[2] for r in runs] == [em.baum_welch(emitter, s, x, mask, sticky_transition(3, 0.8), 3)[2] for s in starts]
+    monkeypatch.setattr(em.hmm, "grouped_log_likelihood", grouped)
+    monkeypatch.setattr(em, "SCAN_MIN_STEPS", 10 ** 9)
+    sequential = [em.baum_welch(emitter, s, x, mask, sticky_transition(3, 0.8), 3) for s in starts]
+    for (_, trans, score), (_, trans_seq, score_seq) in zip(runs, sequential, strict=True):
+        assert score == pytest.approx(score_seq, abs=1e-4) and torch.allclose(trans, trans_seq, atol=1e-4)
 
 
 def _two_dynamics(seed: int, n: int = 4, T: int = 300, run: int = 60):

@@ -202,29 +202,20 @@ def baum_welch(emitter: Emission, params: dict, x: torch.Tensor, mask: torch.Ten
     found the objective EM maximises, log p(X) + log Dir(A) (:func:`_log_prior`), per valid step less than ``tol``
     above the previous one's (converged, as hmmlearn's ``tol``; EM never lowers it, while log p(X) alone may fall
     under the sticky prior). Returns the parameters, the transition matrix and the exact log p(X) per valid step
-    of the returned parameters.
+    of the returned parameters. One candidate of :func:`_baum_welch_group`, which holds the loop.
     """
-    K = trans.shape[0]
+    return _baum_welch_group(emitter, [params], x, mask, trans[None], n_iter, kappa, clamp, inputs, tol)[0]
 
-    log_init = hmm.uniform_log_init(K, x)
-    eye = torch.eye(K, dtype=x.dtype, device=x.device)
-    log_px = e_step_log_px(*x.shape[:2], K)
-    n_valid, previous = float(mask.sum()), -float("inf")
-    for _ in range(n_iter):
-        log_trans = trans.clamp_min(1e-12).log().requires_grad_()
-        log_lik = clamped(emitter.classical_table(params, x, inputs), clamp).detach().requires_grad_()
-        total = log_px(log_init, log_trans, log_lik, mask).sum()
-        counts, gamma = torch.autograd.grad(total, [log_trans, log_lik])
-        params = emitter.m_step(x, mask, gamma, **emitter.input_keywords(inputs))
-        current = float(total.detach() + _log_prior(log_trans.detach(), kappa)) / n_valid
-        counts = counts + kappa * eye + 1e-6
-        trans = counts / counts.sum(-1, keepdim=True)
-        if tol > 0 and current - previous < tol:
-            break
-        previous = current
-    score = log_px(log_init, trans.log(), clamped(emitter.classical_table(params, x, inputs), clamp), mask).sum()
-    score = score / mask.sum()
-    return params, trans, float(score)
+
+def _grouped_e_step_log_px(batch: int, steps: int, n_states: int):
+    """(G, B) log p(X) of G candidates from log_trans (G, K, K) and log_lik (G, B, T, K): the grouped sequential
+    forward (:func:`pyro_dssm.model.hmm.grouped_log_likelihood`), or, where :func:`e_step_log_px` picks the parallel
+    scan, the scan of each candidate in turn."""
+    single = e_step_log_px(batch, steps, n_states)
+    if single is hmm.log_likelihood:
+        return hmm.grouped_log_likelihood
+    return lambda log_init, log_trans, log_lik, mask: torch.stack(
+        [single(log_init, log_trans[g], log_lik[g], mask) for g in range(len(log_trans))])
 
 
 # Candidates whose E-step is the sequential forward run together (:func:`baum_welch_many`), as many per group as keep
@@ -241,10 +232,8 @@ def baum_welch_many(emitter: Emission, starts: list[dict], x: torch.Tensor, mask
     own stop (``tol``). Where :func:`e_step_log_px` picks the parallel scan (a few long sequences) they run one by
     one. The same results as one by one, up to float rounding."""
     (B, T), K = x.shape[:2], transitions[0].shape[-1]
-    if e_step_log_px(B, T, K) is not hmm.log_likelihood:
-        return [baum_welch(emitter, p, x, mask, t, n_iter, kappa, clamp, inputs, tol)
-                for p, t in zip(starts, transitions)]
-    size = max(1, GROUP_MAX_CELLS // (B * T * K))
+    scan_path = e_step_log_px(B, T, K) is not hmm.log_likelihood
+    size = 1 if scan_path else max(1, GROUP_MAX_CELLS // (B * T * K))
     return [run for g in range(0, len(starts), size) for run in
             _baum_welch_group(emitter, starts[g:g + size], x, mask, torch.stack(transitions[g:g + size]), n_iter, kappa,
                               clamp, inputs, tol)]
@@ -256,6 +245,7 @@ def _baum_welch_group(emitter: Emission, starts: list[dict], x: torch.Tensor, ma
     """:func:`baum_welch_many` for one group: trans (G, K, K). The candidates still iterating share each E-step; a
     candidate leaves the group once converged (:func:`baum_welch`'s rule)."""
     G, K = trans.shape[:2]
+    log_px = _grouped_e_step_log_px(*x.shape[:2], K)
     log_init, eye = hmm.uniform_log_init(K, x), torch.eye(K, dtype=x.dtype, device=x.device)
     params, trans, n_valid = list(starts), trans.clone(), float(mask.sum())
     previous, active = [-float("inf")] * G, list(range(G))
@@ -268,7 +258,7 @@ def _baum_welch_group(emitter: Emission, starts: list[dict], x: torch.Tensor, ma
             break
         log_trans = trans[active].clamp_min(1e-12).log().requires_grad_()
         log_lik = tables(active).detach().requires_grad_()
-        totals = hmm.grouped_log_likelihood(log_init, log_trans, log_lik, mask).sum(-1)  # (A,)
+        totals = log_px(log_init, log_trans, log_lik, mask).sum(-1)  # (A,)
         counts, gamma = torch.autograd.grad(totals.sum(), [log_trans, log_lik])
         counts = counts + kappa * eye + 1e-6
         trans[active] = counts / counts.sum(-1, keepdim=True)
@@ -281,7 +271,7 @@ def _baum_welch_group(emitter: Emission, starts: list[dict], x: torch.Tensor, ma
             previous[g] = current
         active = still
     with torch.no_grad():
-        scores = hmm.grouped_log_likelihood(log_init, trans.log(), tables(list(range(G))), mask).sum(-1) / mask.sum()
+        scores = log_px(log_init, trans.log(), tables(list(range(G))), mask).sum(-1) / mask.sum()
     return [(params[g], trans[g], float(scores[g])) for g in range(G)]
 
 

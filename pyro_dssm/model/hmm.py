@@ -112,7 +112,7 @@ def log_likelihood(
     check_transitions(log_trans, log_lik)
     mask = _full_mask(log_lik, mask)
     log_px, smallest = _scaled_forward(log_init, log_trans, log_lik, mask)
-    bad = (smallest < torch.finfo(smallest.dtype).tiny) | ~torch.isfinite(log_px)
+    bad = _underflowed(log_px, smallest)
     if not bool(bad.any()):
         return log_px
     # Recompute the good sequences apart: the graph of the first pass divides by ~0 in the
@@ -124,6 +124,12 @@ def log_likelihood(
     ])
     order = torch.cat([good.nonzero().squeeze(-1), bad.nonzero().squeeze(-1)])
     return values[order.argsort()]
+
+
+def _underflowed(log_px: torch.Tensor, smallest: torch.Tensor) -> torch.Tensor:
+    """Where :func:`_scaled_forward`'s product underflowed (a normaliser below the smallest normal number, or a
+    non-finite value): those sequences go to the log-space fallback."""
+    return (smallest < torch.finfo(smallest.dtype).tiny) | ~torch.isfinite(log_px)
 
 
 def _scaled_forward(
@@ -171,7 +177,7 @@ def grouped_log_likelihood(
                          f"{tuple(log_lik.shape)} and {tuple(log_trans.shape)}")
     mask = _full_mask(log_lik[0], mask)
     log_px, smallest = _scaled_forward(log_init, log_trans, log_lik, mask)
-    bad = ((smallest < torch.finfo(smallest.dtype).tiny) | ~torch.isfinite(log_px)).any(-1)  # (G,)
+    bad = _underflowed(log_px, smallest).any(-1)  # (G,)
     if not bool(bad.any()):
         return log_px
     good, bad = (~bad).nonzero().squeeze(-1), bad.nonzero().squeeze(-1)
