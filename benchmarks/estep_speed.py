@@ -1,14 +1,16 @@
-"""EM's E-step, sequential scaled forward against the parallel scan and the grouped forward, side by side.
+"""EM's E-step: the scaled forward-backward, autograd of the scaled forward and of the parallel scan, side by side.
 
     OMP_NUM_THREADS=1 python benchmarks/estep_speed.py
 
-One E-step = autograd of the exact log p(X) with respect to the log transition matrix and the emission table
-(what :func:`pyro_dssm.inference.em.baum_welch` runs per iteration), on standard-normal tables, a sticky random
-matrix and ragged masks, for each (B, T, K). Median of ``--repeats`` runs per method, the methods alternating; the
-last column is the choice :func:`pyro_dssm.inference.em.e_step_log_px` makes for that shape. ``grouped``: the
-E-step of ``--group`` EM candidates at once (:func:`pyro_dssm.model.hmm.grouped_log_likelihood`, what
-:func:`pyro_dssm.inference.em.baum_welch_many` runs), its time divided by their number: the cost per candidate,
-beside the sequential E-step of one.
+One E-step = the expected transition counts and posterior marginals of one HMM (what
+:func:`pyro_dssm.inference.em.baum_welch` needs per iteration), on standard-normal tables, a sticky random matrix and
+ragged masks, for each (B, T, K): ``forward-backward`` (:func:`pyro_dssm.model.expected_counts.grouped_statistics`,
+the recursions written out), ``autograd`` (the gradients of the scaled forward :func:`pyro_dssm.model.hmm.log_likelihood`,
+the E-step before it) and ``scan`` (the gradients of :func:`pyro_dssm.model.scan.parallel_log_likelihood`). Median of
+``--repeats`` runs per method, the methods alternating; the last column is the choice
+:func:`pyro_dssm.inference.em.e_step_log_px` makes for that shape. ``grouped``: the forward-backward of ``--group``
+EM candidates at once (what :func:`pyro_dssm.inference.em.baum_welch_many` runs), its time divided by their number:
+the cost per candidate.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ sys.path.insert(0, str(REPO))
 from machine_info import cpu_model  # noqa: E402
 from pyro_dssm.inference.em import e_step_log_px  # noqa: E402
 from pyro_dssm.model import hmm, scan  # noqa: E402
+from pyro_dssm.model.expected_counts import grouped_statistics  # noqa: E402
 
 SHAPES = [(100, 100, 5), (100, 300, 5), (100, 100, 3), (64, 200, 3), (30, 200, 6), (43, 400, 6), (22, 400, 4),
           (6, 400, 12), (3, 730, 3), (1, 4579, 4)]
@@ -40,11 +43,12 @@ def e_step(log_px, log_init, trans, log_lik, mask):
     return torch.autograd.grad(log_px(log_init, log_trans, log_lik, mask).sum(), [log_trans, log_lik])
 
 
-def grouped_e_step(group: int, log_init, trans, log_lik, mask):
-    """:func:`e_step` of ``group`` candidates (the same tables, stacked) in one grouped pass."""
-    log_trans = trans.log().expand(group, *trans.shape).clone().requires_grad_()
-    tables = log_lik.detach().expand(group, *log_lik.shape).clone().requires_grad_()
-    return torch.autograd.grad(hmm.grouped_log_likelihood(log_init, log_trans, tables, mask).sum(), [log_trans, tables])
+def forward_backward(group: int, log_init, trans, log_lik, mask):
+    """(counts, marginals) of the first of ``group`` candidates (the same tables, stacked) from one grouped pass."""
+    log_trans = trans.log().expand(group, *trans.shape).contiguous()
+    tables = log_lik.expand(group, *log_lik.shape).contiguous()
+    _, counts, gamma = grouped_statistics(log_init, log_trans, tables, mask)
+    return counts[0], gamma[0]
 
 
 def main(argv=None) -> int:
@@ -54,8 +58,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     print(f"{cpu_model()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}; median of "
           f"{args.repeats}\n")
-    print(f"| B | T | K | sequential ms | scan ms | sequential / scan | grouped ms per candidate (G={args.group}) "
-          "| sequential / grouped | max abs diff | e_step_log_px picks |")
+    print(f"| B | T | K | forward-backward ms | autograd ms | scan ms | forward-backward / scan "
+          f"| grouped ms per candidate (G={args.group}) | max abs diff | e_step_log_px picks |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for B, T, K in SHAPES:
         gen = torch.Generator().manual_seed(0)
@@ -64,23 +68,24 @@ def main(argv=None) -> int:
         log_init = torch.full((K,), -torch.log(torch.tensor(float(K))).item())
         mask = torch.ones(B, T, dtype=torch.bool)
         mask[0, T // 2:] = False
-        methods = {"sequential": partial(e_step, hmm.log_likelihood, log_init, trans, log_lik, mask),
+        methods = {"forward-backward": partial(forward_backward, 1, log_init, trans, log_lik, mask),
+                   "autograd": partial(e_step, hmm.log_likelihood, log_init, trans, log_lik, mask),
                    "scan": partial(e_step, scan.parallel_log_likelihood, log_init, trans, log_lik, mask),
-                   "grouped": partial(grouped_e_step, args.group, log_init, trans, log_lik, mask)}
-        grads = {name: run() for name, run in methods.items()}  # and warm-up
-        diff = max(float((a - b).abs().max()) for a, b in zip(grads["sequential"], grads["scan"]))
-        diff = max([diff] + [float((a - b[0]).abs().max()) for a, b in zip(grads["sequential"], grads["grouped"])])
+                   "grouped": partial(forward_backward, args.group, log_init, trans, log_lik, mask)}
+        stats = {name: run() for name, run in methods.items()}  # and warm-up
+        diff = max(float((a - b).abs().max()) for other in ("autograd", "scan", "grouped")
+                   for a, b in zip(stats["forward-backward"], stats[other]))
         times = {name: [] for name in methods}
         for _ in range(args.repeats):
             for name, run in methods.items():
                 start = time.perf_counter()
                 run()
                 times[name].append(time.perf_counter() - start)
-        seq, par, grouped = (statistics.median(times[n]) for n in methods)
+        fb, auto, par, grouped = (statistics.median(times[n]) for n in methods)
         grouped /= args.group
-        pick = "scan" if e_step_log_px(B, T, K) is scan.parallel_log_likelihood else "sequential"
-        print(f"| {B} | {T} | {K} | {seq * 1e3:.1f} | {par * 1e3:.1f} | {seq / par:.1f} | {grouped * 1e3:.1f} "
-              f"| {seq / grouped:.1f} | {diff:.1e} | {pick} |")
+        pick = "scan" if e_step_log_px(B, T, K) is scan.parallel_log_likelihood else "forward-backward"
+        print(f"| {B} | {T} | {K} | {fb * 1e3:.1f} | {auto * 1e3:.1f} | {par * 1e3:.1f} | {fb / par:.1f} "
+              f"| {grouped * 1e3:.1f} | {diff:.1e} | {pick} |")
     return 0
 
 

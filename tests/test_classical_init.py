@@ -143,11 +143,11 @@ def test_candidates_on_a_few_long_sequences_run_one_by_one_on_the_parallel_scan(
     def refuse(*args, **kwargs):
         raise AssertionError("grouped E-step used on the scan's shapes")
 
-    grouped = em.hmm.grouped_log_likelihood
-    monkeypatch.setattr(em.hmm, "grouped_log_likelihood", refuse)
+    grouped = em.grouped_statistics
+    monkeypatch.setattr(em, "grouped_statistics", refuse)
     runs = em.baum_welch_many(emitter, starts, x, mask, [sticky_transition(3, 0.8)] * 2, 3)
-    monkeypatch.setattr(em.hmm, "grouped_log_likelihood", grouped)
-    monkeypatch.setattr(em, "SCAN_MIN_STEPS", 10 ** 9)
+    monkeypatch.setattr(em, "grouped_statistics", grouped)
+    monkeypatch.setattr(em, "SCAN_ROUND_COST", 10.0 ** 9)
     sequential = [em.baum_welch(emitter, s, x, mask, sticky_transition(3, 0.8), 3) for s in starts]
     for (_, trans, score), (_, trans_seq, score_seq) in zip(runs, sequential, strict=True):
         assert score == pytest.approx(score_seq, abs=1e-4) and torch.allclose(trans, trans_seq, atol=1e-4)

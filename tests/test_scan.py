@@ -223,6 +223,7 @@ def test_em_takes_the_scan_for_few_long_sequences_and_both_e_steps_fit_the_same_
     from pyro_dssm.model.emissions.gaussian import GaussianEmission
 
     assert em.e_step_log_px(3, 730, 3) is scan.parallel_log_likelihood  # bee-sized: a few long dances
+    assert em.e_step_log_px(3, 730, 3, group=16) is hmm.log_likelihood  # ... but 16 candidates share one pass
     assert em.e_step_log_px(100, 100, 5) is hmm.log_likelihood  # the default data: many short sequences
     gen = torch.Generator().manual_seed(0)
     data = sample_hmm(make_hmm_params(3, 2, 0.9, 0.7, gen), 2, 400, gen)

@@ -20,6 +20,7 @@ its classical HMM and the move of its networks to it (``fit_to``):
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 from scipy.optimize import linear_sum_assignment
@@ -27,6 +28,7 @@ from torch import nn
 
 from pyro_dssm.data.chain import sticky_transition
 from pyro_dssm.model import hmm, scan
+from pyro_dssm.model.expected_counts import grouped_statistics
 from pyro_dssm.model.emissions.base import Emission
 from pyro_dssm.model.known import clamped
 
@@ -161,19 +163,24 @@ def observed_distance(points: torch.Tensor, centres: torch.Tensor) -> torch.Tens
     return (filled.pow(2).sum(-1, keepdim=True) - 2 * filled @ centres.T + o @ centres.pow(2).T).clamp_min(0.0)
 
 
-# EM's E-step by the parallel scan for sequences at least this long in batches of at most this many (sequence, i, j)
-# cells per step, where the sequential forward's T small steps cost more than the scan's extra K factor (measured:
-# benchmarks/RESULTS.md, "EM's E-step by the parallel scan")
-SCAN_MIN_STEPS = 256
-SCAN_MAX_CELLS = 800
+# EM's E-step costs in units of one step of the forward-backward (~25 us, one thread; measured: benchmarks/RESULTS.md,
+# "EM's E-step by the forward-backward"): G candidates' forward-backward about T units (its steps are small ops whose
+# cost hardly grows with G, B or K in the shapes where the scan competes), the parallel scan of one candidate about
+# SCAN_ROUND_COST log2 T + B K^3 T / SCAN_CELLS_PER_UNIT
+SCAN_ROUND_COST = 10.0
+SCAN_CELLS_PER_UNIT = 3000.0
 
 
-def e_step_log_px(batch: int, steps: int, n_states: int):
-    """The exact log p(X) EM differentiates for B = ``batch`` sequences of T = ``steps`` steps and K = ``n_states``:
-    :func:`pyro_dssm.model.scan.parallel_log_likelihood` (log2 T rounds of products) when T >= ``SCAN_MIN_STEPS`` and
-    B K^2 <= ``SCAN_MAX_CELLS`` (a few long sequences: bee dances, motion capture), else the sequential scaled forward
-    :func:`pyro_dssm.model.hmm.log_likelihood`. Both are exact; they differ by rounding (float32)."""
-    if steps >= SCAN_MIN_STEPS and batch * n_states ** 2 <= SCAN_MAX_CELLS:
+def e_step_log_px(batch: int, steps: int, n_states: int, group: int = 1):
+    """The exact log p(X) whose statistics EM's E-step takes for ``group`` candidates over B = ``batch`` sequences of
+    T = ``steps`` steps and K = ``n_states``: :func:`pyro_dssm.model.scan.parallel_log_likelihood` (log2 T rounds of
+    products, its gradients taken candidate by candidate) where that costs less than the candidates' forward-backward
+    together (a few long sequences and few candidates: bee dances, long recordings), else the sequential scaled
+    forward :func:`pyro_dssm.model.hmm.log_likelihood`, whose statistics
+    :func:`pyro_dssm.model.expected_counts.grouped_statistics` computes for all candidates at once. Both are exact; they
+    differ by rounding (float32)."""
+    scan_cost = SCAN_ROUND_COST * math.log2(max(steps, 2)) + batch * n_states ** 3 * steps / SCAN_CELLS_PER_UNIT
+    if group * scan_cost < steps:
         return scan.parallel_log_likelihood
     return hmm.log_likelihood
 
@@ -191,9 +198,11 @@ def baum_welch(emitter: Emission, params: dict, x: torch.Tensor, mask: torch.Ten
                inputs: torch.Tensor | None = None, tol: float = 0.0) -> tuple[dict, torch.Tensor, float]:
     r"""EM for the classical HMM of ``emitter``'s family (uniform p(c_1)) from ``params`` and ``trans`` (K, K).
 
-    The E-step uses autograd on the exact log p(X) (:func:`e_step_log_px` picks its algorithm):
+    The E-step's posteriors and expected transition counts are the gradients of the exact log p(X),
     :math:`\partial \log p(X) / \partial \log p(x_t|c_t=k) = p(c_t=k|X)` and
-    :math:`\partial \log p(X) / \partial \log A_{ij}` = expected number of i -> j transitions.
+    :math:`\partial \log p(X) / \partial \log A_{ij}` = expected number of i -> j transitions, computed by the
+    scaled forward-backward (:mod:`pyro_dssm.model.expected_counts`) or as the gradients of the parallel scan
+    (:func:`e_step_log_px` picks).
     M-step: the family's :meth:`~pyro_dssm.model.emissions.base.Emission.m_step`; transitions the MAP under
     a sticky Dirichlet prior, :math:`A_{ij} \propto n_{ij} + \kappa [i = j]`.
     x (B, T, D), mask (B, T) bool; ``clamp`` (B, T, K) the known states' log-indicator added to the table
@@ -207,19 +216,27 @@ def baum_welch(emitter: Emission, params: dict, x: torch.Tensor, mask: torch.Ten
     return _baum_welch_group(emitter, [params], x, mask, trans[None], n_iter, kappa, clamp, inputs, tol)[0]
 
 
-def _grouped_e_step_log_px(batch: int, steps: int, n_states: int):
-    """(G, B) log p(X) of G candidates from log_trans (G, K, K) and log_lik (G, B, T, K): the grouped sequential
-    forward (:func:`pyro_dssm.model.hmm.grouped_log_likelihood`), or, where :func:`e_step_log_px` picks the parallel
-    scan, the scan of each candidate in turn."""
-    single = e_step_log_px(batch, steps, n_states)
+def _grouped_e_step(batch: int, steps: int, n_states: int, group: int):
+    """The E-step of G candidates: (log_init (K,), log_trans (G, K, K), log_lik (G, B, T, K), mask) -> (G, B) log p(X),
+    (G, K, K) expected transition counts and (G, B, T, K) posterior marginals. The scaled forward-backward of all
+    candidates at once (:func:`pyro_dssm.model.expected_counts.grouped_statistics`), or, where :func:`e_step_log_px`
+    picks the parallel scan, the gradients of the scan's log p(X), candidate by candidate."""
+    single = e_step_log_px(batch, steps, n_states, group)
     if single is hmm.log_likelihood:
-        return hmm.grouped_log_likelihood
-    return lambda log_init, log_trans, log_lik, mask: torch.stack(
-        [single(log_init, log_trans[g], log_lik[g], mask) for g in range(len(log_trans))])
+        return grouped_statistics
+
+    def by_scan(log_init, log_trans, log_lik, mask):
+        out = []
+        for g in range(len(log_trans)):
+            log_trans_g, log_lik_g = log_trans[g].detach().requires_grad_(), log_lik[g].detach().requires_grad_()
+            log_px = single(log_init, log_trans_g, log_lik_g, mask)
+            out.append((log_px.detach(), *torch.autograd.grad(log_px.sum(), [log_trans_g, log_lik_g])))
+        return tuple(torch.stack(parts) for parts in zip(*out))
+    return by_scan
 
 
 # Candidates whose E-step is the sequential forward run together (:func:`baum_welch_many`), as many per group as keep
-# G x B x T x K at most this many cells (the tables and what autograd keeps of them: ~100 MB in float32)
+# G x B x T x K at most this many cells (the tables and the forward-backward's messages: ~100 MB in float32)
 GROUP_MAX_CELLS = 2 ** 22
 
 
@@ -227,13 +244,13 @@ def baum_welch_many(emitter: Emission, starts: list[dict], x: torch.Tensor, mask
                     transitions: list[torch.Tensor], n_iter: int, kappa: float = 0.0, clamp: torch.Tensor | None = None,
                     inputs: torch.Tensor | None = None, tol: float = 0.0) -> list[tuple[dict, torch.Tensor, float]]:
     """:func:`baum_welch` of every candidate (``starts[g]`` with ``transitions[g]`` (K, K)) on the same data, in the
-    same order: groups of candidates share each E-step (:func:`pyro_dssm.model.hmm.grouped_log_likelihood`: T
+    same order: groups of candidates share each E-step (:func:`pyro_dssm.model.expected_counts.grouped_statistics`: T
     batched steps instead of G T small ones; at most ``GROUP_MAX_CELLS`` cells per group), each candidate with its
-    own stop (``tol``). Where :func:`e_step_log_px` picks the parallel scan (a few long sequences) they run one by
-    one. The same results as one by one, up to float rounding."""
+    own stop (``tol``). Where :func:`e_step_log_px` picks the parallel scan for the group (a few long sequences and
+    few candidates) they run one by one. The same results as one by one, up to float rounding."""
     (B, T), K = x.shape[:2], transitions[0].shape[-1]
-    scan_path = e_step_log_px(B, T, K) is not hmm.log_likelihood
-    size = 1 if scan_path else max(1, GROUP_MAX_CELLS // (B * T * K))
+    size = min(len(starts), max(1, GROUP_MAX_CELLS // (B * T * K)))
+    size = 1 if e_step_log_px(B, T, K, size) is not hmm.log_likelihood else size
     return [run for g in range(0, len(starts), size) for run in
             _baum_welch_group(emitter, starts[g:g + size], x, mask, torch.stack(transitions[g:g + size]), n_iter, kappa,
                               clamp, inputs, tol)]
@@ -245,7 +262,7 @@ def _baum_welch_group(emitter: Emission, starts: list[dict], x: torch.Tensor, ma
     """:func:`baum_welch_many` for one group: trans (G, K, K). The candidates still iterating share each E-step; a
     candidate leaves the group once converged (:func:`baum_welch`'s rule)."""
     G, K = trans.shape[:2]
-    log_px = _grouped_e_step_log_px(*x.shape[:2], K)
+    e_step = _grouped_e_step(*x.shape[:2], K, G)
     log_init, eye = hmm.uniform_log_init(K, x), torch.eye(K, dtype=x.dtype, device=x.device)
     params, trans, n_valid = list(starts), trans.clone(), float(mask.sum())
     previous, active = [-float("inf")] * G, list(range(G))
@@ -256,13 +273,14 @@ def _baum_welch_group(emitter: Emission, starts: list[dict], x: torch.Tensor, ma
     for _ in range(n_iter):
         if not active:
             break
-        log_trans = trans[active].clamp_min(1e-12).log().requires_grad_()
-        log_lik = tables(active).detach().requires_grad_()
-        totals = log_px(log_init, log_trans, log_lik, mask).sum(-1)  # (A,)
-        counts, gamma = torch.autograd.grad(totals.sum(), [log_trans, log_lik])
+        log_trans = trans[active].clamp_min(1e-12).log()
+        with torch.no_grad():
+            log_lik = tables(active)
+        log_px, counts, gamma = e_step(log_init, log_trans, log_lik, mask)
+        totals = log_px.sum(-1)  # (A,)
         counts = counts + kappa * eye + 1e-6
         trans[active] = counts / counts.sum(-1, keepdim=True)
-        objective = (totals.detach() + _log_prior(log_trans.detach(), kappa)) / n_valid
+        objective = (totals + _log_prior(log_trans, kappa)) / n_valid
         still = []
         for i, (g, current) in enumerate(zip(active, objective.tolist())):
             params[g] = emitter.m_step(x, mask, gamma[i], **emitter.input_keywords(inputs))
@@ -271,7 +289,7 @@ def _baum_welch_group(emitter: Emission, starts: list[dict], x: torch.Tensor, ma
             previous[g] = current
         active = still
     with torch.no_grad():
-        scores = log_px(log_init, trans.log(), tables(list(range(G))), mask).sum(-1) / mask.sum()
+        scores = hmm.grouped_log_likelihood(log_init, trans.log(), tables(list(range(G))), mask).sum(-1) / mask.sum()
     return [(params[g], trans[g], float(scores[g])) for g in range(G)]
 
 
