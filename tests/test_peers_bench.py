@@ -73,6 +73,11 @@ def test_records_schema_on_tiny_data(peers, tmp_path):
         assert ("compile_seconds" in r) == (r["method"] == "dynamax")
     exact = written[0]["runs"][0]
     assert exact["epochs"] == 1 and exact["seconds_evaluating"] > 0  # baseline.n_epochs reached the baseline
+    # timed as hmmlearn: probes of at most n EM iterations (n < --max-iter 2: n = 1) and the configured run (3)
+    assert [p[0] for p in exact["probes"]] == [1, 3]
+    reached = [(p[1], p[0]) for p in exact["probes"] if p[1] is not None]
+    assert (exact["seconds_to_target"], exact["iterations_to_target"]) == (min(reached) if reached else (None, None))
+    assert exact["default_seconds_to_target"] == exact["probes"][-1][1]
 
 
 def test_a_rerun_replaces_only_its_rows(peers, tmp_path):
