@@ -107,18 +107,19 @@ def test_the_guide_learns_at_lr_times_guide_lr_factor(tmp_path):
     assert len(guide["params"]) == n_guide > 0
 
 
-@pytest.mark.parametrize("emission, init, expected", [
-    ("gaussian", "em", 1.0),          # the guide's evidence holds the messages: it starts at the exact posterior
-    ("gaussian", "kmeans", 1.0),
-    ("gaussian", "random", 3.0),      # a random start: the guide has to catch up
-    ("gaussian", "none", 3.0),
-    ("autoregressive", "em", 3.0),    # this family's guide has no messages by default: warmed up, not exact
+@pytest.mark.parametrize("emission, init, warmup, expected", [
+    ("gaussian", "em", 100, 1.0),          # the guide's evidence holds the messages: it starts at the exact posterior
+    ("gaussian", "kmeans", 0, 1.0),        # ... with or without a warm-up
+    ("gaussian", "random", 100, 3.0),      # a random start: the guide has to catch up
+    ("gaussian", "none", 100, 3.0),
+    ("autoregressive", "em", 100, 1.0),    # no messages by default, but the warm-up fits it to the posterior
+    ("autoregressive", "em", 0, 3.0),      # no messages and no warm-up: it starts where it was built
 ])
-def test_guide_lr_factor_auto_is_one_only_where_the_guide_starts_at_the_posterior(emission, init, expected):
+def test_guide_lr_factor_auto_is_one_only_where_the_guide_starts_at_the_posterior(emission, init, warmup, expected):
     from pyro_dssm.inference.trainer import guide_lr_factor
 
     net = DSSM(ModelConfig(n_states=3, obs_dim=2, emission=emission))
-    assert guide_lr_factor(net, TrainerConfig(init=init)) == expected
+    assert guide_lr_factor(net, TrainerConfig(init=init, guide_warmup_steps=warmup)) == expected
     assert guide_lr_factor(net, TrainerConfig(init=init, guide_lr_factor=2.5)) == 2.5  # a number is taken as it is
     with pytest.raises(ValueError, match="trainer.guide_lr_factor must be auto or a number > 0, got 'fast'"):
         TrainerConfig(guide_lr_factor="fast")
