@@ -214,31 +214,3 @@ def test_nearest_centre_is_the_euclidean_argmin():
     gen = torch.Generator().manual_seed(3)
     points, centres = torch.randn(500, 7, generator=gen), torch.randn(6, 7, generator=gen)
     assert torch.equal(em.nearest(points, centres), torch.cdist(points, centres).argmin(-1))
-
-
-def _blobs(n_per: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    truth = torch.tensor([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0]])
-    return (truth[:, None] + torch.randn(3, n_per, 2, generator=gen)).reshape(-1, 2), truth
-
-
-def test_kmeans_on_a_subsample_of_many_points_finds_the_clusters(monkeypatch):
-    """Above KMEANS_MAX_POINTS, Lloyd's iterations see a random subsample: the centres are still the clusters'
-    (3 blobs of 2000 points, a cap of 300), within the sampling error of 100 points a cluster."""
-    monkeypatch.setattr(em, "KMEANS_MAX_POINTS", 300)
-    points, truth = _blobs(2000, torch.Generator().manual_seed(4))
-    centres = em.kmeans(points, 3, torch.Generator().manual_seed(0))
-    order = torch.cdist(truth, centres).argmin(-1)
-    assert sorted(order.tolist()) == [0, 1, 2]
-    assert torch.allclose(centres[order], truth, atol=0.35)
-
-
-def test_kmeans_of_few_points_draws_no_subsample(monkeypatch):
-    """At or below KMEANS_MAX_POINTS nothing is drawn: the same centres and the generator where it would be
-    without a cap (the later starts' draws do not move)."""
-    points, _ = _blobs(100, torch.Generator().manual_seed(5))
-    gen_a, gen_b = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
-    assert len(points) <= em.KMEANS_MAX_POINTS
-    capped = em.kmeans(points, 3, gen_a)
-    monkeypatch.setattr(em, "KMEANS_MAX_POINTS", 10 ** 9)
-    assert torch.equal(capped, em.kmeans(points, 3, gen_b))
-    assert torch.equal(torch.randint(10 ** 6, (4,), generator=gen_a), torch.randint(10 ** 6, (4,), generator=gen_b))

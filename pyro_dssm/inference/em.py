@@ -35,22 +35,14 @@ from pyro_dssm.model.known import clamped
 log = logging.getLogger(__name__)
 
 
-# k-means runs on at most this many of the points, drawn at random: a start for EM needs the clusters' places, which
-# a few thousand points give (the default data's 10^4 steps cost 4 starts ~0.1 s in Lloyd iterations, 25x EM's step)
-KMEANS_MAX_POINTS = 4096
-
-
 def kmeans(points: torch.Tensor, n_clusters: int, generator: torch.Generator, n_iter: int = 50) -> torch.Tensor:
-    """k-means++ seeding then Lloyd iterations on at most ``KMEANS_MAX_POINTS`` of points (N, D), drawn with
-    ``generator`` where there are more -> centres (K, D); points with NaN cells (missing) go to
-    :func:`masked_kmeans`."""
+    """k-means++ seeding then Lloyd iterations. points (N, D) -> centres (K, D); points with NaN cells (missing)
+    go to :func:`masked_kmeans`."""
     N = points.shape[0]
     if N < n_clusters:
         raise ValueError(f"k-means needs at least {n_clusters} points, got {N}")
     if bool(torch.isnan(points).any()):
         return masked_kmeans(points, n_clusters, generator, n_iter)
-    if N > KMEANS_MAX_POINTS:
-        points, N = points[torch.randperm(N, generator=generator)[:KMEANS_MAX_POINTS]], KMEANS_MAX_POINTS
     centres = [points[torch.randint(N, (1,), generator=generator)].squeeze(0)]
     for _ in range(1, n_clusters):
         d2 = torch.cdist(points, torch.stack(centres)).pow(2).min(-1).values
