@@ -48,9 +48,9 @@ def kmeans(points: torch.Tensor, n_clusters: int, generator: torch.Generator, n_
         d2 = torch.cdist(points, torch.stack(centres)).pow(2).min(-1).values
         weights = d2 / d2.sum() if d2.sum() > 0 else torch.ones_like(d2)
         centres.append(points[torch.multinomial(weights, 1, generator=generator)].squeeze(0))
-    centres = torch.stack(centres)
+    centres, points_t = torch.stack(centres), points.T.contiguous()
     for _ in range(n_iter):
-        assign = nearest(points, centres)
+        assign = nearest(points_t, centres)
         new = torch.zeros_like(centres).index_add_(0, assign, points)
         counts = torch.bincount(assign, minlength=n_clusters).to(points.dtype)
         new = torch.where(counts[:, None] == 0, centres, new / counts.clamp(min=1)[:, None])
@@ -60,11 +60,12 @@ def kmeans(points: torch.Tensor, n_clusters: int, generator: torch.Generator, n_
     return centres
 
 
-def nearest(points: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
-    r"""(N,) index of the nearest of centres (K, D) to each of points (N, D): the argmin over k of
-    :math:`\lVert c_k \rVert^2 - 2 x \cdot c_k` (the squared distance less :math:`\lVert x \rVert^2`, one matrix
-    product; ``min().indices``, ~2x cheaper than ``argmin`` over a short last axis)."""
-    return torch.addmm(centres.pow(2).sum(-1), points, centres.T, alpha=-2.0).min(-1).indices
+def nearest(points_t: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    r"""(N,) index of the nearest of centres (K, D) to each of the points, given transposed, points_t (D, N): the
+    argmin over k of :math:`\lVert c_k \rVert^2 - 2 c_k \cdot x` (the squared distance less
+    :math:`\lVert x \rVert^2`), one (K, D) x (D, N) product and a min over its K rows (the wide layout: ~4x cheaper
+    than the (N, D) x (D, K) one and ``cdist`` at N = 10^4, K = 5)."""
+    return torch.addmm(centres.pow(2).sum(-1, keepdim=True), centres, points_t, alpha=-2.0).min(0).indices
 
 
 def masked_kmeans(points: torch.Tensor, n_clusters: int, generator: torch.Generator,
