@@ -350,8 +350,8 @@ PRELOAD = {  # imported before the clock starts: a library's import is not part 
     "pomegranate": ("pomegranate.hmm", "pomegranate.distributions"),
 }
 MEDIANS = ("seconds_to_target", "default_seconds_to_target", "accuracy", "seconds_total", "compile_seconds",
-           "train_seconds_to_target", "init_end_seconds", "warmup_end_seconds", "seconds_to_first_evaluation",
-           "seconds_evaluating")
+           "train_seconds_to_target", "iterations_to_target", "init_end_seconds", "warmup_end_seconds",
+           "seconds_to_first_evaluation", "seconds_evaluating")
 
 
 def model_text(problem: Problem, method: str) -> str:
