@@ -35,10 +35,10 @@ def grouped_statistics(log_init: torch.Tensor, log_trans: torch.Tensor, log_lik:
     """The E-step of G HMMs (uniform or given start ``log_init`` (K,), log_trans (G, K, K)) over the same
     sequences: log_lik (G, B, T, K), mask (B, T) or None. Returns (G, B) log p(X), (G, K, K) expected transition
     counts (summed over sequences and steps) and (G, B, T, K) posterior marginals (0 on padded steps)."""
-    mask = hmm._full_mask(log_lik[0], mask)
+    mask = hmm.full_mask(log_lik[0], mask)
     with torch.no_grad():
         log_px, counts, gamma, smallest = _forward_backward(log_init, log_trans, log_lik, mask)
-    bad = hmm._underflowed(log_px, smallest).any(-1)  # (G,)
+    bad = hmm.underflowed(log_px, smallest).any(-1)  # (G,)
     for g in bad.nonzero().squeeze(-1).tolist():
         log_px[g], counts[g], gamma[g] = _by_autograd(log_init, log_trans[g], log_lik[g], mask)
     return log_px, counts, gamma

@@ -78,7 +78,8 @@ def _rows(log_trans: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return log_trans if log_trans.dim() == 2 else log_trans[index]
 
 
-def _full_mask(log_lik: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+def full_mask(log_lik: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """(B, T) bool mask for log_lik (B, T, K): ``mask`` as bool, or every step valid where it is None."""
     if mask is None:
         return torch.ones(log_lik.shape[:2], dtype=torch.bool, device=log_lik.device)
     return mask.bool()
@@ -110,9 +111,9 @@ def log_likelihood(
         (B,) log p(X) of each sequence (padding excluded).
     """
     check_transitions(log_trans, log_lik)
-    mask = _full_mask(log_lik, mask)
+    mask = full_mask(log_lik, mask)
     log_px, smallest = _scaled_forward(log_init, log_trans, log_lik, mask)
-    bad = _underflowed(log_px, smallest)
+    bad = underflowed(log_px, smallest)
     if not bool(bad.any()):
         return log_px
     # Recompute the good sequences apart: the graph of the first pass divides by ~0 in the
@@ -126,9 +127,10 @@ def log_likelihood(
     return values[order.argsort()]
 
 
-def _underflowed(log_px: torch.Tensor, smallest: torch.Tensor) -> torch.Tensor:
-    """Where :func:`_scaled_forward`'s product underflowed (a normaliser below the smallest normal number, or a
-    non-finite value): those sequences go to the log-space fallback."""
+def underflowed(log_px: torch.Tensor, smallest: torch.Tensor) -> torch.Tensor:
+    """Where a scaled forward's product underflowed (a normaliser below the smallest normal number, or a non-finite
+    value): those sequences go to the log-space fallback (:func:`log_likelihood`,
+    :func:`pyro_dssm.model.expected_counts.grouped_statistics`)."""
     return (smallest < torch.finfo(smallest.dtype).tiny) | ~torch.isfinite(log_px)
 
 
@@ -175,9 +177,9 @@ def grouped_log_likelihood(
     if log_lik.dim() != 4 or log_trans.shape != (log_lik.shape[0], log_lik.shape[-1], log_lik.shape[-1]):
         raise ValueError(f"expected log_lik (G, B, T, K) and log_trans (G, K, K), actual shapes = "
                          f"{tuple(log_lik.shape)} and {tuple(log_trans.shape)}")
-    mask = _full_mask(log_lik[0], mask)
+    mask = full_mask(log_lik[0], mask)
     log_px, smallest = _scaled_forward(log_init, log_trans, log_lik, mask)
-    bad = _underflowed(log_px, smallest).any(-1)  # (G,)
+    bad = underflowed(log_px, smallest).any(-1)  # (G,)
     if not bool(bad.any()):
         return log_px
     good, bad = (~bad).nonzero().squeeze(-1), bad.nonzero().squeeze(-1)
@@ -196,7 +198,7 @@ def forward(
         log_px: (B,) log p(X).
     """
     check_transitions(log_trans, log_lik)
-    mask = _full_mask(log_lik, mask)
+    mask = full_mask(log_lik, mask)
     trans = _per_step(log_trans, log_lik.shape[1])
     alpha = log_init + log_lik[:, 0]
     alphas = [alpha]
@@ -214,7 +216,7 @@ def backward(log_trans: torch.Tensor, log_lik: torch.Tensor, mask: torch.Tensor 
         log_beta: (B, T, K); zero on the last valid step and on padding.
     """
     check_transitions(log_trans, log_lik)
-    mask = _full_mask(log_lik, mask)
+    mask = full_mask(log_lik, mask)
     B, T, K = log_lik.shape
     trans = _per_step(log_trans, T)
     beta = log_lik.new_zeros(B, K)
@@ -242,7 +244,7 @@ def normalised_backward(log_trans: torch.Tensor, log_lik: torch.Tensor, mask: to
         (B, T, K) normalised log-messages; uniform after each sequence's last valid step.
     """
     check_transitions(log_trans, log_lik)
-    mask = _full_mask(log_lik, mask)
+    mask = full_mask(log_lik, mask)
     B, T, K = log_lik.shape
     tiny = torch.finfo(log_lik.dtype).tiny
     # (K_next, K_prev) per step: beta_t = (probs_{t+1} * beta_{t+1}) @ A_{t+1}^T
@@ -295,7 +297,7 @@ def posterior_chain(
         probability 0 may be NaN.
     """
     check_transitions(log_trans, log_lik)
-    mask = _full_mask(log_lik, mask)
+    mask = full_mask(log_lik, mask)
     log_lik = log_lik.masked_fill(~mask[..., None], 0.0)
     log_beta = backward(log_trans, log_lik, mask)
     evidence = log_lik + log_beta  # (B, T, K): log p(x_t | c_t = j) beta_t(j)
@@ -343,7 +345,7 @@ def viterbi(
         log_joint: (B,) log p(path, X).
     """
     check_transitions(log_trans, log_lik)
-    mask = _full_mask(log_lik, mask)
+    mask = full_mask(log_lik, mask)
     B, T, K = log_lik.shape
     trans = _per_step(log_trans, T)
     delta = log_init + log_lik[:, 0]
