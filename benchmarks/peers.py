@@ -327,8 +327,8 @@ def run_pyro_dssm_exact(problem: Problem, max_iter: int) -> dict:
         probes[n] = run_clock.run_exact([*problem.overrides, f"trainer.init_em_iters={n}"], problem.target)
         n *= 2
     reached = [(r["seconds_to_target"], n) for n, r in probes.items() if r["reached"]]
-    fastest = probes[min(reached)[1]] if reached else default
-    return {**fastest, "iterations_to_target": min(reached)[1] if reached else None,
+    n_fastest = min(reached)[1] if reached else None
+    return {**probes.get(n_fastest, default), "iterations_to_target": n_fastest,
             "default_seconds_to_target": default["seconds_to_target"], "accuracy": default["accuracy"],
             "probes": [[n, r["seconds_to_target"], r["accuracy"]] for n, r in sorted(probes.items())]}
 

@@ -225,13 +225,18 @@ def baum_welch(emitter: Emission, params: dict, x: torch.Tensor, mask: torch.Ten
 
 
 def _grouped_e_step(batch: int, steps: int, n_states: int, group: int):
-    """The E-step of G candidates: (log_init (K,), log_trans (G, K, K), log_lik (G, B, T, K), mask) -> (G, B) log p(X),
-    (G, K, K) expected transition counts and (G, B, T, K) posterior marginals. The scaled forward-backward of all
-    candidates at once (:func:`pyro_dssm.model.expected_counts.grouped_statistics`), or, where :func:`e_step_log_px`
-    picks the parallel scan, the gradients of the scan's log p(X), candidate by candidate."""
+    """EM's two passes for G candidates, as :func:`e_step_log_px` picks them: the E-step, (log_init (K,), log_trans
+    (G, K, K), log_lik (G, B, T, K), mask) -> (G, B) log p(X), (G, K, K) expected transition counts and (G, B, T, K)
+    posterior marginals; and log p(X) alone, (G, B), to score the result. The scaled forward-backward and forward of
+    all candidates at once (:func:`pyro_dssm.model.expected_counts.grouped_statistics`,
+    :func:`pyro_dssm.model.hmm.grouped_log_likelihood`), or the parallel scan (its gradients for the E-step)
+    candidate by candidate."""
     single = e_step_log_px(batch, steps, n_states, group)
     if single is hmm.log_likelihood:
-        return grouped_statistics
+        return grouped_statistics, hmm.grouped_log_likelihood
+
+    def each(log_init, log_trans, log_lik, mask):
+        return torch.stack([single(log_init, log_trans[g], log_lik[g], mask) for g in range(len(log_trans))])
 
     def by_scan(log_init, log_trans, log_lik, mask):
         out = []
@@ -240,7 +245,7 @@ def _grouped_e_step(batch: int, steps: int, n_states: int, group: int):
             log_px = single(log_init, log_trans_g, log_lik_g, mask)
             out.append((log_px.detach(), *torch.autograd.grad(log_px.sum(), [log_trans_g, log_lik_g])))
         return tuple(torch.stack(parts) for parts in zip(*out))
-    return by_scan
+    return by_scan, each
 
 
 # Candidates whose E-step is the sequential forward run together (:func:`baum_welch_many`), as many per group as keep
@@ -270,7 +275,7 @@ def _baum_welch_group(emitter: Emission, starts: list[dict], x: torch.Tensor, ma
     """:func:`baum_welch_many` for one group: trans (G, K, K). The candidates still iterating share each E-step; a
     candidate leaves the group once converged (:func:`baum_welch`'s rule)."""
     G, K = trans.shape[:2]
-    e_step = _grouped_e_step(*x.shape[:2], K, G)
+    e_step, log_px_of = _grouped_e_step(*x.shape[:2], K, G)
     log_init, eye = hmm.uniform_log_init(K, x), torch.eye(K, dtype=x.dtype, device=x.device)
     params, trans, n_valid = list(starts), trans.clone(), float(mask.sum())
     previous, active = [-float("inf")] * G, list(range(G))
@@ -297,7 +302,7 @@ def _baum_welch_group(emitter: Emission, starts: list[dict], x: torch.Tensor, ma
             previous[g] = current
         active = still
     with torch.no_grad():
-        scores = hmm.grouped_log_likelihood(log_init, trans.log(), tables(list(range(G))), mask).sum(-1) / mask.sum()
+        scores = log_px_of(log_init, trans.log(), tables(list(range(G))), mask).sum(-1) / mask.sum()
     return [(params[g], trans[g], float(scores[g])) for g in range(G)]
 
 
